@@ -1,0 +1,36 @@
+# deco: the commands a person types. `make help` lists them.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-full bench clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first: the CPU wheel on local disk. A bare `torch` resolved later would pull a multi-GB CUDA build.
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install deco (torch 2.13 CPU first, then deco[dev])
+
+train: install ## Train the embedded tiny model on the shapes world (extra overrides: make train ARGS="projector=qformer")
+	$(PY) -m deco.train $(ARGS)
+
+test: install ## Run the default test suite (not slow)
+	$(PY) -m pytest -m "not slow" -q $(ARGS)
+
+test-full: install ## Run every test, slow ones included
+	$(PY) -m pytest -q $(ARGS)
+
+bench: install ## Run the performance benchmarks (prints ratios, writes experiments/perf/results.json)
+	$(PY) -m experiments.perf.run $(ARGS)
+
+clean: ## Remove run outputs and caches (keeps .venv)
+	rm -rf outputs multirun wandb lightning_logs .pytest_cache
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,82 @@
+"""LightningDataModule over any dataset config that follows deco's dataset contract.
+
+A data config names a partially-instantiated dataset class for `train` and `val`
+(`_target_` + `_partial_: true`); this module completes it with the tokenizer, image
+processor, conversation template and length limit that the model and stage decide, and
+wraps it in DataLoaders with deco's collator. Swapping `data=` therefore never touches code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from deco.data.collate import Collator
+
+
+class MLLMDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        train: Callable[..., Dataset] | None,
+        val: Callable[..., Dataset] | None,
+        *,
+        tokenizer,
+        image_processor,
+        template: str,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        max_length: int = 256,
+        image_aspect: str = "pad",
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.dataset_factories = {"train": train, "val": val}
+        self.dataset_kwargs = dict(
+            tokenizer=tokenizer,
+            image_processor=image_processor,
+            template=template,
+            max_length=max_length,
+            image_aspect=image_aspect,
+        )
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.collate = Collator(pad_token_id=tokenizer.pad_token_id, padding_side="right", max_length=max_length)
+        self.datasets: dict[str, Dataset] = {}
+
+    @classmethod
+    def from_config(cls, data_cfg: Mapping, **kwargs) -> MLLMDataModule:
+        """Build from a `data=` config whose `train`/`val` were instantiated as partials."""
+        keys = ("batch_size", "eval_batch_size", "num_workers", "max_length", "image_aspect")
+        return cls(data_cfg.get("train"), data_cfg.get("val"), **{k: data_cfg[k] for k in keys if k in data_cfg}, **kwargs)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split, factory in self.dataset_factories.items():
+            if factory is not None and split not in self.datasets:
+                dataset = factory(**self.dataset_kwargs)
+                if len(dataset) == 0:
+                    raise ValueError(f"data.{split} is empty: no samples to train or validate on")
+                self.datasets[split] = dataset
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader | None:
+        if split not in self.datasets:
+            return None
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", self.eval_batch_size, shuffle=False) or []

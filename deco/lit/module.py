@@ -1,0 +1,89 @@
+"""LightningModule that trains an MLLM (vision tower -> projector -> LLM) with next-token loss.
+
+The module owns nothing but the training recipe: which parts train (from the stage config),
+per-part learning rates, AdamW with a cosine schedule and linear warmup, and the metrics a
+researcher watches (train/val loss, tokens per second, trainable parameters). The model is
+built outside (`deco.models.build.build_mllm`) and handed in.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from transformers import get_cosine_schedule_with_warmup
+
+from deco.lit.stages import apply_stage, parameter_groups, trainable_summary
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; training cannot continue meaningfully."""
+
+
+class MLLMModule(L.LightningModule):
+    def __init__(self, model: torch.nn.Module, stage: Mapping, build_config: Mapping | None = None):
+        super().__init__()
+        self.model = model
+        self.stage = dict(stage)
+        apply_stage(self.model, self.stage)
+        # What `deco` needs to rebuild this model from the checkpoint alone (model/projector configs).
+        self.save_hyperparameters({"stage": self.stage, "build": dict(build_config or {})})
+        self._step_started: float | None = None
+
+    def forward(self, batch: Mapping) -> torch.Tensor:
+        out = self.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch["pixel_values"],
+            labels=batch["labels"],
+        )
+        return out.loss
+
+    def on_fit_start(self) -> None:
+        summary = trainable_summary(self.model)
+        for part, counts in summary.items():
+            state = "trainable" if counts["trainable"] else "frozen"
+            rank_zero_info(f"{part:>9}: {counts['trainable']:>12,} / {counts['total']:>12,} parameters {state}")
+        for logger in self.loggers:
+            logger.log_hyperparams({f"params/{p}_trainable": c["trainable"] for p, c in summary.items()})
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
+        loss = self(batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at global step {self.global_step}; "
+                "lower the learning rate or check the batch (last good checkpoint is kept)"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch: Mapping, batch_idx: int) -> None:
+        if self._step_started is None:
+            return
+        seconds = time.perf_counter() - self._step_started
+        # Sequence length after merging = text tokens - placeholders + visual tokens per image.
+        text_tokens = int(batch["attention_mask"].sum())
+        images = int((batch["input_ids"] == self.model.image_token_id).sum())
+        tokens = text_tokens + images * (self.model.num_visual_tokens - 1)
+        self.log("train/tokens_per_s", tokens / max(seconds, 1e-9), batch_size=batch["input_ids"].shape[0])
+        self.log("train/step_time_s", seconds, batch_size=batch["input_ids"].shape[0])
+
+    def validation_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
+        loss = self(batch)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        groups = parameter_groups(self.model, self.stage)
+        optimizer = torch.optim.AdamW(groups, weight_decay=float(self.stage.get("weight_decay", 0.0)))
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = math.ceil(total * float(self.stage.get("warmup_ratio", 0.0)))
+        scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

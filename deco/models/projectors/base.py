@@ -1,0 +1,66 @@
+"""Projector base class and registry.
+
+A projector maps the vision tower's patch features (b n d_in) to the tokens the LLM reads (b q d_out);
+it is the only part that differs between the MLLMs this project compares (DeCo, arXiv 2405.20985).
+Besides `forward`, every projector states its own query-to-patch relevance R_q2i (q x n), the second
+factor of R-GAE's `R_t2i = R_t2q x R_q2i`. Projectors register under a config name with
+`@register_projector("name")` and are built by `build_projector` (materialize-style: an unknown name
+fails with the list of known ones).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PROJECTORS: dict[str, type["Projector"]] = {}
+
+
+def register_projector(name: str):
+    """Class decorator: make `cls` buildable as `build_projector(name, ...)`."""
+
+    def wrap(cls: type[Projector]) -> type[Projector]:
+        if name in PROJECTORS and PROJECTORS[name] is not cls:
+            raise ValueError(f"Projector name '{name}' is already registered by {PROJECTORS[name].__name__}")
+        PROJECTORS[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_projector(name: str, in_dim: int, out_dim: int, num_patches: int, **kwargs) -> "Projector":
+    """Build the projector registered as `name` (vision width `in_dim` -> LLM width `out_dim`)."""
+    if name not in PROJECTORS:
+        raise ValueError(f"Unknown projector '{name}'; choose one of: {', '.join(sorted(PROJECTORS))}")
+    return PROJECTORS[name](in_dim=in_dim, out_dim=out_dim, num_patches=num_patches, **kwargs)
+
+
+class Projector(nn.Module):
+    """Base class: holds the widths and the patch count; subclasses implement the mixing step."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int):
+        super().__init__()
+        for key, value in (("in_dim", in_dim), ("out_dim", out_dim), ("num_patches", num_patches)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{key} must be a positive int, got {value!r}")
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.num_patches = num_patches
+
+    def num_tokens(self) -> int:
+        """Number of tokens `forward` returns per image (q)."""
+        raise NotImplementedError
+
+    def forward(self, patch_feats: torch.Tensor) -> torch.Tensor:  # b n d_in -> b q d_out
+        raise NotImplementedError
+
+    def query_to_patch_relevance(self, *args, **kwargs) -> torch.Tensor:
+        """R_q2i: how much each output token (row) draws on each input patch (column)."""
+        raise NotImplementedError
+
+    def _check_input(self, patch_feats: torch.Tensor) -> None:
+        if patch_feats.dim() != 3 or patch_feats.shape[1] != self.num_patches or patch_feats.shape[2] != self.in_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects patch features of shape (b, {self.num_patches}, {self.in_dim}), "
+                f"got {tuple(patch_feats.shape)}"
+            )

@@ -1,0 +1,103 @@
+"""Vision tower: a CLIP ViT that returns patch features for the projector.
+
+As in LLaVA, the features are the hidden states of layer `select_layer` (default -2, the penultimate
+layer) with the CLS token dropped (`select_feature="patch"`) or kept (`"cls_patch"`). The tower loads
+with `from_pretrained` (hub name or local directory) or is built from a `CLIPVisionConfig` dict, which is
+how the offline `model=tiny` default gets a ViT with a real 24x24 patch grid and no download.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+SELECT_FEATURES = ("patch", "cls_patch")
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id ("org/name"): absolute, relative, home-based or deeper than one slash."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+class VisionTower(nn.Module):
+    """CLIP vision encoder returning `b n d` features of one hidden layer."""
+
+    def __init__(
+        self,
+        name_or_path: str | None = None,
+        config: dict[str, Any] | None = None,
+        select_layer: int = -2,
+        select_feature: str = "patch",
+        attn_implementation: str = "eager",
+    ):
+        super().__init__()
+        if select_feature not in SELECT_FEATURES:
+            raise ValueError(f"select_feature='{select_feature}' is unknown; choose one of: {', '.join(SELECT_FEATURES)}")
+        if name_or_path is not None:
+            name_or_path = str(name_or_path)
+            expanded = os.path.expanduser(name_or_path)
+            if _looks_local(name_or_path) and not os.path.exists(expanded):
+                raise FileNotFoundError(f"vision tower checkpoint not found: {name_or_path}")
+            self.model = CLIPVisionModel.from_pretrained(
+                expanded if os.path.exists(expanded) else name_or_path, attn_implementation=attn_implementation
+            )
+        elif config is not None:
+            self.model = CLIPVisionModel(CLIPVisionConfig(**dict(config), attn_implementation=attn_implementation))
+        else:
+            raise ValueError("VisionTower needs name_or_path (hub id or local dir) or config (CLIPVisionConfig kwargs)")
+        num_layers = self.model.config.num_hidden_layers
+        # hidden_states has num_layers + 1 entries (embeddings first)
+        if not -(num_layers + 1) <= select_layer <= num_layers:
+            raise ValueError(
+                f"select_layer={select_layer} is out of range for a {num_layers}-layer vision tower "
+                f"(allowed {-(num_layers + 1)} .. {num_layers})"
+            )
+        self.select_layer = select_layer
+        self.select_feature = select_feature
+
+    @property
+    def config(self) -> CLIPVisionConfig:
+        return self.model.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def patch_size(self) -> int:
+        return self.config.patch_size
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side (24 for a 336 px image with 14 px patches)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        """Tokens `forward` returns per image: grid_size**2 (+1 with select_feature='cls_patch')."""
+        return self.grid_size**2 + (1 if self.select_feature == "cls_patch" else 0)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # b 3 H W -> b n d
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must be (b, 3, H, W), got {tuple(pixel_values.shape)}")
+        out = self.model(pixel_values.to(device=self.device, dtype=self.dtype), output_hidden_states=True)
+        feats = out.hidden_states[self.select_layer]  # b (1 + n) d
+        if self.select_feature == "patch":
+            feats = feats[:, 1:]
+        return feats

@@ -1,0 +1,99 @@
+"""Config validation that runs before any model is built.
+
+Every check raises `ConfigError` with one message that names the offending key, the value
+given and what is allowed, so a bad sweep point fails in a second instead of after the
+model has been built (or, worse, trains something other than what the user asked for).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+
+POOLING_PROJECTORS = ("avgpool", "maxpool")
+POOLING_OPERATORS = ("avg", "max")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run, with a message a user can act on."""
+
+
+def looks_like_path(name: str) -> bool:
+    """A hub id is `org/name`; anything starting like a filesystem path is a path."""
+    return name.startswith(("/", "./", "../", "~")) or os.path.isabs(name)
+
+
+def check_model_path(key: str, name_or_path: str | None) -> None:
+    if name_or_path is None:
+        return
+    expanded = os.path.expanduser(str(name_or_path))
+    if looks_like_path(str(name_or_path)) and not os.path.exists(expanded):
+        raise ConfigError(f"{key}={name_or_path}: no such file or directory")
+
+
+def vision_patch_count(vision_cfg: Mapping) -> int | None:
+    """Number of patch tokens the vision tower emits, or None when it cannot be known offline."""
+    config = vision_cfg.get("config")
+    if config:
+        return (int(config["image_size"]) // int(config["patch_size"])) ** 2
+    name = str(vision_cfg.get("name_or_path") or "")
+    config_file = os.path.join(os.path.expanduser(name), "config.json")
+    if os.path.isfile(config_file):
+        with open(config_file) as f:
+            data = json.load(f)
+        data = data.get("vision_config", data)
+        if "image_size" in data and "patch_size" in data:
+            return (data["image_size"] // data["patch_size"]) ** 2
+    match = re.search(r"patch(\d+)-(\d+)", name)  # e.g. openai/clip-vit-large-patch14-336
+    if match:
+        return (int(match.group(2)) // int(match.group(1))) ** 2
+    return None
+
+
+def validate_projector(projector_cfg: Mapping, num_patches: int | None) -> None:
+    from deco.models.projectors import PROJECTORS
+
+    name = projector_cfg.get("name")
+    if name not in PROJECTORS:
+        raise ConfigError(f"projector={name} is unknown; choose one of: {', '.join(sorted(PROJECTORS))}")
+    if name in POOLING_PROJECTORS:
+        pooling = projector_cfg.get("pooling")
+        if pooling not in POOLING_OPERATORS:
+            raise ConfigError(f"pooling={pooling} is unknown; choose one of: {', '.join(POOLING_OPERATORS)}")
+    if "query_num" not in projector_cfg:
+        return
+    query_num = projector_cfg["query_num"]
+    if not isinstance(query_num, int) or query_num < 1:
+        raise ConfigError(f"query_num={query_num} must be a positive integer")
+    if num_patches is not None and query_num > num_patches:
+        raise ConfigError(
+            f"query_num={query_num} is larger than the vision tower's {num_patches} patches; "
+            f"use query_num <= {num_patches}"
+        )
+    if name in POOLING_PROJECTORS and math.isqrt(query_num) ** 2 != query_num:
+        limit = math.isqrt(num_patches) if num_patches else 24
+        squares = ", ".join(str(i * i) for i in range(1, limit + 1))
+        raise ConfigError(
+            f"query_num={query_num} is not a perfect square; projector={name} pools the patch grid "
+            f"to sqrt(query_num) x sqrt(query_num), so use one of: {squares}"
+        )
+
+
+def validate_train_config(cfg: Mapping) -> None:
+    """All checks for `deco.train`; raises ConfigError on the first problem found."""
+    model = cfg["model"]
+    for part in ("vision", "llm", "tokenizer", "image_processor"):
+        check_model_path(f"model.{part}.name_or_path", model[part].get("name_or_path"))
+    for key in ("init_from", "ckpt_path"):
+        value = cfg.get(key)
+        if value is not None and value != "auto" and not os.path.exists(os.path.expanduser(str(value))):
+            raise ConfigError(f"{key}={value}: no such file")
+    validate_projector(cfg["projector"], vision_patch_count(model["vision"]))
+    stage = cfg["stage"]
+    from deco.data.conversation import TEMPLATES
+
+    if stage["template"] not in TEMPLATES:
+        raise ConfigError(f"stage.template={stage['template']} is unknown; choose one of: {', '.join(TEMPLATES)}")
