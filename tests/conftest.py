@@ -12,7 +12,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 # A run small enough for a unit test: a few samples, few steps, no workers, no logger.
 TINY_RUN = [
-    "data.train.num_samples=24",
+    "data.train.num_samples=12",  # 3 steps of 4, then validation at epoch end
     "data.val.num_samples=8",
     "data.batch_size=4",
     "data.eval_batch_size=8",

@@ -55,7 +55,7 @@ def _changed(before: dict, after: dict) -> set[str]:
 def _fit_and_diff(cfg) -> tuple[set[str], set[str]]:
     """Train via deco.train and report which parameters changed vs. the same-seed initial model."""
     from deco.data.tokenizer import load_tokenizer
-    from deco.lit.stages import apply_stage
+    from deco.models.stages import apply_stage
     from deco.models.build import build_mllm
     import lightning as L
     from omegaconf import OmegaConf
@@ -120,7 +120,6 @@ def test_cli_rejects_bad_config_before_building(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
-@pytest.mark.slow
 def test_multirun_sweep_runs_one_dir_per_job(tmp_path):
     """The README's sweep command, shrunk: 2 jobs with Hydra's basic launcher."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}

@@ -30,7 +30,7 @@ class Collator:
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
         if pad_token_id is None:
-            raise ValueError("pad_token_id is None: give the tokenizer a pad token (deco.data.tokenizer.load_tokenizer)")
+            raise ValueError("pad_token_id is None: the tokenizer needs a pad token (see load_tokenizer)")
         if max_length is not None and max_length <= 0:
             raise ValueError(f"max_length must be positive or None, got {max_length}")
         self.pad_token_id = int(pad_token_id)

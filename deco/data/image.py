@@ -98,6 +98,7 @@ def expand_to_square(img: Image.Image, fill: tuple) -> Image.Image:
 def _is_plain_clip(processor, size: int) -> bool:
     """True when the processor on an S x S RGB image is exactly rescale + normalise."""
     p = processor
+    same_size = ({"shortest_edge": size}, {"height": size, "width": size})
     return (
         getattr(p, "do_rescale", False)
         and abs(getattr(p, "rescale_factor", 0) - 1 / 255) < 1e-12
@@ -105,7 +106,7 @@ def _is_plain_clip(processor, size: int) -> bool:
         and getattr(p, "image_mean", None) is not None
         and getattr(p, "image_std", None) is not None
         and (not getattr(p, "do_center_crop", False) or processor_size(p) == size)
-        and (not getattr(p, "do_resize", False) or _as_dict(getattr(p, "size", None)) in ({"shortest_edge": size}, {"height": size, "width": size}))
+        and (not getattr(p, "do_resize", False) or _as_dict(getattr(p, "size", None)) in same_size)
     )
 
 

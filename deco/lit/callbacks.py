@@ -1,5 +1,7 @@
 """Callbacks deco adds to every run.
 
+`Throughput` logs tokens per second and step time of each training step (visual tokens
+included, padding excluded), the number that compares projectors at equal budgets.
 `JsonlMetrics` appends every logged metric to `metrics.jsonl` in the run dir (one JSON object
 per logging step), so results survive without any dashboard and `deco.report` can read them.
 """
@@ -7,6 +9,7 @@ per logging step), so results survive without any dashboard and `deco.report` ca
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import lightning as L
@@ -41,3 +44,25 @@ class JsonlMetrics(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self._write(trainer, "val/")
+
+
+class Throughput(L.Callback):
+    """Logs `train/tokens_per_s` and `train/step_time_s`; list it before JsonlMetrics."""
+
+    def __init__(self):
+        self._started: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._started is None:
+            return
+        seconds = time.perf_counter() - self._started
+        model = pl_module.model
+        # Sequence length after merging: text tokens, each placeholder replaced by the visual tokens.
+        images = int((batch["input_ids"] == model.image_token_id).sum())
+        tokens = int(batch["attention_mask"].sum()) + images * (model.num_visual_tokens - 1)
+        batch_size = batch["input_ids"].shape[0]
+        pl_module.log("train/tokens_per_s", tokens / max(seconds, 1e-9), batch_size=batch_size)
+        pl_module.log("train/step_time_s", seconds, batch_size=batch_size)

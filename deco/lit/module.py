@@ -2,14 +2,14 @@
 
 The module owns nothing but the training recipe: which parts train (from the stage config),
 per-part learning rates, AdamW with a cosine schedule and linear warmup, and the metrics a
-researcher watches (train/val loss, tokens per second, trainable parameters). The model is
+researcher watches (train/val loss, learning rates, trainable parameters;
+throughput comes from `deco.lit.callbacks.Throughput`). The model is
 built outside (`deco.models.build.build_mllm`) and handed in.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping
 
 import lightning as L
@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import get_cosine_schedule_with_warmup
 
-from deco.lit.stages import apply_stage, parameter_groups, trainable_summary
+from deco.models.stages import apply_stage, parameter_groups, trainable_summary
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,7 +32,6 @@ class MLLMModule(L.LightningModule):
         apply_stage(self.model, self.stage)
         # What `deco` needs to rebuild this model from the checkpoint alone (model/projector configs).
         self.save_hyperparameters({"stage": self.stage, "build": dict(build_config or {})})
-        self._step_started: float | None = None
 
     def forward(self, batch: Mapping) -> torch.Tensor:
         out = self.model(
@@ -51,9 +50,6 @@ class MLLMModule(L.LightningModule):
         for logger in self.loggers:
             logger.log_hyperparams({f"params/{p}_trainable": c["trainable"] for p, c in summary.items()})
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        self._step_started = time.perf_counter()
-
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         loss = self(batch)
         if not torch.isfinite(loss):
@@ -61,19 +57,12 @@ class MLLMModule(L.LightningModule):
                 f"loss is {loss.item()} at global step {self.global_step}; "
                 "lower the learning rate or check the batch (last good checkpoint is kept)"
             )
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        batch_size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        # Learning rate per optimizer group (the module logs it so it works with any or no logger).
+        for group in self.optimizers().optimizer.param_groups:
+            self.log(f"train/lr_{group.get('name', 'group')}", group["lr"], batch_size=batch_size)
         return loss
-
-    def on_train_batch_end(self, outputs, batch: Mapping, batch_idx: int) -> None:
-        if self._step_started is None:
-            return
-        seconds = time.perf_counter() - self._step_started
-        # Sequence length after merging = text tokens - placeholders + visual tokens per image.
-        text_tokens = int(batch["attention_mask"].sum())
-        images = int((batch["input_ids"] == self.model.image_token_id).sum())
-        tokens = text_tokens + images * (self.model.num_visual_tokens - 1)
-        self.log("train/tokens_per_s", tokens / max(seconds, 1e-9), batch_size=batch["input_ids"].shape[0])
-        self.log("train/step_time_s", seconds, batch_size=batch["input_ids"].shape[0])
 
     def validation_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         loss = self(batch)

@@ -9,6 +9,8 @@ right-aligned after the merge, text-only rows included) is for batched greedy ge
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -213,8 +215,9 @@ class MLLM(nn.Module):
         eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
         pad = pad_token_id if pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
         positions = position_ids_from_mask(mask)
-        out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
-        past = out.past_key_values
+        cache_kw, extra = self._cache_keyword(), self._last_logits_only()
+        out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
+        past = self._cache_of(out)
         next_positions = positions[:, -1:] + 1  # left padding: the last column is a real token in every row
         finished = torch.zeros(embeds.shape[0], dtype=torch.bool, device=device)
         embed = self.llm.get_input_embeddings()
@@ -229,7 +232,26 @@ class MLLM(nn.Module):
                 break
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             out = self.llm(inputs_embeds=embed(token)[:, None], attention_mask=mask, position_ids=next_positions,
-                           past_key_values=past, use_cache=True)
-            past = out.past_key_values
+                           use_cache=True, **{cache_kw: past})
+            past = self._cache_of(out)
             next_positions = next_positions + 1
         return torch.stack(new_tokens, dim=1)
+
+    def _cache_keyword(self) -> str:
+        """transformers >= 5.2x names the KV cache `cache`; earlier versions `past_key_values`."""
+        base = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+    def _last_logits_only(self) -> dict[str, int]:
+        """Ask the LLM for the last position's logits only (saves a b x T x vocab tensor on the prompt)."""
+        base = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        params = inspect.signature(base.forward).parameters
+        for name in ("logits_to_keep", "num_logits_to_keep"):
+            if name in params:
+                return {name: 1}
+        return {}
+
+    @staticmethod
+    def _cache_of(output):
+        cache = getattr(output, "cache", None)
+        return cache if cache is not None else output.past_key_values

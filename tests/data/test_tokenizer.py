@@ -40,7 +40,9 @@ def test_round_trip_and_bos():
     assert tok.padding_side == "right"
     # words of the shapes world are single tokens
     assert len(tok.encode(" triangle", add_special_tokens=False)) == 1
-    assert tok.decode(tok.encode(format_box((0.1, 0.2, 0.3, 1.0)), add_special_tokens=False)) == "[0.10, 0.20, 0.30, 1.00]"
+    box = format_box((0.1, 0.2, 0.3, 1.0))
+    assert box == "[0.10, 0.20, 0.30, 1.00]"
+    assert tok.decode(tok.encode(box, add_special_tokens=False)) == box
 
 
 def test_special_tokens():

@@ -227,10 +227,10 @@ def test_gae_second_layer_propagates_through_self_relevance():
     ones = torch.ones(1, 1, 2, 2)
     a_c = torch.tensor([[[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]])
     g_c = torch.ones_like(a_c)
-    # layer 1: self-attention is the identity (Ā = I), so R_qq = 2I and R̄_qq = I; R_qi = Ā_c
-    # layer 2: same self map: R_qi = R_qi + I R_qi = 2 Ā_c; R_qq = 4I; then R_qi += Ā_c
+    # layer 1: self-attention is the identity (Ā = I): R_qq = 2I, R̄_qq = rownorm(I) + I = 2I, R_qi = 2 Ā_c
+    # layer 2: self rule R_qi = 2 Ā_c + I (2 Ā_c) = 4 Ā_c, R_qq = 4I, R̄_qq = 2I; cross rule adds 2 Ā_c
     rel = proj.query_to_patch_relevance([eye, eye], [a_c, a_c], [ones, ones], [g_c, g_c])
-    torch.testing.assert_close(rel, 3 * a_c[:, 0])
+    torch.testing.assert_close(rel, 6 * a_c[:, 0])
 
 
 def test_normalize_self_relevance_keeps_identity_rows():

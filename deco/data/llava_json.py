@@ -1,0 +1,274 @@
+"""LLaVA-format JSON datasets: `blip_laion_cc_sbu_558k.json`, `llava_v1_5_mix665k.json` and the like.
+
+A record is `{"id": ..., "image": "relative/path.jpg" (optional), "conversations": [{"from":
+"human"|"gpt", "value": str}, ...]}`; the `<image>` placeholder may sit anywhere in the
+first human turn (the core template moves it to the front as LLaVA does); records without
+`image` are text-only (pixel_values None; the collator gives them a zeros image). Files are
+a JSON array (`.json`) or one record per line (`.jsonl`). Tokenization is the core's
+`tokenize_conversation` (same templates, same -100 masking) and images go through
+`process_image` (LLaVA-1.5 `pad`, or `resize` / `crop`).
+
+Bad samples never stop training. Cheap checks run when the file is read (malformed JSON
+lines and records, empty conversations, `<image>` without an image and the reverse, and
+with `check_images` missing image files), and those records are dropped and counted; the
+rest (corrupt or truncated images, over-long conversations, wrong turn order) are found
+when a sample is loaded: the dataset counts it (`deco.data.skips`, shared across DataLoader
+workers) and returns the next good record instead, so batches keep their size and every
+DDP rank takes the same number of steps. Skip counts are per split: records rejected while
+reading the file count once, in the `train` (or `all`) split.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from deco.data.conversation import SampleTooLong, get_template, tokenize_conversation
+from deco.data.image import ASPECTS, process_image
+from deco.data.skips import SkipCounter, SkipSample
+from deco.data.tokenizer import IMAGE_TOKEN
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("all", "train", "val")
+_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def check_record(record: Any) -> None:
+    """Cheap structural checks of one LLaVA record; raises SkipSample naming what is wrong."""
+    if not isinstance(record, dict):
+        raise SkipSample("malformed_json", f"record is a {type(record).__name__}, expected an object")
+    conv = record.get("conversations")
+    if not isinstance(conv, list):
+        raise SkipSample("malformed_json", f"'conversations' must be a list, got {type(conv).__name__}")
+    if not conv:
+        raise SkipSample("empty_conversation", "no turns")
+    for k, turn in enumerate(conv):
+        if not isinstance(turn, dict) or not isinstance(turn.get("from"), str) or not isinstance(turn.get("value"), str):
+            raise SkipSample("bad_conversation", f"turn {k} must be an object with string 'from' and 'value'")
+    if all(not t["value"].replace(IMAGE_TOKEN, "").strip() for t in conv):
+        raise SkipSample("empty_conversation", "every turn is blank")
+    image = record.get("image")
+    if image is not None and not isinstance(image, str):
+        raise SkipSample("bad_conversation", f"'image' must be one path (str), got {type(image).__name__}")
+    n_placeholders = sum(t["value"].count(IMAGE_TOKEN) for t in conv)
+    if any(IMAGE_TOKEN in t["value"] for t in conv if t["from"] == "gpt"):
+        raise SkipSample("bad_conversation", f"{IMAGE_TOKEN} in an assistant turn")
+    if image is not None and n_placeholders != 1:
+        raise SkipSample("bad_conversation", f"record has an image and {n_placeholders} {IMAGE_TOKEN} placeholders")
+    if image is None and n_placeholders:
+        raise SkipSample("bad_conversation", f"{IMAGE_TOKEN} placeholder but no 'image'")
+
+
+def record_id(record: dict, position: int) -> str:
+    return str(record.get("id", f"#{position}"))
+
+
+def open_image(source: str | os.PathLike | bytes) -> Image.Image:
+    """Decode an image fully (path or bytes); SkipSample('missing_image' / 'corrupt_image') if impossible."""
+    if not isinstance(source, bytes) and not os.path.isfile(source):
+        raise SkipSample("missing_image", f"no file {str(source)!r}")
+    try:
+        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        img.load()  # decode now: truncated files fail here, not later inside the processor
+        return img
+    except _IMAGE_ERRORS as error:
+        raise SkipSample("corrupt_image", f"{type(error).__name__}: {error}") from None
+
+
+def build_sample(
+    record: dict,
+    load_image: Callable[[], Image.Image] | None,
+    *,
+    tokenizer,
+    image_processor,
+    template: str,
+    max_length: int | None,
+    image_aspect: str,
+    sample_id: str,
+) -> dict:
+    """Tokenize a checked record and preprocess its image -> {input_ids, labels, pixel_values, id}.
+
+    load_image: returns the decoded image (or raises SkipSample); None for text-only records.
+    Raises SkipSample('too_long' / 'bad_conversation' / image reasons).
+    """
+    try:
+        tok = tokenize_conversation(record["conversations"], tokenizer, template, max_length)
+    except SampleTooLong as error:
+        raise SkipSample("too_long", str(error)) from None
+    except ValueError as error:
+        raise SkipSample("bad_conversation", str(error)) from None
+    pixels = None
+    if load_image is not None:
+        img = load_image()
+        try:
+            pixels = process_image(img, image_processor, image_aspect)  # 3 S S
+        except _IMAGE_ERRORS as error:
+            raise SkipSample("corrupt_image", f"preprocessing failed: {type(error).__name__}: {error}") from None
+    return {**tok, "pixel_values": pixels, "id": sample_id}
+
+
+def check_dataset_args(tokenizer, template: str, max_length: int | None, image_aspect: str) -> None:
+    """Fail before training on settings that would make every sample a skip."""
+    get_template(template)
+    if image_aspect not in ASPECTS:
+        raise ValueError(f"unknown image_aspect {image_aspect!r}; allowed: {list(ASPECTS)}")
+    if max_length is not None and max_length <= 0:
+        raise ValueError(f"max_length must be positive, got {max_length}")
+    # Raises a clear ValueError for a tokenizer without <image>/bos/eos.
+    probe = [{"from": "human", "value": f"{IMAGE_TOKEN}\nx"}, {"from": "gpt", "value": "y"}]
+    tokenize_conversation(probe, tokenizer, template, None)
+
+
+def read_json_records(path: str | os.PathLike, skips: SkipCounter | None) -> list[tuple[int, dict]]:
+    """(position, record) for every structurally valid record of a .json array or .jsonl file.
+
+    Malformed lines / records are skipped and counted in `skips` (None: not counted).
+    A missing file, or a .json file that is not a JSON array, raises.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"LLaVA JSON file not found: {str(path)!r}")
+    records: list[tuple[int, Any]] = []
+    if path.suffix == ".jsonl":
+        with path.open("rb") as f:
+            for pos, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    records.append((pos, json.loads(line)))
+                except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError
+                    if skips is not None:
+                        skips.add("malformed_json", f"{path.name}:{pos + 1}", str(error))
+    else:
+        try:
+            data = json.loads(path.read_bytes())
+        except ValueError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); one record per line needs a .jsonl name") from None
+        if not isinstance(data, list):
+            raise ValueError(f"{path} must hold a JSON array of records, got {type(data).__name__}")
+        records = list(enumerate(data))
+    good = []
+    for pos, record in records:
+        try:
+            check_record(record)
+        except SkipSample as error:
+            if skips is not None:
+                skips.skip(error, record_id(record, pos) if isinstance(record, dict) else f"#{pos}")
+            continue
+        good.append((pos, record))
+    return good
+
+
+class LlavaJsonDataset(torch.utils.data.Dataset):
+    """LLaVA-format records + an image folder, tokenized and preprocessed on access.
+
+    json_path: .json (array) or .jsonl file. image_root: folder the records' `image` paths are
+    relative to (default: the JSON file's folder). num_samples: keep at most the first N
+    records of the split. split/val_size: "val" is the last `val_size` valid records, "train"
+    the rest, "all" everything. check_images: test at start that every image file exists
+    (one stat per record). max_retries: consecutive bad records tolerated before giving up.
+    Items: input_ids (t), labels (t), pixel_values (3 S S float, None for text-only), id.
+    """
+
+    def __init__(
+        self,
+        json_path: str,
+        image_root: str | None = None,
+        num_samples: int | None = None,
+        split: str = "all",
+        val_size: int = 0,
+        check_images: bool = True,
+        max_retries: int = 32,
+        *,
+        tokenizer,
+        image_processor,
+        template: str = "vicuna_v1",
+        max_length: int | None = 2048,
+        image_aspect: str = "pad",
+    ):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        if val_size < 0 or (num_samples is not None and num_samples < 0):
+            raise ValueError(f"val_size and num_samples must be >= 0, got {val_size} and {num_samples}")
+        check_dataset_args(tokenizer, template, max_length, image_aspect)
+        self.json_path = Path(json_path).expanduser()
+        self.image_root = Path(image_root).expanduser() if image_root is not None else self.json_path.parent
+        if not self.image_root.is_dir():
+            raise FileNotFoundError(f"image_root is not a directory: {str(self.image_root)!r}")
+        self.tokenizer, self.image_processor = tokenizer, image_processor
+        self.template, self.max_length, self.image_aspect = template, max_length, image_aspect
+        self.max_retries = max_retries
+        self.skips = SkipCounter(f"llava_json[{split}]")
+
+        # File-level skips are counted once: by the train (or all) split.
+        records = read_json_records(self.json_path, self.skips if split != "val" else None)
+        if split != "all" and val_size >= len(records):
+            raise ValueError(
+                f"data val_size={val_size} leaves no training records: {self.json_path} has {len(records)} valid records"
+            )
+        if split == "val":
+            records = records[len(records) - val_size:]
+        elif split == "train" and val_size:
+            records = records[: len(records) - val_size]
+        if num_samples is not None:
+            records = records[:num_samples]
+        if check_images:
+            records = [(pos, r) for pos, r in records if self._image_exists(pos, r)]
+        if not records:
+            raise ValueError(f"no usable samples in {self.json_path} (split {split!r}); {self.skips.summary()}")
+        # Records as one bytes blob + offsets: compact, and forked workers do not touch
+        # millions of Python objects (which would copy their pages through refcounting).
+        encoded = [json.dumps({**r, "_pos": pos}, ensure_ascii=False).encode() for pos, r in records]
+        self._offsets = np.cumsum([0] + [len(b) for b in encoded]).astype(np.int64)
+        self._blob = b"".join(encoded)
+        if self.skips.total():
+            log.warning("%s (%d usable)", self.skips.summary(), len(self))
+
+    def _image_exists(self, pos: int, record: dict) -> bool:
+        if record.get("image") is None or (self.image_root / record["image"]).is_file():
+            return True
+        self.skips.add("missing_image", record_id(record, pos), f"no file {str(self.image_root / record['image'])!r}")
+        return False
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def record(self, i: int) -> dict:
+        return json.loads(self._blob[self._offsets[i]: self._offsets[i + 1]])
+
+    def load(self, i: int) -> dict:
+        """Sample i, or SkipSample if it is broken."""
+        record = self.record(i)
+        pos = record.pop("_pos")
+        image = record.get("image")
+        loader = None if image is None else (lambda: open_image(self.image_root / image))
+        return build_sample(
+            record, loader, tokenizer=self.tokenizer, image_processor=self.image_processor, template=self.template,
+            max_length=self.max_length, image_aspect=self.image_aspect, sample_id=record_id(record, pos),
+        )
+
+    def __getitem__(self, i: int) -> dict:
+        n = len(self)
+        if not 0 <= i < n:
+            raise IndexError(f"index {i} out of range for a dataset of {n} samples")
+        for attempt in range(min(self.max_retries, n - 1) + 1):
+            j = (i + attempt) % n
+            try:
+                return self.load(j)
+            except SkipSample as error:
+                # Only the requested index counts: a fallback index is counted when it is requested itself.
+                if attempt == 0:
+                    self.skips.skip(error, record_id(self.record(j), self.record(j)["_pos"]))
+        raise RuntimeError(
+            f"{self.max_retries + 1} consecutive bad samples from index {i} in {self.json_path}: "
+            f"the data looks broken ({self.skips.summary()})"
+        )

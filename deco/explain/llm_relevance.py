@@ -1,0 +1,129 @@
+"""The teacher-forced forward pass that every relevance method reads, and R_t2q by GAE over the LLM.
+
+`teacher_forced_forward` runs vision tower (without autograd: its relevance is not propagated, R_ii = I)
+-> projector (keeping the Q-Former's attention maps) -> LLM with eager attention and
+`output_attentions=True`. The patch features are made leaves that require grad, so every attention map
+is in the autograd graph even when all weights are frozen. The explained score is the sum of the target
+tokens' logits, each read at the position that predicts it (the token before it: causal LM); gradients
+come from `torch.autograd.grad`, so no parameter `.grad` is touched (safe inside a training loop).
+`llm_gae_rows` turns LLM attention maps + gradients into R_t2q: GAE's self-attention rule over all LLM
+layers (R = I; R += Ā R), rows of the predicting positions, columns of the q visual tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from deco.explain.gae import self_attention_relevance
+from deco.explain.inputs import ExplainInput
+from deco.data.tokenizer import IGNORE_INDEX
+from deco.models.mllm import position_ids_from_mask
+
+
+@dataclass
+class ForwardTrace:
+    """What one teacher-forced forward leaves for the relevance methods (batch of one)."""
+
+    score: torch.Tensor  # scalar with graph: sum of the target tokens' logits
+    token_scores: torch.Tensor  # k, with graph: each target token's logit
+    log_prob: float  # sum of the target tokens' log-probabilities
+    llm_attns: list[torch.Tensor]  # per LLM layer: 1 h T T
+    qformer_self: list[torch.Tensor] | None  # per Q-Former layer: 1 h q q (None for other projectors)
+    qformer_cross: list[torch.Tensor] | None  # per Q-Former layer: 1 h q n
+    patch_feats: torch.Tensor  # 1 n d_vision (leaf, requires grad)
+    image_tokens: torch.Tensor  # 1 q d_llm
+    rows: torch.Tensor  # k: positions whose logits score the targets (target position - 1)
+    target_ids: torch.Tensor  # k
+    vis_start: int  # first visual token in the merged sequence
+    num_queries: int  # q
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode (no dropout) and restore each one's flag afterwards."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
+
+
+def _attn_implementation(llm: nn.Module) -> str | None:
+    config = getattr(llm, "config", None)
+    return getattr(config, "_attn_implementation", None)
+
+
+def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_maps: bool = True) -> ForwardTrace:
+    """One forward of `inp` through `model` (an MLLM) with attention maps in the graph; call inside eval_mode."""
+    impl = _attn_implementation(model.llm)
+    if impl not in (None, "eager"):
+        raise ValueError(
+            f"the LLM uses attn_implementation='{impl}', which returns no attention maps; "
+            "build it with attn_implementation='eager' (or call model.llm.set_attn_implementation('eager'))"
+        )
+    device = next(model.parameters()).device
+    input_ids = inp.input_ids.to(device)[None]  # 1 t
+    labels = torch.where(inp.target_mask.to(device), input_ids[0], IGNORE_INDEX)[None]  # 1 t
+    with torch.no_grad():
+        feats = model.vision(inp.pixel_values.to(device)[None])  # 1 n d
+    param = next(model.projector.parameters(), None)
+    feats = feats.detach().to(param.dtype if param is not None else feats.dtype).requires_grad_(True)
+    q_self = q_cross = None
+    with torch.enable_grad():
+        if need_projector_maps and hasattr(model.projector, "forward_with_attentions"):
+            tokens, q_self, q_cross = model.projector.forward_with_attentions(feats)
+        else:
+            tokens = model.projector(feats)  # 1 q d_llm
+        embeds, mask, merged_labels, image_positions = model.prepare_inputs_embeds(
+            input_ids, None, None, labels, image_tokens=tokens
+        )
+        if int(image_positions[0]) < 0:
+            raise ValueError("the input has no <image> placeholder: nothing visual to explain")
+        out = model.llm(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask), output_attentions=True
+        )
+        attns = list(out.attentions or [])
+        if not attns or any(a is None for a in attns):
+            raise RuntimeError("the LLM returned no attention maps; it must use attn_implementation='eager'")
+        positions = (merged_labels[0] != IGNORE_INDEX).nonzero().flatten()  # k
+        if positions.numel() == 0 or int(positions[0]) == 0:
+            raise ValueError("no target token to explain (or a target at position 0, which nothing predicts)")
+        rows = positions - 1
+        target_ids = merged_labels[0, positions]
+        logits = out.logits[0, rows].float()  # k V
+        token_scores = logits.gather(1, target_ids[:, None])[:, 0]  # k
+        log_prob = float(torch.log_softmax(logits.detach(), dim=-1).gather(1, target_ids[:, None]).sum())
+    return ForwardTrace(
+        score=token_scores.sum(),
+        token_scores=token_scores,
+        log_prob=log_prob,
+        llm_attns=attns,
+        qformer_self=q_self,
+        qformer_cross=q_cross,
+        patch_feats=feats,
+        image_tokens=tokens,
+        rows=rows,
+        target_ids=target_ids,
+        vis_start=int(image_positions[0]),
+        num_queries=tokens.shape[1],
+    )
+
+
+def gradients(score: torch.Tensor, tensors: Sequence[torch.Tensor], retain_graph: bool = True) -> list[torch.Tensor]:
+    """d score / d tensor for each tensor (zeros where the score does not depend on it)."""
+    grads = torch.autograd.grad(score, list(tensors), retain_graph=retain_graph, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
+
+
+def llm_gae_rows(trace: ForwardTrace, llm_grads: Sequence[torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
+    """R_t2q rows (k q): GAE relevance of the LLM at the predicting `rows` (default trace.rows) over the visual tokens."""
+    rel = self_attention_relevance(trace.llm_attns, llm_grads)[0]  # T T
+    rows = trace.rows if rows is None else rows
+    return rel[rows, trace.vis_start : trace.vis_start + trace.num_queries]

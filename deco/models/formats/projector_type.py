@@ -1,0 +1,87 @@
+"""LLaVA-style `mm_projector_type` strings <-> deco projector configs, and projector key names.
+
+LLaVA-1.5 writes `linear` or `mlpNx_gelu` into config.json; the DeCo paper's checkpoints extend that with
+`<projector><layer_num>_<query_num>` names such as `avgpool2_144`, `maxpool2_64` or `qformer2_144`.
+`parse_projector_type` turns such a string into deco's projector config ({"name", "layer_num",
+"query_num", ...}) so a user never repeats it; `projector_type_of` is the inverse used when exporting.
+`projector_key_aliases` maps the parameter names other codebases use (LLaVA's bare `nn.Linear` /
+`nn.Sequential`, DeCo's `sampler` + `mlp_projector.*`, llava-hf's `linear_1`/`linear_2`, the LLaVA-fork
+Q-Former's `proj.*`) onto deco's projector modules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+_MLP = re.compile(r"^mlp(\d+)x_gelu$")
+_COMPRESSIVE = re.compile(r"^(avgpool|maxpool|qformer)(\d+)_(\d+)$")
+
+KNOWN_FORMS = "linear, mlp<N>x_gelu (e.g. mlp2x_gelu), avgpool<L>_<Q>, maxpool<L>_<Q>, qformer<L>_<Q> (e.g. avgpool2_144)"
+
+
+def parse_projector_type(projector_type: str | None) -> dict:
+    """`mm_projector_type` -> deco projector config.
+
+    >>> parse_projector_type("avgpool2_144")
+    {'name': 'avgpool', 'layer_num': 2, 'query_num': 144, 'pooling': 'avg'}
+    """
+    if projector_type is None:
+        projector_type = "linear"  # LLaVA's default when the key is absent
+    if not isinstance(projector_type, str):
+        raise ValueError(f"mm_projector_type must be a string, got {projector_type!r}; known forms: {KNOWN_FORMS}")
+    text = projector_type.strip()
+    if text == "linear":
+        return {"name": "linear"}
+    match = _MLP.match(text)
+    if match:
+        depth = int(match.group(1))
+        if depth < 1:
+            raise ValueError(f"mm_projector_type='{projector_type}': the MLP needs at least one layer")
+        return {"name": "mlp2x_gelu", "layer_num": depth}
+    match = _COMPRESSIVE.match(text)
+    if match:
+        name, layer_num, query_num = match.group(1), int(match.group(2)), int(match.group(3))
+        if layer_num < 1 or query_num < 1:
+            raise ValueError(f"mm_projector_type='{projector_type}': layer_num and query_num must be >= 1")
+        cfg = {"name": name, "layer_num": layer_num, "query_num": query_num}
+        if name in ("avgpool", "maxpool"):
+            cfg["pooling"] = name[:3]
+        return cfg
+    if text == "identity":
+        raise ValueError(
+            "mm_projector_type='identity' is not supported: deco has no identity projector "
+            "(vision width must be mapped to the LLM width)"
+        )
+    raise ValueError(f"unknown mm_projector_type '{projector_type}'; known forms: {KNOWN_FORMS}")
+
+
+def projector_type_of(projector_cfg: Mapping) -> str:
+    """deco projector config -> `mm_projector_type` string (the inverse of `parse_projector_type`)."""
+    name = projector_cfg.get("name")
+    if name == "linear":
+        return "linear"
+    if name == "mlp2x_gelu":
+        return f"mlp{int(projector_cfg.get('layer_num', 2))}x_gelu"
+    if name in ("avgpool", "maxpool", "qformer"):
+        pooling = projector_cfg.get("pooling")
+        if name in ("avgpool", "maxpool") and pooling is not None:
+            name = f"{pooling}pool"  # `projector=avgpool pooling=max` is a max-pooling projector
+        return f"{name}{int(projector_cfg.get('layer_num', 2))}_{int(projector_cfg['query_num'])}"
+    raise ValueError(f"projector '{name}' has no LLaVA mm_projector_type name; known forms: {KNOWN_FORMS}")
+
+
+def projector_key_aliases(name: str, keys: list[str]) -> dict[str, str]:
+    """{checkpoint key (relative to the projector): deco key} for the naming schemes we know."""
+    out = {}
+    for key in keys:
+        new = key
+        if name == "mlp2x_gelu":
+            new = re.sub(r"^linear_(\d+)\.", lambda m: f"{2 * (int(m.group(1)) - 1)}.", key)  # llava-hf
+        elif name in ("avgpool", "maxpool"):
+            if re.match(r"^\d+\.", key):  # a bare Sequential MLP (pooling done outside)
+                new = "mlp_projector." + key
+        elif name == "qformer":
+            new = re.sub(r"^proj\.", "language_projection.", key)  # LLaVA-fork Blip2 projector
+        out[key] = new
+    return out
