@@ -11,6 +11,7 @@ sweepers can optimise it.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import hydra
@@ -18,12 +19,19 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from deco.lit.launch import register_resolvers
 from deco.utils.config import ConfigError, validate_train_config
 from deco.utils.run_info import write_run_info
 
 log = logging.getLogger(__name__)
+register_resolvers()
+# configs/hydra/launcher/submitit_*.yaml share their names with the plugin's schemas on purpose
+# (Hydra validates them against it); the deprecation notice about that would print on every run.
+warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema with the same name")
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect from a terminated job
 
 
 def load_model_weights(model: torch.nn.Module, ckpt_path: str) -> None:
@@ -42,7 +50,9 @@ def train(cfg: DictConfig) -> float | None:
     from deco.data.image import load_image_processor
     from deco.data.tokenizer import load_tokenizer
     from deco.lit.datamodule import MLLMDataModule
-    from deco.lit.module import MLLMModule
+    from deco.lit.checkpointing import resolve_ckpt_path
+    from deco.lit.module import MLLMModule, NonFiniteLossError
+    from deco.lit.sampling import accumulation_for
     from deco.models.build import build_mllm
 
     try:
@@ -62,7 +72,8 @@ def train(cfg: DictConfig) -> float | None:
     model = build_mllm(resolved["model"], resolved["projector"], tokenizer)
     if cfg.init_from:
         load_model_weights(model, cfg.init_from)
-    module = MLLMModule(model, resolved["stage"], build_config={k: resolved[k] for k in ("model", "projector")})
+    module = MLLMModule(model, resolved["stage"], build_config={k: resolved[k] for k in ("model", "projector")},
+                        on_nan=cfg.fault.on_nan)
 
     datamodule = MLLMDataModule.from_config(
         instantiate(cfg.data), tokenizer=tokenizer, image_processor=image_processor,
@@ -71,11 +82,24 @@ def train(cfg: DictConfig) -> float | None:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if cfg.data.get("global_batch_size"):
+        try:
+            trainer.accumulate_grad_batches = accumulation_for(cfg.data.global_batch_size, cfg.data.batch_size,
+                                                               trainer.world_size)
+        except ValueError as error:
+            raise SystemExit(f"Config error: {error}") from None
+    ckpt_path = resolve_ckpt_path(cfg.get("resume"), cfg.get("ckpt_path"), output_dir)
 
     if trainer.is_global_zero:
         tokenizer.save_pretrained(output_dir / "tokenizer")
         image_processor.save_pretrained(output_dir / "image_processor")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except NonFiniteLossError as error:
+        raise SystemExit(f"Training stopped: {error}") from None
+    except SIGTERMException as error:  # preemption: last.ckpt was saved (deco.lit.fault)
+        log.error("Training interrupted: %s", error or "SIGTERM")
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None
     if cfg.get("validate_after_fit"):
         trainer.validate(module, datamodule=datamodule)
     val_loss = trainer.callback_metrics.get("val/loss")

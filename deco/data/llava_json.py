@@ -42,6 +42,13 @@ SPLITS = ("all", "train", "val")
 _IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
+def _with_size(counter: SkipCounter, size: int) -> SkipCounter:
+    """A copy of `counter` (same counts) that also de-duplicates by sample index < size."""
+    out = SkipCounter(counter.name, counter.log_first, size=size)
+    out.load(counter.counts())
+    return out
+
+
 def check_record(record: Any) -> None:
     """Cheap structural checks of one LLaVA record; raises SkipSample naming what is wrong."""
     if not isinstance(record, dict):
@@ -52,7 +59,7 @@ def check_record(record: Any) -> None:
     if not conv:
         raise SkipSample("empty_conversation", "no turns")
     for k, turn in enumerate(conv):
-        if not isinstance(turn, dict) or not isinstance(turn.get("from"), str) or not isinstance(turn.get("value"), str):
+        if not (isinstance(turn, dict) and isinstance(turn.get("from"), str) and isinstance(turn.get("value"), str)):
             raise SkipSample("bad_conversation", f"turn {k} must be an object with string 'from' and 'value'")
     if all(not t["value"].replace(IMAGE_TOKEN, "").strip() for t in conv):
         raise SkipSample("empty_conversation", "every turn is blank")
@@ -213,7 +220,8 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
         records = read_json_records(self.json_path, self.skips if split != "val" else None)
         if split != "all" and val_size >= len(records):
             raise ValueError(
-                f"data val_size={val_size} leaves no training records: {self.json_path} has {len(records)} valid records"
+                f"data val_size={val_size} leaves no training records: "
+                f"{self.json_path} has {len(records)} valid records"
             )
         if split == "val":
             records = records[len(records) - val_size:]
@@ -230,6 +238,8 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
         encoded = [json.dumps({**r, "_pos": pos}, ensure_ascii=False).encode() for pos, r in records]
         self._offsets = np.cumsum([0] + [len(b) for b in encoded]).astype(np.int64)
         self._blob = b"".join(encoded)
+        # A second counter keyed by sample index: a bad sample counts once however many epochs read it.
+        self.skips = _with_size(self.skips, len(encoded))
         if self.skips.total():
             log.warning("%s (%d usable)", self.skips.summary(), len(self))
 
@@ -262,12 +272,13 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {i} out of range for a dataset of {n} samples")
         for attempt in range(min(self.max_retries, n - 1) + 1):
             j = (i + attempt) % n
+            if self.skips.is_known_bad(j):  # found bad in an earlier epoch: no need to decode it again
+                continue
             try:
                 return self.load(j)
             except SkipSample as error:
-                # Only the requested index counts: a fallback index is counted when it is requested itself.
-                if attempt == 0:
-                    self.skips.skip(error, record_id(self.record(j), self.record(j)["_pos"]))
+                record = self.record(j)
+                self.skips.skip(error, record_id(record, record["_pos"]), index=j)
         raise RuntimeError(
             f"{self.max_retries + 1} consecutive bad samples from index {i} in {self.json_path}: "
             f"the data looks broken ({self.skips.summary()})"

@@ -8,7 +8,9 @@ shared-memory tensor (one row per process slot: row 0 the main process, row k+1 
 which survives fork and spawn and needs no lock because each process only writes its own
 row. The main process reads the sum at any time (`counts()`), e.g. at the end of an epoch;
 counts cover every sample the loaders read (batches prefetched but not yet consumed
-included). The first few skips per reason and process are logged with the sample id and
+included). Given the dataset size, the counter also keeps one shared byte per sample, so a
+sample that is bad in every epoch (or read twice) counts once: counts are distinct bad
+samples. The first few skips per reason and process are logged with the sample id and
 the cause; later ones are only counted.
 """
 
@@ -28,6 +30,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "missing_image",  # the image file does not exist (or a shard sample lacks its image)
     "corrupt_image",  # the image bytes do not decode (truncated, not an image)
     "too_long",  # more tokens than max_length (deco.data.conversation.SampleTooLong)
+    "corrupt_shard",  # a sample the shard index lists but the tar file does not deliver (truncated shard)
 )
 MAX_WORKERS = 64  # rows for DataLoader workers 0..63 (plus the main process)
 
@@ -55,16 +58,26 @@ def _slot() -> int:
 class SkipCounter:
     """Per-reason skip counts shared by the main process and its DataLoader workers."""
 
-    def __init__(self, name: str = "data", log_first: int = 5):
+    def __init__(self, name: str = "data", log_first: int = 5, size: int = 0):
+        """size: number of samples, for de-duplication by sample index (0: count every add)."""
         self.name = name
         self.log_first = log_first
         # rows: process slots, cols: SKIP_REASONS. share_memory_() makes forked/spawned workers write here.
         self._table = torch.zeros(MAX_WORKERS + 1, len(SKIP_REASONS), dtype=torch.int64).share_memory_()
+        # seen[i] = 1 + reason column once sample i was counted (each index is read by one worker at a time).
+        self._seen = torch.zeros(size, dtype=torch.int8).share_memory_()
         self._logged: dict[str, int] = {}  # per process (each worker has its own copy)
 
-    def add(self, reason: str, sample_id: object = None, detail: str = "") -> None:
-        """Count one skipped sample and log it (the first `log_first` per reason in this process)."""
+    def add(self, reason: str, sample_id: object = None, detail: str = "", index: int | None = None) -> None:
+        """Count one skipped sample and log it (the first `log_first` per reason in this process).
+
+        index: the sample's position (< size); a sample already counted is not counted again.
+        """
         col = SKIP_REASONS.index(reason)
+        if index is not None and index < len(self._seen):
+            if int(self._seen[index]):
+                return
+            self._seen[index] = col + 1
         self._table[_slot(), col] += 1
         n = self._logged.get(reason, 0) + 1
         self._logged[reason] = n
@@ -72,8 +85,12 @@ class SkipCounter:
             more = " (further skips of this reason are counted, not logged)" if n == self.log_first else ""
             log.warning("%s: skipped sample %s (%s): %s%s", self.name, sample_id, reason, detail, more)
 
-    def skip(self, error: SkipSample, sample_id: object = None) -> None:
-        self.add(error.reason, sample_id, error.detail)
+    def skip(self, error: SkipSample, sample_id: object = None, index: int | None = None) -> None:
+        self.add(error.reason, sample_id, error.detail, index)
+
+    def is_known_bad(self, index: int) -> bool:
+        """True if sample `index` was already found bad (later epochs need not decode it again)."""
+        return index < len(self._seen) and bool(self._seen[index])
 
     def counts(self) -> dict[str, int]:
         """{reason: count} summed over all processes (every reason present, zeros included)."""
@@ -88,7 +105,7 @@ class SkipCounter:
         unknown = set(counts) - set(SKIP_REASONS)
         if unknown:
             raise ValueError(f"unknown skip reasons {sorted(unknown)}; allowed: {list(SKIP_REASONS)}")
-        self._table.zero_()
+        self._table.zero_()  # the per-sample marks are not restored: a bad sample may count again
         for reason, value in counts.items():
             self._table[0, SKIP_REASONS.index(reason)] = int(value)
 

@@ -191,10 +191,10 @@ class MMEScore(Metric):
             cats.append(self.categories.index(category))
             parsed.append(label is not None)
             correct.append(label is not None and label == str(answer).strip().lower().rstrip("."))
-        self.category.append(torch.tensor(cats, dtype=torch.long))
-        self.image.append(torch.tensor([int(i) for i in image_ids], dtype=torch.long))
-        self.correct.append(torch.tensor(correct, dtype=torch.long))
-        self.parsed.append(torch.tensor(parsed, dtype=torch.long))
+        self.category.append(torch.tensor(cats, dtype=torch.long, device=self.device))
+        self.image.append(torch.tensor([int(i) for i in image_ids], dtype=torch.long, device=self.device))
+        self.correct.append(torch.tensor(correct, dtype=torch.long, device=self.device))
+        self.parsed.append(torch.tensor(parsed, dtype=torch.long, device=self.device))
 
     def compute(self) -> dict[str, torch.Tensor]:
         category, image, correct, parsed = (_cat(s) for s in (self.category, self.image, self.correct, self.parsed))
@@ -250,9 +250,9 @@ class MultipleChoiceAccuracy(Metric):
             choice = parse_option(pred, letters, opts)
             parsed.append(choice is not None)
             correct.append(choice == answer)
-        self.question.append(torch.tensor([int(q) for q in question_ids], dtype=torch.long))
-        self.correct.append(torch.tensor(correct, dtype=torch.long))
-        self.parsed.append(torch.tensor(parsed, dtype=torch.long))
+        self.question.append(torch.tensor([int(q) for q in question_ids], dtype=torch.long, device=self.device))
+        self.correct.append(torch.tensor(correct, dtype=torch.long, device=self.device))
+        self.parsed.append(torch.tensor(parsed, dtype=torch.long, device=self.device))
 
     def compute(self) -> dict[str, torch.Tensor]:
         question, correct, parsed = (_cat(s) for s in (self.question, self.correct, self.parsed))
@@ -322,10 +322,10 @@ class CaptionMetrics(Metric):
             if not refs:
                 raise ValueError("every caption needs at least one reference text")
             blob = json.dumps([str(pred), [str(r) for r in refs]]).encode("utf-8")
-            chunks.append(torch.tensor(list(blob), dtype=torch.long))
+            chunks.append(torch.tensor(list(blob), dtype=torch.long, device=self.device))
             lengths.append(len(blob))
         self.text_bytes.append(torch.cat(chunks))
-        self.text_lengths.append(torch.tensor(lengths, dtype=torch.long))
+        self.text_lengths.append(torch.tensor(lengths, dtype=torch.long, device=self.device))
 
     def records(self) -> list[tuple[str, list[str]]]:
         """The (prediction, references) pairs held (after compute(): gathered from all ranks)."""
@@ -348,7 +348,8 @@ class CaptionMetrics(Metric):
         refs = [[normalize_text(r) for r in rs] for _, rs in records]
         out = {
             "bleu4": 100.0 * bleu_score(preds, refs, n_gram=4).double(),
-            "rougeL": 100.0 * rouge_score(preds, refs, rouge_keys="rougeL", accumulate="best")["rougeL_fmeasure"].double(),
+            "rougeL": 100.0 * rouge_score(preds, refs, rouge_keys="rougeL",
+                                          accumulate="best")["rougeL_fmeasure"].double(),
         }
         cider = cider_d(preds, refs)
         if cider is not None:

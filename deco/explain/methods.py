@@ -11,7 +11,7 @@ R_t2i, reshaped to the patch grid. Methods (`METHODS`):
   R_q2i without gradients (Q-Former: last cross-attention, head mean).
 * `gradcam`: Chefer's attention Grad-CAM on the last LLM layer (and the Q-Former's last cross-attention).
 * `ig`: captum IntegratedGradients of the target score w.r.t. the projector's output tokens (zero
-  baseline; attribution summed over the width, negative parts clamped), R_q2i as for rawattn; the score is
+  baseline; attribution summed over the width, absolute value), R_q2i as for rawattn; the score is
   the sum over target tokens, so its per-token rows hold the single summed row.
 
 R_t2q rows are per target token (`per_token=True`: one backward per token; default: one backward of
@@ -167,7 +167,7 @@ def integrated_gradients(model: nn.Module, trace: ForwardTrace, tokens: list[str
         attr = IntegratedGradients(target_score).attribute(
             tokens_in, baselines=torch.zeros_like(tokens_in), n_steps=ig_steps, internal_batch_size=ig_steps
         )  # 1 q d
-    rows = attr.sum(-1).clamp(min=0)  # 1 q
+    rows = attr.sum(-1).abs()  # 1 q: IG attributions are signed; saliency shows their size
     return _finish("ig", trace, rows, structural_q2i(model.projector, trace), ["".join(tokens)])
 
 

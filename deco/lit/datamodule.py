@@ -4,16 +4,25 @@ A data config names a partially-instantiated dataset class for `train` and `val`
 (`_target_` + `_partial_: true`); this module completes it with the tokenizer, image
 processor, conversation template and length limit that the model and stage decide, and
 wraps it in DataLoaders with deco's collator. Swapping `data=` therefore never touches code.
+Iterable datasets (webdataset shards) get no shuffle flag or sampler: they split themselves
+over ranks and workers (told the rank here) and shuffle with their own buffer; `WdsDataset`
+gets a `WdsLoader` (mid-epoch resumes: deco.lit.wds_position.WdsPosition). Datasets with a
+`skips` counter (deco.data.skips) have their skip counts logged at teardown.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from deco.data.collate import Collator
+from deco.data.wds import WdsDataset, WdsLoader
+from deco.lit.sampling import train_loader
+
+log = logging.getLogger(__name__)
 
 
 class MLLMDataModule(L.LightningDataModule):
@@ -60,20 +69,38 @@ class MLLMDataModule(L.LightningDataModule):
                 dataset = factory(**self.dataset_kwargs)
                 if len(dataset) == 0:
                     raise ValueError(f"data.{split} is empty: no samples to train or validate on")
+                if callable(getattr(dataset, "set_distributed", None)) and self.trainer is not None:
+                    dataset.set_distributed(self.trainer.global_rank, self.trainer.world_size)
                 self.datasets[split] = dataset
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader | None:
         if split not in self.datasets:
             return None
-        return DataLoader(
-            self.datasets[split],
+        dataset = self.datasets[split]
+        kwargs = dict(
             batch_size=batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             collate_fn=self.collate,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
         )
+        if isinstance(dataset, WdsDataset):
+            epoch = self.trainer.current_epoch if self.trainer is not None and split == "train" else 0
+            return WdsLoader(dataset, epoch=epoch, **kwargs)
+        if isinstance(dataset, IterableDataset):  # shuffles and splits itself
+            return DataLoader(dataset, **kwargs)
+        if shuffle:  # map-style training data: same order for any device count, resumable mid-epoch
+            return train_loader(dataset, seed=self.seed, trainer=self.trainer, **kwargs)
+        return DataLoader(dataset, shuffle=shuffle, **kwargs)
+
+    def skip_counts(self) -> dict[str, dict[str, int]]:
+        """{split: {reason: count}} of this process's datasets that count skipped samples."""
+        return {split: ds.skips.counts() for split, ds in self.datasets.items() if hasattr(ds, "skips")}
+
+    def teardown(self, stage: str) -> None:
+        for split, ds in self.datasets.items():
+            if hasattr(ds, "skips") and ds.skips.total():
+                log.warning("data.%s: %s", split, ds.skips.summary())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

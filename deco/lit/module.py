@@ -14,9 +14,10 @@ from collections.abc import Mapping
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import get_cosine_schedule_with_warmup
 
+from deco.lit.fault import ON_NAN_CHOICES, loss_is_finite
 from deco.models.stages import apply_stage, parameter_groups, trainable_summary
 
 
@@ -25,10 +26,15 @@ class NonFiniteLossError(RuntimeError):
 
 
 class MLLMModule(L.LightningModule):
-    def __init__(self, model: torch.nn.Module, stage: Mapping, build_config: Mapping | None = None):
+    def __init__(self, model: torch.nn.Module, stage: Mapping, build_config: Mapping | None = None,
+                 on_nan: str = "stop"):
         super().__init__()
+        if on_nan not in ON_NAN_CHOICES:
+            raise ValueError(f"fault.on_nan={on_nan} is not supported; choose one of: {', '.join(ON_NAN_CHOICES)}")
         self.model = model
         self.stage = dict(stage)
+        self.on_nan = on_nan
+        self._skip_step = False  # a micro-batch of this optimizer step had a non-finite loss
         apply_stage(self.model, self.stage)
         # What `deco` needs to rebuild this model from the checkpoint alone (model/projector configs).
         self.save_hyperparameters({"stage": self.stage, "build": dict(build_config or {})})
@@ -52,10 +58,18 @@ class MLLMModule(L.LightningModule):
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         loss = self(batch)
-        if not torch.isfinite(loss):
+        if not loss_is_finite(self, loss):  # agreed across ranks: all stop or all skip
+            where = f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+            value = loss.item() if not torch.isfinite(loss) else "non-finite on another rank"
+            if self.on_nan == "skip":
+                rank_zero_warn(f"loss is {value} at {where}: skipping this optimizer step (fault.on_nan=skip)")
+                self._skip_step = True
+                # A zero loss that reaches every trainable parameter: backward (and DDP's gradient
+                # all-reduce) still runs on all ranks; on_before_optimizer_step then drops the grads.
+                return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
             raise NonFiniteLossError(
-                f"loss is {loss.item()} at global step {self.global_step}; "
-                "lower the learning rate or check the batch (last good checkpoint is kept)"
+                f"loss is {value} at {where}; lower the learning rate or check the batch "
+                "(no checkpoint was written after this step; use fault.on_nan=skip to skip such batches)"
             )
         batch_size = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -63,6 +77,12 @@ class MLLMModule(L.LightningModule):
         for group in self.optimizers().optimizer.param_groups:
             self.log(f"train/lr_{group.get('name', 'group')}", group["lr"], batch_size=batch_size)
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self._skip_step:  # no gradient -> AdamW leaves weights and moments untouched
+            self._skip_step = False
+            for p in self.parameters():
+                p.grad = None
 
     def validation_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         loss = self(batch)

@@ -12,7 +12,6 @@ without allocating them. Peak memory on CPU comes from `torch.distributed._tools
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 import weakref
@@ -47,9 +46,10 @@ SMOKE_OVERRIDES = {
 }
 SIZES = ("smoke", "tiny", "wide")
 
-# Projectors at the paper's settings (576 patches -> 576 / 144 tokens); smoke: 16 patches -> 16 / 4 tokens.
+
 def projector_configs(size: str) -> dict[str, dict[str, Any]]:
-    """{label: projector config} for the three projectors the figures compare."""
+    """{label: projector config} for the three projectors the figures compare: the paper's settings
+    (576 patches -> linear 576, avgpool 144, qformer 144 tokens); smoke: 16 patches -> 16 / 4 / 4."""
     q = 4 if size == "smoke" else 144
     n = 16 if size == "smoke" else 576
     return {
@@ -320,7 +320,3 @@ def peak_train_memory(model, batch: Mapping[str, torch.Tensor], optimizer) -> di
     with tracker:
         step()
     return {"static_bytes": static, "peak_bytes": int(tracker.peak)}
-
-
-def copy_model(model: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(model)

@@ -13,6 +13,7 @@ merged into the weights (`merge_lora=True`, peft `merge_and_unload`) or kept as 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -99,7 +100,9 @@ def attach_lora(llm, path: Path, adapter_cfg: dict, map_location: str, merge: bo
         raise ValueError(f"{path}/adapter_config.json: peft_type={adapter_cfg.get('peft_type')} is not supported (LORA only)")
     lora_config = LoraConfig.from_pretrained(str(path))
     lora_config.inference_mode = True
-    peft_model = get_peft_model(llm, lora_config)
+    with warnings.catch_warnings():  # peft warns that the base model's name changed: we load it by path
+        warnings.filterwarnings("ignore", message=".*base_model_name_or_path.*")
+        peft_model = get_peft_model(llm, lora_config)
     state = adapter_state(path, map_location)
     result = set_peft_model_state_dict(peft_model, state)
     unexpected = sorted(getattr(result, "unexpected_keys", []) or [])
@@ -164,4 +167,4 @@ def load_llava_lora(
     parts["model"]["base"] = str(base_dir)
     parts["stage"]["lora"] = {"enabled": not merge_lora, "merged": merge_lora, "r": adapter_cfg.get("r"),
                               "alpha": adapter_cfg.get("lora_alpha")}
-    return finish(model, tokenizer, image_processor, cfg, parts, merge_reports(llm_report, lora_report, projector_report))
+    return finish(model, tokenizer, image_processor, parts, merge_reports(llm_report, lora_report, projector_report))

@@ -24,10 +24,12 @@ from deco.models.formats.common import (
     LoadedModel,
     clean_hf_config,
     load_part,
+    load_state_file,
     load_weights_dir,
     merge_reports,
     read_json,
     skip_weight_init,
+    weight_files,
 )
 from deco.models.formats.llava_qformer import build_any_projector
 from deco.models.formats.projector_type import parse_projector_type, projector_key_aliases
@@ -47,6 +49,9 @@ LLAVA_ONLY_KEYS = ("mm_", "image_aspect_ratio", "tokenizer_model_max_length", "t
 PROJECTOR_PREFIXES = ("model.mm_projector.",)
 VISION_PREFIXES = ("model.vision_tower.vision_tower.", "model.vision_tower.")
 IGNORED_PREFIXES = ("model.vision_resampler.",)
+PROJECTOR_ONLY = "mm_projector.bin"  # pretraining-stage output (tune_mm_mlp_adapter)
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "non_lora_trainables.bin",
+                "adapter_model.bin", "mm_projector.bin"]
 
 
 def is_llava_config(cfg: dict) -> bool:
@@ -70,7 +75,12 @@ def resolve_local(name_or_path: str | os.PathLike, what: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(text))
+        # configs, tokenizer and safetensors first; pickled weights only when a repo has no safetensors
+        # (hub repos often hold both, and TF/Flax copies we never read)
+        local = Path(snapshot_download(text, allow_patterns=HUB_PATTERNS))
+        if not any(local.glob("*.safetensors")):
+            local = Path(snapshot_download(text, allow_patterns=[*HUB_PATTERNS, "*.bin"]))
+        return local
     except Exception as err:  # offline, unknown repo, gated ...
         raise FileNotFoundError(
             f"{what} '{text}' is not a local directory and could not be fetched from the Hugging Face hub "
@@ -211,7 +221,7 @@ def image_processor_for(vision_dir: Path, tower: VisionTower):
     return build_image_processor(tower.image_size), None
 
 
-def finish(model: MLLM, tokenizer, image_processor, cfg: dict, parts: dict[str, Any], report: dict) -> LoadedModel:
+def finish(model: MLLM, tokenizer, image_processor, parts: dict[str, Any], report: dict) -> LoadedModel:
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, image_processor=image_processor, config=parts, report=report)
 
@@ -219,19 +229,33 @@ def finish(model: MLLM, tokenizer, image_processor, cfg: dict, parts: dict[str, 
 def load_llava_original(
     path: str | Path,
     *,
+    base: str | None = None,
     vision_tower: str | None = None,
     map_location: str = "cpu",
     dtype: torch.dtype | None = None,
 ) -> LoadedModel:
-    """Load a LLaVA-1.5-layout directory (LLM + `model.mm_projector.*` in one checkpoint)."""
+    """Load a LLaVA-1.5-layout directory (LLM + `model.mm_projector.*` in one checkpoint).
+
+    A pretraining-stage directory (config.json + `mm_projector.bin`, no LLM weights) takes the LLM and
+    tokenizer from `base` (else the config's `model_base` / `_name_or_path`), as LLaVA's builder does.
+    """
     from deco.data.tokenizer import IMAGE_TOKEN, load_tokenizer
 
     path = Path(path)
     cfg = read_json(path / "config.json")
     check_supported(cfg, path)
     tower, tower_name = build_vision(cfg, vision_tower, path)
-    state = load_weights_dir(path, map_location)
-    vision_state, projector_state, llm_state, ignored = split_llava_state(state)
+    llm_dir = path
+    if not weight_files(path) and (path / PROJECTOR_ONLY).is_file():
+        name = base or cfg.get("model_base") or cfg.get("_name_or_path")
+        if not name:
+            raise ValueError(f"{path} holds only {PROJECTOR_ONLY} (a pretraining-stage projector); pass the LLM "
+                             "it was trained on as model.base=<dir or hub id>")
+        llm_dir = resolve_local(name, "base model for mm_projector.bin")
+        _, _, llm_state, _ = split_llava_state(load_weights_dir(llm_dir, map_location))
+        vision_state, projector_state, _, ignored = split_llava_state(load_state_file(path / PROJECTOR_ONLY, map_location))
+    else:
+        vision_state, projector_state, llm_state, ignored = split_llava_state(load_weights_dir(path, map_location))
     if vision_state:  # LLaVA loads the tower from mm_vision_tower and ignores these (GitHub issue #672)
         log.warning("%s: %d vision-tower weights in the checkpoint are ignored; the tower comes from %s",
                     path, len(vision_state), tower_name)
@@ -239,14 +263,16 @@ def load_llava_original(
     llm_report = load_part(llm, llm_state, "llm", allow_missing=tied_keys(llm))
     projector_cfg = projector_config_of(cfg, projector_state)
     projector, projector_report = load_projector(projector_cfg, projector_state, tower, llm, str(path))
-    tokenizer = load_tokenizer(str(path), model_max_length=int(cfg.get("tokenizer_model_max_length", 2048)))
+    tokenizer_dir = path if has_tokenizer(path) else llm_dir
+    tokenizer = load_tokenizer(str(tokenizer_dir), model_max_length=int(cfg.get("tokenizer_model_max_length", 2048)))
     grow_vocab(llm, tokenizer)
     model = MLLM(tower, projector.to(llm.dtype), llm, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
     image_processor, processor_path = image_processor_for(resolve_local(tower_name, "vision tower"), tower)
     report = merge_reports(llm_report, projector_report,
                            {"unused": [f"vision(ignored):{k}" for k in vision_state] + ignored})
-    parts = llava_parts(cfg, path, "llava_original", tower_name, processor_path, projector_cfg)
-    return finish(model, tokenizer, image_processor, cfg, parts, report)
+    parts = llava_parts(cfg, path, "llava_original", tower_name, processor_path, projector_cfg, llm_path=str(llm_dir))
+    parts["model"]["tokenizer"]["name_or_path"] = str(tokenizer_dir)
+    return finish(model, tokenizer, image_processor, parts, report)
 
 
 def llava_parts(cfg: dict, path: Path, fmt: str, tower_name: str, processor_path: str | None, projector_cfg: dict,

@@ -1,0 +1,165 @@
+"""Entry point: score a trained checkpoint on a benchmark.
+
+    python -m deco.evaluate ckpt=outputs/train/.../checkpoints/last.ckpt benchmark=shapes_existence
+    python -m deco.evaluate -m ckpt=a.ckpt,b.ckpt benchmark=shapes_attribute,shapes_grounding,pope
+
+Loads the model with `deco.models.loading.load_model`, builds the benchmark from its config
+(`configs/benchmark/<name>.yaml`, a `_target_` class in `deco.eval.benchmarks`), answers every
+question with batched greedy decoding, and writes `predictions.jsonl` and `metrics.json` into the
+run dir, logs the metrics to the configured loggers (CSV / W&B) and prints a table. Returns the
+benchmark's headline metric so sweeps can compare runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from deco.utils.config import looks_like_path
+from deco.utils.io import atomic_write_text
+from deco.utils.run_info import write_run_info
+
+log = logging.getLogger(__name__)
+
+
+def _init_distributed() -> int:
+    """Under torchrun (WORLD_SIZE > 1) join the process group; returns this process's rank."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"Config error: device={name} but no CUDA device is available (use device=cpu or auto)")
+    return torch.device(name)
+
+
+def _dtype(name: str | None) -> torch.dtype | None:
+    allowed = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name is None:
+        return None
+    if name not in allowed:
+        raise SystemExit(f"Config error: dtype={name} is unknown; allowed: null, {', '.join(allowed)}")
+    return allowed[name]
+
+
+def _set_attention(model: torch.nn.Module, name: str | None) -> None:
+    """Switch vision tower and LLM attention (e.g. "sdpa": faster batched generation; the build default is
+    "eager", which explanation code needs)."""
+    if name is None:
+        return
+    if name not in ("eager", "sdpa"):
+        raise SystemExit(f"Config error: attn_implementation={name} is unknown; allowed: null, eager, sdpa")
+    for part in (getattr(model.vision, "model", None), model.llm):
+        if part is not None and hasattr(part, "set_attn_implementation"):
+            part.set_attn_implementation(name)
+
+
+def _validate(cfg: DictConfig) -> None:
+    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
+        raise SystemExit("Config error: ckpt is required, e.g. ckpt=outputs/train/<run>/checkpoints/last.ckpt")
+    if looks_like_path(str(cfg.ckpt)) and not Path(str(cfg.ckpt)).expanduser().exists():
+        raise SystemExit(f"Config error: ckpt={cfg.ckpt}: no such file")  # anything else may be a hub name
+    if "_target_" not in cfg.benchmark:
+        raise SystemExit("Config error: benchmark has no _target_; "
+                         "choose one with benchmark=<name> (configs/benchmark/)")
+    if int(cfg.batch_size) < 1:
+        raise SystemExit(f"Config error: batch_size={cfg.batch_size} must be >= 1")
+
+
+def _loggers(cfg: DictConfig, benchmark: str, tag: str) -> list:
+    """Instantiate the configured Lightning loggers, with W&B names that fit an evaluation run."""
+    entries = cfg.get("logger") or {}
+    loggers = []
+    for key, entry in entries.items():
+        if entry is None:
+            continue
+        if "wandb" in key:
+            # The shared W&B config names runs after the training config (projector, stage), which an
+            # evaluation config does not have: name and tag the run after checkpoint and benchmark instead.
+            with open_dict(entry):
+                entry.name = f"eval-{tag}-{benchmark}"
+                entry.tags = ["eval", benchmark, tag]
+                entry.group = entry.get("group") or "eval"
+        loggers.append(instantiate(entry))
+    return loggers
+
+
+def evaluate(cfg: DictConfig) -> float | None:
+    from deco.eval.runner import evaluate_benchmark, format_table
+    from deco.models.loading import load_model
+
+    _validate(cfg)
+    rank = _init_distributed()
+    torch.manual_seed(int(cfg.seed))
+    output_dir = Path(cfg.paths.output_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    info = write_run_info(output_dir, resolved, OmegaConf.to_yaml(cfg, resolve=True)) if rank == 0 else {}
+
+    benchmark = instantiate(cfg.benchmark)
+    benchmark.samples()  # read the files now: a missing file fails before the model loads
+    load_options = cfg.get("model") or {}
+    loaded = load_model(str(cfg.ckpt), base=load_options.get("base"), vision_tower=load_options.get("vision_tower"),
+                        merge_lora=bool(load_options.get("merge_lora", True)), dtype=_dtype(cfg.get("dtype")))
+    device = _device(str(cfg.device))
+    model = loaded.model.to(device)
+    _set_attention(model, cfg.get("attn_implementation"))
+    tag = loaded.projector_tag
+    log.info("evaluating %s (%s) on %s: %d questions", cfg.ckpt, tag, benchmark.name, len(benchmark.samples()))
+
+    result = evaluate_benchmark(
+        model, loaded.tokenizer, loaded.image_processor, benchmark,
+        batch_size=int(cfg.batch_size), max_new_tokens=cfg.get("max_new_tokens"), template=cfg.template,
+        image_aspect=cfg.image_aspect or loaded.config.get("image_aspect", "pad"), num_workers=int(cfg.num_workers), device=device,
+        predictions_path=output_dir / "predictions.jsonl", progress=bool(cfg.progress),
+    )
+    summary = {
+        "benchmark": result.benchmark,
+        "family": result.family,
+        "headline": result.headline,
+        "ckpt": str(cfg.ckpt),
+        "projector": tag,
+        "metrics": result.metrics,
+        "num_questions": result.num_questions,
+        "seconds": round(result.seconds, 3),
+        "questions_per_s": round(result.questions_per_s, 3),
+        "batch_size": int(cfg.batch_size),
+        "config_hash": info.get("config_hash"),
+        "git_commit": info.get("git_commit"),
+    }
+    headline = result.metrics.get(result.headline)
+    if rank != 0:  # every rank holds the reduced metrics; one writes and logs them
+        return float(headline) if headline is not None else None
+    atomic_write_text(output_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
+
+    flat = {f"eval/{result.benchmark}/{k}": float(v) for k, v in result.metrics.items()}
+    flat[f"eval/{result.benchmark}/questions_per_s"] = result.questions_per_s
+    for logger in _loggers(cfg, result.benchmark, tag):
+        logger.log_hyperparams({"ckpt": str(cfg.ckpt), "projector": tag, "benchmark": result.benchmark})
+        logger.log_metrics(flat, step=0)
+        logger.finalize("success")
+
+    print(f"\n{tag}  {cfg.ckpt}\n{format_table([result])}\n")
+    return float(headline) if headline is not None else None
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
+def main(cfg: DictConfig) -> float | None:
+    return evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

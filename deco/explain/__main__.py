@@ -1,0 +1,190 @@
+"""Entry point: relevance export and scoring, `python -m deco.explain` (Hydra config `configs/explain.yaml`).
+
+    python -m deco.explain ckpt=<run>/checkpoints/last.ckpt image=photo.jpg text="A pot of green plants"
+    python -m deco.explain -m ckpt=a.ckpt,b.ckpt method=rgae,rawattn,gradcam image=photo.jpg text="..."
+    python -m deco.explain ckpt=... data=shapes num_samples=16 method=[rgae,rawattn]
+    python -m deco.explain mode=score ckpt=[a.ckpt,b.ckpt,c.ckpt] score.num_samples=64
+
+`mode=export` writes, per checkpoint, method and input, `R_t2i-/R_t2q-/R_q2i-{method}-{text}-{projector}.png`
+and `relevance-...pt` into the run dir (dataset mode: one set per sample, names prefixed with the sample
+index, plus `index.jsonl`). `mode=score` scores the maps on shapes-world scenes against the named object's
+box (energy in box, pointing game, perturbation AUCs) and writes `scores.csv`, `summary.json` and
+`comparison.md` (one row per projector and method). The science lives in the sibling modules, which
+import neither Hydra nor Lightning; this file only composes, loads and loops.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from deco.explain.methods import METHODS
+from deco.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+MODES = ("export", "score")
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, ListConfig)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"Config error: device={name} but no CUDA device is available (use device=cpu or auto)")
+    return torch.device(name)
+
+
+def _validate(cfg: DictConfig) -> None:
+    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
+        raise SystemExit("Config error: ckpt is required, e.g. ckpt=outputs/train/<run>/checkpoints/last.ckpt")
+    for ckpt in _as_list(cfg.ckpt):
+        if not Path(ckpt).expanduser().exists():
+            raise SystemExit(f"Config error: ckpt={ckpt}: no such file")
+    if cfg.mode not in MODES:
+        raise SystemExit(f"Config error: mode={cfg.mode} is unknown; choose one of: {', '.join(MODES)}")
+    methods = _as_list(cfg.method) + (_as_list(cfg.score.methods) if cfg.mode == "score" else [])
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise SystemExit(f"Config error: method {bad or methods} is unknown; choose among: {', '.join(METHODS)}")
+    if cfg.mode == "export" and cfg.get("data") is None:
+        if not cfg.image or not cfg.text:
+            raise SystemExit('Config error: give image=<path> and text="..." (or data=<name> for dataset mode)')
+        if not Path(str(cfg.image)).expanduser().is_file():
+            raise SystemExit(f"Config error: image={cfg.image}: no such file")
+
+
+def _progress(cfg: DictConfig, desc: str):
+    if not cfg.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return lambda items: tqdm(items, desc=desc)
+
+
+def _template(cfg: DictConfig, loaded) -> str:
+    return cfg.template or (loaded.config.get("stage") or {}).get("template") or "vicuna_v1"
+
+
+def _dataset_inputs(cfg: DictConfig, loaded, template: str):
+    """(name slug prefix, ExplainInput) for the first num_samples items of data.<split>."""
+    from deco.explain.inputs import input_from_item
+
+    data = cfg.data
+    if cfg.split not in data or data[cfg.split] is None:
+        raise SystemExit(f"Config error: data config '{data.get('name')}' has no '{cfg.split}' split (split=...)")
+    factory = instantiate(data[cfg.split])
+    dataset = factory(tokenizer=loaded.tokenizer, image_processor=loaded.image_processor, template=template,
+                      max_length=data.get("max_length", 256), image_aspect=data.get("image_aspect", cfg.image_aspect))
+    total = len(dataset) if cfg.num_samples is None else min(int(cfg.num_samples), len(dataset))
+    for i in range(total):
+        item = dataset[i]
+        yield i, input_from_item(item, loaded.tokenizer, loaded.image_processor)
+
+
+def export(cfg: DictConfig, loaded, out_dir: Path) -> list[dict]:
+    """Export mode for one loaded checkpoint; returns one record per written input."""
+    from deco.explain.export import export_relevance, slugify
+    from deco.explain.inputs import build_input
+    from deco.explain.methods import explain_all
+
+    methods = _as_list(cfg.method)
+    template = _template(cfg, loaded)
+    tag = loaded.projector_tag
+    kw = dict(tensor_format=cfg.tensor_format, images=bool(cfg.images), max_queries=int(cfg.max_queries))
+    records = []
+    if cfg.get("data") is None:
+        inputs = [(None, build_input(loaded.tokenizer, loaded.image_processor, str(Path(cfg.image).expanduser()),
+                                     str(cfg.text), cfg.question, template, cfg.image_aspect))]
+    else:
+        inputs = _dataset_inputs(cfg, loaded, template)
+        wrap = _progress(cfg, f"explain {tag}")
+        inputs = wrap(list(inputs)) if wrap else inputs
+    for index, inp in inputs:
+        name = slugify(inp.text) if index is None else f"{index:05d}-{slugify(inp.text, 40)}"
+        results = explain_all(loaded.model, inp, methods, loaded.tokenizer, per_token=bool(cfg.per_token),
+                              ig_steps=int(cfg.ig_steps))
+        for method, rel in results.items():
+            files = export_relevance(rel, inp, out_dir, tag, name=name, **kw)
+            records.append({"index": index, "text": inp.text, "method": method, "projector": tag,
+                            "files": {k: p.name for k, p in files.items()}})
+            log.info("%s %s: %s", tag, method, ", ".join(p.name for p in files.values()))
+    return records
+
+
+def score(cfg: DictConfig, loaded) -> list[dict]:
+    from deco.explain.score import score_model, shapes_probes
+
+    seed = int(cfg.score.seed)
+    if cfg.get("data") is not None:
+        split = cfg.data.get(cfg.split)
+        if cfg.data.get("name") != "shapes" or split is None:
+            raise SystemExit("Config error: mode=score needs ground-truth boxes: use data=shapes (or no data=)")
+        seed = int(split.seed)
+    probes = shapes_probes(loaded.tokenizer, loaded.image_processor, seed, int(cfg.score.num_samples),
+                           _template(cfg, loaded), tasks=list(cfg.score.tasks))
+    return score_model(loaded.model, loaded.tokenizer, probes, _as_list(cfg.score.methods), loaded.projector_tag,
+                       perturbation=bool(cfg.score.perturbation), progress=_progress(cfg, f"score {loaded.projector_tag}"))
+
+
+def _csv_text(rows: list[dict]) -> str:
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run one explain job; returns {"records": [...]} (export) or {"summary": [...], "table": str} (score)."""
+    from deco.explain.score import comparison_table, summarize
+    from deco.models.loading import load_model
+
+    _validate(cfg)
+    device = _device(str(cfg.device))
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records, rows = [], []
+    for ckpt in _as_list(cfg.ckpt):
+        loaded = load_model(ckpt)
+        loaded.model.to(device)
+        if cfg.mode == "export":
+            records += export(cfg, loaded, out_dir)
+        else:
+            rows += score(cfg, loaded)
+    if cfg.mode == "export":
+        atomic_write_text(out_dir / "index.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        return {"records": records}
+    summary = summarize(rows)
+    table = comparison_table(summary)
+    atomic_write_text(out_dir / "scores.csv", _csv_text(rows))
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out_dir / "comparison.md", table + "\n")
+    print(table)
+    return {"summary": summary, "table": table}
+
+
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="explain")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

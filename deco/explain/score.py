@@ -1,0 +1,264 @@
+"""Scores for relevance maps against ground truth: energy in the box, pointing game, perturbation AUC.
+
+On data with object boxes (the shapes world), a good text-to-image map puts its mass on the object the
+target text is about. Per map (R_t2i, g x g patches) and box (x1, y1, x2, y2 normalised to [0, 1]):
+
+* `energy_in_box` (energy-based pointing game, Wang et al., Score-CAM CVPR-W 2020): the map, min-max
+  normalised, upsampled with each patch constant, summed inside the box over its total; computed exactly
+  from each patch's area inside the box. A flat map scores the box's area fraction (`box_area`).
+* `pointing_hit` (Zhang et al., ECCV 2016): 1 if the argmax patch touches the box (a tolerance of up to one
+  14-px patch, close to the original 15 px), else 0; a flat map scores the chance level.
+* `perturbation_curve` (Chefer et al.): patches are removed in order of relevance (set to the processor's
+  mean colour, i.e. 0 after normalisation) at the fractions `STEPS`, and the target's mean per-token
+  log-probability is recorded; `positive` removes the most relevant first (lower AUC is better),
+  negative the least relevant first (higher AUC is better). AUC = trapezoid over the removed fraction.
+`shapes_probes` builds the scored inputs: for each scene, one object and a target text about it (an
+attribute answer or its box for the vicuna template, its own caption for the plain template).
+The pseudo-method `random` (a seeded noise map) is the chance baseline in `score_model`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from deco.data.tokenizer import IGNORE_INDEX
+from deco.explain.inputs import ExplainInput, build_input
+from deco.explain.llm_relevance import eval_mode
+from deco.models.mllm import position_ids_from_mask
+
+# Fractions of patches removed, as in Chefer's bi-modal perturbation test (LXMERT perturbation.py).
+STEPS = (0.0, 0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
+METRICS = ("energy", "box_area", "pointing", "auc_positive", "auc_negative", "log_prob")
+
+Box = tuple[float, float, float, float]
+
+
+def _check_box(box: Sequence[float]) -> Box:
+    if len(box) != 4:
+        raise ValueError(f"box must be (x1, y1, x2, y2), got {box!r}")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
+        raise ValueError(f"box {box!r} must be normalised to [0, 1] with x1 < x2 and y1 < y2")
+    return x1, y1, x2, y2
+
+
+def box_patch_fraction(box: Sequence[float], grid: int) -> torch.Tensor:
+    """g x g: the fraction of each patch's area inside `box` (normalised x1, y1, x2, y2)."""
+    x1, y1, x2, y2 = _check_box(box)
+    edges = torch.arange(grid + 1, dtype=torch.float64) / grid
+    lo, hi = edges[:-1], edges[1:]
+    fx = ((torch.minimum(hi, torch.tensor(x2)) - torch.maximum(lo, torch.tensor(x1))).clamp(min=0) * grid)
+    fy = ((torch.minimum(hi, torch.tensor(y2)) - torch.maximum(lo, torch.tensor(y1))).clamp(min=0) * grid)
+    return (fy[:, None] * fx[None, :]).float()  # rows = y, columns = x (row-major patches)
+
+
+def _as_grid(rel: torch.Tensor) -> torch.Tensor:
+    rel = rel.detach().float().cpu()
+    if rel.dim() == 1:
+        side = math.isqrt(rel.numel())
+        if side * side != rel.numel():
+            raise ValueError(f"a relevance vector of {rel.numel()} patches is not a square grid")
+        rel = rel.reshape(side, side)
+    if rel.dim() != 2 or rel.shape[0] != rel.shape[1]:
+        raise ValueError(f"relevance map must be g x g, got {tuple(rel.shape)}")
+    return rel
+
+
+def energy_in_box(rel: torch.Tensor, box: Sequence[float]) -> float:
+    """Share of the min-max normalised map's mass inside the box (flat map: the box's area fraction)."""
+    rel = _as_grid(rel)
+    frac = box_patch_fraction(box, rel.shape[0])
+    span = float(rel.max() - rel.min())
+    if span <= 0:
+        return float(frac.mean())
+    norm = (rel - rel.min()) / span
+    return float((norm * frac).sum() / norm.sum())
+
+
+def pointing_hit(rel: torch.Tensor, box: Sequence[float]) -> float:
+    """1.0 if the map's argmax patch overlaps the box, else 0.0.
+
+    A flat map points nowhere: it scores the chance of a uniformly drawn patch touching the box.
+    """
+    rel = _as_grid(rel)
+    touches = box_patch_fraction(box, rel.shape[0]).flatten() > 0
+    if float(rel.max() - rel.min()) <= 0:
+        return float(touches.float().mean())
+    return float(touches[int(rel.flatten().argmax())])
+
+
+def auc(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Trapezoid area under ys over xs."""
+    return float(torch.trapezoid(torch.tensor(ys, dtype=torch.float64), torch.tensor(xs, dtype=torch.float64)))
+
+
+def patch_keep_masks(rel: torch.Tensor, steps: Sequence[float], positive: bool) -> torch.Tensor:
+    """s x g x g bool: patches kept at each step (positive: most relevant removed first)."""
+    rel = _as_grid(rel).flatten()
+    n = rel.numel()
+    order = torch.argsort(-rel if positive else rel, stable=True)  # removal order
+    keep = torch.ones(len(steps), n, dtype=torch.bool)
+    for i, step in enumerate(steps):
+        keep[i, order[: int(round(step * n))]] = False
+    side = math.isqrt(n)
+    return keep.reshape(len(steps), side, side)
+
+
+@torch.no_grad()
+def target_log_probs(model: nn.Module, inp: ExplainInput, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Mean per-token log-probability of inp's target tokens for each image in `pixel_values` (b 3 S S) -> b."""
+    device = next(model.parameters()).device
+    b = pixel_values.shape[0]
+    input_ids = inp.input_ids.to(device)[None].expand(b, -1)
+    labels = torch.where(inp.target_mask.to(device), inp.input_ids.to(device), IGNORE_INDEX)[None].expand(b, -1)
+    embeds, mask, merged, _ = model.prepare_inputs_embeds(input_ids, None, pixel_values.to(device), labels)
+    logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    positions = (merged[0] != IGNORE_INDEX).nonzero().flatten()
+    logp = torch.log_softmax(logits[:, positions - 1].float(), dim=-1)  # b k V
+    return logp.gather(2, merged[:, positions, None])[..., 0].mean(1)
+
+
+def perturbation_curve(model: nn.Module, inp: ExplainInput, rel: torch.Tensor, positive: bool,
+                       steps: Sequence[float] = STEPS) -> list[float]:
+    """Target mean log-prob after removing each fraction of patches (in relevance order) from the image."""
+    pixels = inp.pixel_values.float()
+    size = pixels.shape[-1]
+    keep = patch_keep_masks(rel, steps, positive).float()  # s g g
+    keep = torch.nn.functional.interpolate(keep[:, None], size=(size, size), mode="nearest")  # s 1 S S
+    batch = pixels[None] * keep  # removed patches -> 0 = the mean colour after normalisation
+    with eval_mode(model):
+        return target_log_probs(model, inp, batch).tolist()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shapes-world probes
+
+_COLOUR_Q = re.compile(r"What colour is the (\w+)\?")
+_SHAPE_Q = re.compile(r"What shape is the (\w+) object\?")
+
+
+@dataclass
+class Probe:
+    inp: ExplainInput
+    box: Box
+    index: int
+    task: str
+    phrase: str  # "green triangle": the object the target is about
+
+
+def _attribute_object(question: str, objects):
+    if m := _COLOUR_Q.fullmatch(question):
+        return next(o for o in objects if o.shape == m.group(1))
+    if m := _SHAPE_Q.fullmatch(question):
+        return next(o for o in objects if o.colour == m.group(1))
+    raise ValueError(f"unrecognised attribute question {question!r}")
+
+
+def shapes_probes(tokenizer, image_processor, seed: int, num_samples: int, template: str = "vicuna_v1",
+                  tasks: Sequence[str] = ("attribute", "grounding"), start: int = 0) -> list[Probe]:
+    """Scored inputs from the shapes world (val seed): one object per scene and a target text about it."""
+    from deco.data.shapes import _caption, make_sample, render_scene
+
+    probes = []
+    for index in range(start, start + num_samples):
+        if template == "plain":
+            scene = render_scene(seed, index)
+            obj = scene.objects[index % len(scene.objects)]
+            text, question, task = _caption([obj]), None, "caption"
+        else:
+            scene, _, meta = make_sample(seed, index, tasks)
+            task, question, text = meta["task"], meta["question"], meta["answer"]
+            if task == "attribute":
+                obj = _attribute_object(question, scene.objects)
+            elif task == "grounding":
+                obj = next(o for o in scene.objects if o.box_norm == tuple(meta["box"]))
+            else:
+                raise ValueError(f"shapes task '{task}' names no single object; score with attribute or grounding")
+        box = tuple(v / obj.image_size for v in obj.box)
+        inp = build_input(tokenizer, image_processor, scene.image, text, question=question, template=template)
+        inp.meta.update(index=index, task=task, phrase=obj.phrase, box=box)
+        probes.append(Probe(inp=inp, box=box, index=index, task=task, phrase=obj.phrase))
+    return probes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scoring runs and tables
+
+
+def random_map(grid: int, index: int) -> torch.Tensor:
+    """Seeded noise map: the chance baseline."""
+    return torch.rand(grid, grid, generator=torch.Generator().manual_seed(1234 + index))
+
+
+def score_map(model: nn.Module, probe: Probe, rel: torch.Tensor, perturbation: bool = True,
+              steps: Sequence[float] = STEPS) -> dict:
+    """All metrics of one map for one probe."""
+    rel = _as_grid(rel)
+    row = {
+        "energy": energy_in_box(rel, probe.box),
+        "box_area": float(box_patch_fraction(probe.box, rel.shape[0]).mean()),
+        "pointing": pointing_hit(rel, probe.box),
+    }
+    if perturbation:
+        row["auc_positive"] = auc(steps, perturbation_curve(model, probe.inp, rel, True, steps))
+        row["auc_negative"] = auc(steps, perturbation_curve(model, probe.inp, rel, False, steps))
+    return row
+
+
+def score_model(model: nn.Module, tokenizer, probes: Iterable[Probe], methods: Sequence[str], tag: str,
+                perturbation: bool = True, steps: Sequence[float] = STEPS, progress=None) -> list[dict]:
+    """One row per (probe, method), plus the `random` baseline; `progress` wraps the probe iterable (e.g. tqdm)."""
+    from deco.explain.methods import explain_all
+
+    rows = []
+    probes = list(probes)
+    for probe in progress(probes) if progress else probes:
+        results = explain_all(model, probe.inp, list(methods), tokenizer)
+        maps = {m: r.r_t2i for m, r in results.items()}
+        grid = next(iter(maps.values())).shape[0] if maps else 24
+        maps["random"] = random_map(grid, probe.index)
+        log_prob = next(iter(results.values())).log_prob if results else float("nan")
+        for method, rel in maps.items():
+            row = {"projector": tag, "method": method, "index": probe.index, "task": probe.task,
+                   "phrase": probe.phrase, "text": probe.inp.text, "log_prob": log_prob}
+            row.update(score_map(model, probe, rel, perturbation, steps))
+            rows.append(row)
+    return rows
+
+
+def summarize(rows: Sequence[dict]) -> list[dict]:
+    """Mean (and 95% CI half-width, normal approximation) of each metric per (projector, method)."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["projector"], row["method"])].append(row)
+    out = []
+    for (tag, method), members in groups.items():
+        entry = {"projector": tag, "method": method, "n": len(members)}
+        for metric in METRICS:
+            values = torch.tensor([m[metric] for m in members if metric in m], dtype=torch.float64)
+            if values.numel() == 0:
+                continue
+            entry[metric] = float(values.mean())
+            std = float(values.std()) if values.numel() > 1 else 0.0
+            entry[f"{metric}_ci95"] = 1.96 * std / math.sqrt(values.numel())
+        out.append(entry)
+    return out
+
+
+def comparison_table(summary: Sequence[dict]) -> str:
+    """Markdown table: one row per (projector, method), the metrics as columns (mean ± 95% CI)."""
+    metrics = [m for m in ("energy", "box_area", "pointing", "auc_positive", "auc_negative")
+               if any(m in s for s in summary)]
+    head = "| projector | method | n | " + " | ".join(metrics) + " |"
+    lines = [head, "|" + "---|" * (3 + len(metrics))]
+    for s in sorted(summary, key=lambda s: (s["projector"], s["method"])):
+        cells = [f"{s[m]:.3f} ± {s[m + '_ci95']:.3f}" if m in s else "" for m in metrics]
+        lines.append(f"| {s['projector']} | {s['method']} | {s['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""Checkpoints that survive kills, and the pieces that make a resumed run match an uninterrupted one.
+
+- `AtomicCheckpointIO` writes every Lightning checkpoint to a temporary file in the target
+  directory, fsyncs it and renames it over the target: a kill at any moment leaves either the
+  previous complete file or the new complete file, never a truncated `last.ckpt`.
+- `resolve_ckpt_path` turns `ckpt_path=` / `resume=auto` into the checkpoint `trainer.fit` resumes.
+- `StepSeed` reseeds torch's RNG before every training batch from (seed, rank, epoch, batch
+  index). Dropout masks and any other random draw inside a step are then a function of the
+  step's position, which the checkpoint restores, so no RNG state has to be carried over (and
+  RNG draws outside the training step, e.g. when a validation DataLoader starts, cannot shift
+  the training stream between a killed-and-resumed and an uninterrupted run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "checkpoints/last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """`TorchCheckpointIO` whose local writes are temp file + fsync + rename."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote filesystems: Lightning's own path
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(path.parent)  # make the rename itself durable
+
+    def remove_checkpoint(self, path) -> None:
+        fs = get_filesystem(path)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems do not support fsync on directories
+    finally:
+        os.close(fd)
+
+
+def resolve_ckpt_path(resume: str | None, ckpt_path: str | None, output_dir: str | Path) -> str | None:
+    """The checkpoint to resume from.
+
+    `ckpt_path` (an explicit file) wins and must exist. Otherwise `resume=auto` picks
+    `<output_dir>/checkpoints/last.ckpt` when it exists and starts fresh when it does not;
+    `resume=null` always starts fresh.
+    """
+    if ckpt_path:
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+        return str(ckpt_path)
+    if resume in (None, False, "none", "null", "never"):
+        return None
+    if resume != "auto":
+        raise ValueError(f"resume={resume} is not supported; use resume=auto, resume=null or ckpt_path=<file>")
+    last = Path(output_dir) / LAST_CHECKPOINT
+    if last.is_file():
+        log.info("resume=auto: continuing from %s", last)
+        return str(last)
+    log.info("resume=auto: no %s yet, starting a fresh run", last)
+    return None
+
+
+def step_seed(seed: int, rank: int, epoch: int, batch_idx: int) -> int:
+    """A 63-bit seed that is a pure function of the training position."""
+    return int(np.random.SeedSequence([seed, rank, epoch, batch_idx]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class StepSeed(L.Callback):
+    """Reseed torch (CPU and CUDA) before each training batch from the batch's position."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        torch.manual_seed(step_seed(self.seed, trainer.global_rank, trainer.current_epoch, batch_idx))

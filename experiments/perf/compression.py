@@ -1,0 +1,90 @@
+"""Figures 2 and 3 — does compression pay? Train-step time and FLOPs per projector; parameters and peak memory.
+
+Figure 2: one finetune step (vision frozen; projector + LLM train; AdamW) with avgpool-144 and qformer-144
+against linear-576, on the tiny model and on a wider one, timed interleaved (linear, avgpool, qformer, then
+reversed, ...). The time ratio (projector / linear, median over rounds of the paired ratios) is compared with
+the FLOP ratio counted by FlopCounterMode on the same step; goal: within 10 %. At LLaVA-1.5-7B dimensions
+only the FLOP ratio is computed (on the meta device; timing needs a GPU, see gpu.py).
+Figure 3: trainable parameters (finetune stage; projector alone too) and the peak memory of one step.
+"""
+
+from __future__ import annotations
+
+from experiments.perf.common import (
+    Bench,
+    interleaved,
+    make_optimizer,
+    paired_ratio,
+    peak_train_memory,
+    projector_configs,
+    summary,
+    train_step_flops,
+    train_step_fn,
+)
+
+TOLERANCE = 0.10
+
+
+def step_ratios(size: str, batch_size: int, repeats: int, warmup: int = 1, attn: str | None = None) -> dict:
+    """Time and FLOP ratios vs the linear projector for one model size (`attn`: switch the LLM's attention)."""
+    bench = Bench(size)
+    batch = bench.train_batch(batch_size)
+    configs = projector_configs(size)
+    models = {label: bench.model(cfg) for label, cfg in configs.items()}
+    if attn is not None:
+        for model in models.values():
+            model.llm.set_attn_implementation(attn)
+    flops = {label: train_step_flops(model, batch) for label, model in models.items()}
+    steps = {}
+    for label, model in models.items():
+        optimizer, _ = make_optimizer(model, bench.stage)
+        steps[label] = train_step_fn(model, batch, optimizer)
+    times = interleaved(steps, repeats=repeats, warmup=warmup)
+    base = next(label for label in configs if label.startswith("linear"))
+    rows = {}
+    for label in configs:
+        row = {"step": summary(times[label]), "flops": flops[label],
+               "visual_tokens": models[label].num_visual_tokens}
+        if label != base:
+            time_ratio = paired_ratio(times[label], times[base])
+            flop_ratio = flops[label] / flops[base]
+            rel = time_ratio / flop_ratio - 1
+            row.update(time_ratio=time_ratio, flop_ratio=flop_ratio, rel_diff=rel,
+                       meets_goal=abs(rel) <= TOLERANCE)
+        rows[label] = row
+    return {"size": size, "llm_attention": attn or "eager (as built)", "batch_size": batch_size,
+            "seq_len_text": int(batch["input_ids"].shape[1]),
+            "baseline": base, "repeats": repeats, "projectors": rows}
+
+
+def params_and_memory(size: str, batch_size: int) -> dict:
+    """Figure 3: trainable parameters (finetune) and the peak memory of one training step, per projector."""
+    bench = Bench(size)
+    batch = bench.train_batch(batch_size)
+    rows = {}
+    for label, cfg in projector_configs(size).items():
+        model = bench.model(cfg)
+        optimizer, _ = make_optimizer(model, bench.stage)
+        memory = peak_train_memory(model, batch, optimizer)
+        rows[label] = {
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "projector_params": sum(p.numel() for p in model.projector.parameters()),
+            "total_params": sum(p.numel() for p in model.parameters()),
+            **memory,
+        }
+    return {"size": size, "batch_size": batch_size, "stage": bench.stage["name"], "projectors": rows}
+
+
+def run(smoke: bool = False) -> dict:
+    from experiments.perf.gpu import llava_flop_ratios
+
+    if smoke:
+        sizes = {"smoke": (2, 2)}
+    else:
+        sizes = {"tiny": (4, 9), "wide": (2, 5)}  # size: (batch, repeats)
+    figure2 = {size: step_ratios(size, b, r) for size, (b, r) in sizes.items()}
+    if not smoke:
+        figure2["llava15_7b_flops_only"] = llava_flop_ratios(batch_size=1, text_len=256)
+    figure3 = params_and_memory("smoke" if smoke else "tiny", 2 if smoke else 4)
+    return {"figure2": {"figure": "compression pays", "tolerance": TOLERANCE, **figure2},
+            "figure3": {"figure": "parameters and peak memory", **figure3}}

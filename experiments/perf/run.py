@@ -1,0 +1,228 @@
+"""`make bench`: run the performance figures, write experiments/perf/results.json, print a table of ratios.
+
+    python -m experiments.perf.run                       # all figures (a few minutes on 2 CPU cores)
+    python -m experiments.perf.run --only overhead generation
+    python -m experiments.perf.run --smoke --out /tmp/r.json   # tiny sizes, seconds (what the test runs)
+
+Every figure is a ratio of two things measured in this one process, interleaved, with medians (see
+common.py), so the numbers compare across machines better than the absolute times next to them. Figures:
+1 overhead (Lightning step / bare step), 2 compression (step-time ratio vs FLOP ratio per projector),
+3 parameters and peak memory, 4 batched generation, 5 R-GAE cost, 6 data loader (experiments/perf/bench_data.py,
+when present), and gpu (gpu.py at LLaVA-1.5-7B dimensions on a CUDA device; its CPU smoke mode otherwise).
+A figure that fails is recorded with its error and the others still run; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+FIGURES = ("overhead", "compression", "generation", "relevance", "data", "gpu")
+DEFAULT_OUT = Path(__file__).with_name("results.json")
+SMOKE_OUT = Path(__file__).with_name("results_smoke.json")
+
+
+def run_data(smoke: bool) -> dict:
+    """Figure 6 from the data helper's module, when it exists."""
+    try:
+        module = importlib.import_module("experiments.perf.bench_data")
+    except ModuleNotFoundError as error:
+        if error.name != "experiments.perf.bench_data":
+            raise
+        return {"figure": "data loader", "skipped": "experiments/perf/bench_data.py does not exist yet"}
+    if not hasattr(module, "run"):
+        return {"figure": "data loader", "skipped": "experiments/perf/bench_data.py has no run(smoke=...)"}
+    return module.run(smoke=smoke)
+
+
+def run_gpu(smoke: bool) -> dict:
+    from experiments.perf import gpu
+
+    if torch.cuda.is_available() and not smoke:
+        return gpu.run(smoke=False)
+    result = gpu.run(smoke=True)
+    result["note"] = "smoke mode only: " + ("--smoke given" if smoke else "no CUDA device on this machine")
+    return result
+
+
+def run_figure(name: str, smoke: bool, generation_attn: tuple[str | None, ...]) -> dict:
+    if name == "data":
+        return run_data(smoke)
+    if name == "gpu":
+        return run_gpu(smoke)
+    if name == "generation":
+        from experiments.perf import generation
+
+        out = {(attn or "as_built"): generation.run(smoke=smoke, attn=attn) for attn in generation_attn}
+        # diagnostic: the same with the images encoded beforehand (what batching can speed up at all)
+        out[f"{generation_attn[-1] or 'as_built'}_llm_only"] = generation.run(smoke=smoke, attn=generation_attn[-1],
+                                                                             llm_only=True)
+        return out
+    module = importlib.import_module(f"experiments.perf.{name}")
+    return module.run(smoke=smoke)
+
+
+def machine() -> dict:
+    from deco.utils.run_info import git_commit
+
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(Path(__file__).resolve().parent),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": __import__("os").cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _ok(flag) -> str:
+    return "" if flag is None else ("ok" if flag else "MISS")
+
+
+def table(results: dict) -> str:
+    """The short table `make bench` prints: figure, what is compared, measured, goal, ok/MISS."""
+    rows = [("figure", "comparison", "measured", "goal", "")]
+    figs = results["figures"]
+
+    def skipped(name, fig):
+        if "skipped" in fig or "error" in fig:
+            text = fig.get("skipped") or f"ERROR: {fig['error']}"
+        else:
+            text = "no summary ratio; see results.json"
+        rows.append((name, text, "", "", ""))
+
+    if "overhead" in figs:
+        f = figs["overhead"]
+        if "ratio" in f:
+            what = f"deco.train step / bare loop ({f['size']}, {f['projector']}, b{f['batch_size']})"
+            rows.append(("1 overhead", what, f"{f['ratio']:.3f}x ({f['overhead_ms']:+.1f} ms)", f["goal"],
+                         _ok(f["meets_goal"])))
+        else:
+            skipped("1 overhead", f)
+    if "compression" in figs:
+        f = figs["compression"]
+        if "figure2" in f:
+            for size, block in f["figure2"].items():
+                if not isinstance(block, dict) or "projectors" not in block:
+                    continue
+                for label, row in block["projectors"].items():
+                    if "time_ratio" in row:
+                        measured = f"{row['time_ratio']:.3f} vs {row['flop_ratio']:.3f} ({100 * row['rel_diff']:+.0f}%)"
+                        rows.append(("2 compression", f"{size}: {label} / {block['baseline']} step time vs FLOPs",
+                                     measured, "within 10%", _ok(row["meets_goal"])))
+                    elif "flops" in row and "step" not in row and label != block["baseline"]:
+                        rows.append(("2 compression", f"{size}: {label} / {block['baseline']} FLOPs",
+                                     f"{row['flop_ratio']:.3f}", "", ""))
+            mem = f["figure3"]
+            for label, row in mem["projectors"].items():
+                rows.append(("3 params/memory", f"{mem['size']} b{mem['batch_size']} {label}: trainable / peak",
+                             f"{row['trainable_params'] / 1e6:.2f} M / {row['peak_bytes'] / 2**20:.1f} MiB", "", ""))
+        else:
+            skipped("2 compression", f)
+    if "generation" in figs:
+        for attn, f in figs["generation"].items():
+            if "ratio" in f:
+                rows.append(("4 generation", f"{f['batch_size']} x batch 1 / batch {f['batch_size']} time "
+                             f"({f['size']}, {f['projector']}, {f['attention']}"
+                             + (", images pre-encoded)" if f.get("llm_only") else ")"),
+                             f"{f['ratio']:.2f}x", f["goal"], _ok(f["meets_goal"])))
+            else:
+                skipped("4 generation", f)
+    if "relevance" in figs:
+        f = figs["relevance"]
+        if "projectors" in f:
+            for label, row in f["projectors"].items():
+                rows.append(("5 relevance", f"R-GAE / forward+backward ({f['size']}, {label})",
+                             f"{row['ratio']:.2f}x", f["goal"], _ok(row["meets_goal"])))
+        else:
+            skipped("5 relevance", f)
+    if "data" in figs:
+        f = figs["data"]
+        if "ratio" in f:
+            rows.append(("6 data", f.get("comparison", "loader samples/s / train step samples/s"),
+                         f"{f['ratio']:.2f}x", str(f.get("goal", "")), _ok(f.get("meets_goal"))))
+        else:
+            skipped("6 data", f)
+    if "gpu" in figs:
+        f = figs["gpu"]
+        if "projectors" in f:
+            for label, row in f["projectors"].items():
+                if "error" in row:
+                    rows.append(("gpu", f"{f['device']} {label}", row["error"], "", ""))
+                    continue
+                mfu = "MFU " + (f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "n/a")
+                rows.append(("gpu" + (" (smoke)" if f["smoke"] else ""), f"{f['device']} {label} b{row['batch_size']}",
+                             f"{row['samples_per_s']:.1f} samples/s, {mfu}", ">= 40% MFU" if not f["smoke"] else "",
+                             "" if row["mfu"] is None else _ok(row["mfu"] >= 0.4)))
+        else:
+            skipped("gpu", f)
+    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="deco performance figures (ratios measured side by side)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds; checks the code paths only")
+    parser.add_argument("--only", nargs="+", choices=FIGURES, help="run only these figures")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"results JSON (default {DEFAULT_OUT}; with --smoke {SMOKE_OUT.name} next to it, so a "
+                             "smoke run never replaces the recorded results)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: steadier on a small shared machine)")
+    parser.add_argument("--generation-attn", nargs="+", default=["as_built", "sdpa"],
+                        help="figure 4 variants: as_built (eager) and/or an attention implementation")
+    args = parser.parse_args(argv)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads_before)  # in-process callers (the smoke test) get their setting back
+
+
+def _run(args) -> int:
+    if args.out is None:
+        args.out = SMOKE_OUT if args.smoke else DEFAULT_OUT
+    attn = tuple(None if a == "as_built" else a for a in args.generation_attn)
+    results = {"smoke": args.smoke, "machine": machine(), "figures": {}, "seconds": {}}
+    failed = False
+    for name in args.only or FIGURES:
+        print(f"[bench] {name} ...", flush=True)
+        start = time.perf_counter()
+        try:
+            results["figures"][name] = run_figure(name, args.smoke, attn)
+        except Exception as error:  # noqa: BLE001 - record it, run the other figures, exit 1 at the end
+            traceback.print_exc()
+            results["figures"][name] = {"error": f"{type(error).__name__}: {error}"}
+            failed = True
+        results["seconds"][name] = time.perf_counter() - start
+        print(f"[bench] {name} done in {results['seconds'][name]:.0f} s", flush=True)
+    from deco.utils.io import atomic_write_text
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(results, indent=2, default=str) + "\n")
+    print()
+    print(table(results))
+    print(f"\nwrote {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
