@@ -50,6 +50,7 @@ def train(cfg: DictConfig) -> float | None:
     from deco.data.image import load_image_processor
     from deco.data.tokenizer import load_tokenizer
     from deco.lit.datamodule import MLLMDataModule
+    from deco.lit.loggers import finish_runs
     from deco.lit.checkpointing import resolve_ckpt_path
     from deco.lit.module import MLLMModule, NonFiniteLossError
     from deco.lit.sampling import accumulation_for
@@ -95,13 +96,15 @@ def train(cfg: DictConfig) -> float | None:
         image_processor.save_pretrained(output_dir / "image_processor")
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        if cfg.get("validate_after_fit"):
+            trainer.validate(module, datamodule=datamodule)
     except NonFiniteLossError as error:
         raise SystemExit(f"Training stopped: {error}") from None
     except SIGTERMException as error:  # preemption: last.ckpt was saved (deco.lit.fault)
         log.error("Training interrupted: %s", error or "SIGTERM")
         raise SystemExit(PREEMPTED_EXIT_CODE) from None
-    if cfg.get("validate_after_fit"):
-        trainer.validate(module, datamodule=datamodule)
+    finally:
+        finish_runs(loggers)
     val_loss = trainer.callback_metrics.get("val/loss")
     return float(val_loss) if val_loss is not None else None
 

@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from deco.explain.methods import METHODS
+from deco.utils.config import looks_like_path
 from deco.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ def _validate(cfg: DictConfig) -> None:
     if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
         raise SystemExit("Config error: ckpt is required, e.g. ckpt=outputs/train/<run>/checkpoints/last.ckpt")
     for ckpt in _as_list(cfg.ckpt):
-        if not Path(ckpt).expanduser().exists():
-            raise SystemExit(f"Config error: ckpt={ckpt}: no such file")
+        if looks_like_path(ckpt) and not Path(ckpt).expanduser().exists():
+            raise SystemExit(f"Config error: ckpt={ckpt}: no such file")  # anything else may be a hub name
     if cfg.mode not in MODES:
         raise SystemExit(f"Config error: mode={cfg.mode} is unknown; choose one of: {', '.join(MODES)}")
     methods = _as_list(cfg.method) + (_as_list(cfg.score.methods) if cfg.mode == "score" else [])
@@ -162,9 +163,14 @@ def run(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records, rows = [], []
+    requested_aspect = cfg.image_aspect
     for ckpt in _as_list(cfg.ckpt):
-        loaded = load_model(ckpt)
+        options = cfg.get("model") or {}
+        loaded = load_model(ckpt, base=options.get("base"), vision_tower=options.get("vision_tower"),
+                            merge_lora=bool(options.get("merge_lora", True)))
         loaded.model.to(device)
+        # null: preprocess images as this checkpoint was trained
+        cfg.image_aspect = requested_aspect or loaded.config.get("image_aspect", "pad")
         if cfg.mode == "export":
             records += export(cfg, loaded, out_dir)
         else:

@@ -26,3 +26,13 @@ def wandb_logger(project: str, save_dir: str, name: str | None = None, group: st
     os.makedirs(save_dir, exist_ok=True)
     return WandbLogger(project=project, save_dir=save_dir, name=name, group=group, tags=list(tags or []),
                        offline=offline, **kwargs)
+
+
+def finish_runs(loggers) -> None:
+    """End the W&B run of a finished job, so that the next job of an in-process sweep (Hydra's
+    basic launcher) starts its own run instead of logging into this one."""
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
+from deco.explain.gae import avg_heads, cross_attention_rule, self_attention_rule
 from deco.models.projectors.base import Projector, register_projector
 
 
@@ -22,20 +23,6 @@ def _default_heads(hidden: int) -> int:
         if hidden % heads == 0:
             return heads
     return 1
-
-
-def gae_attention(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """GAE eq. 5: Ā = mean over heads of (∇A ⊙ A)^+ ; b h x y -> b x y."""
-    return (grad * attn).clamp(min=0).mean(dim=1)
-
-
-def normalize_self_relevance(rel: torch.Tensor) -> torch.Tensor:
-    """GAE eqs. 8-9: R̄ = row-normalised (R - I) + I; rows with nothing beyond the identity stay I."""
-    eye = torch.eye(rel.shape[-1], dtype=rel.dtype, device=rel.device)
-    residual = rel - eye
-    row_sum = residual.sum(dim=-1, keepdim=True)
-    residual = torch.where(row_sum > 0, residual / row_sum.clamp(min=torch.finfo(rel.dtype).tiny), 0.0)
-    return residual + eye
 
 
 @register_projector("qformer")
@@ -162,18 +149,13 @@ class QFormerProjector(Projector):
         ref = cross_attns[0]
         r_qq = torch.eye(q, dtype=torch.float32, device=ref.device).expand(b, q, q).clone()
         r_qi = torch.zeros(b, q, n, dtype=torch.float32, device=ref.device)
-        r_ii_bar = None
-        if patch_relevance is not None:
-            r_ii_bar = normalize_self_relevance(patch_relevance.detach().float().to(ref.device))
         for a_s, g_s, a_c, g_c in zip(self_attns, self_grads, cross_attns, cross_grads):
             if g_s is None or g_c is None:
                 raise ValueError("a gradient is None: call .retain_grad() on every attention map before backward()")
-            cam = gae_attention(a_s.detach().float(), g_s.detach().float())  # b q q
+            cam = avg_heads(a_s.detach(), g_s.detach())  # b q q
             # both updates use the old R (GAE eqs. 6-7)
-            r_qq, r_qi = r_qq + cam @ r_qq, r_qi + cam @ r_qi
-            cam = gae_attention(a_c.detach().float(), g_c.detach().float())  # b q n
-            add = normalize_self_relevance(r_qq).transpose(-1, -2) @ cam
-            if r_ii_bar is not None:
-                add = add @ r_ii_bar
-            r_qi = r_qi + torch.nan_to_num(add, nan=0.0)
+            r_qq, r_qi = self_attention_rule(r_qq, cam), self_attention_rule(r_qi, cam)
+            cam = avg_heads(a_c.detach(), g_c.detach())  # b q n
+            r_ii = None if patch_relevance is None else patch_relevance.detach().float().to(ref.device)
+            r_qi = cross_attention_rule(r_qi, r_qq, cam, r_ii)  # GAE eq. 10
         return r_qi
