@@ -36,6 +36,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from deco.utils.io import read_jsonl
+
 # Two-sided 95% Student t quantiles t_{0.975, df} for df = 1..30 (standard tables).
 _T975 = [12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
          2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
@@ -102,16 +104,6 @@ def _read_yaml(path: Path) -> dict:
 
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
-
-def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not a JSON record ({error})") from None
-    return records
 
 
 def visual_tokens(config: dict) -> int | None:
@@ -226,7 +218,7 @@ def read_run(run_dir: Path) -> Run:
     stage = (config.get("stage") or {}).get("name", "train")
     run = Run(
         path=run_dir, stage=stage, projector=projector, tokens=visual_tokens(config),
-        seed=config.get("seed"), records=_read_jsonl(metrics_path),
+        seed=config.get("seed"), records=read_jsonl(metrics_path),
     )
     run.scalars.update(_train_scalars(run.records))
     run.scalars.update(_trainable_params(run_dir))

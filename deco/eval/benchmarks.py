@@ -53,6 +53,7 @@ from deco.eval.metrics import (
     VQAAccuracy,
     YesNoMetrics,
 )
+from deco.utils.io import read_jsonl
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 MULTIPLE_CHOICE = "Answer with the option's letter from the given choices directly."
@@ -102,17 +103,6 @@ def _read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error})") from None
-    return rows
 
 
 def _key(row: dict, key: str, where: str):
@@ -206,7 +196,7 @@ class VQAv2(Benchmark):
                 answers[ann["question_id"]] = [a["answer"] for a in ann["answers"]]
         samples = []
         if qpath.suffix == ".jsonl":  # LLaVA question file: {question_id, image, text}
-            for row in _read_jsonl(qpath):
+            for row in read_jsonl(qpath):
                 qid = _key(row, "question_id", str(qpath))
                 samples.append(EvalSample(qid, row["text"], answers.get(qid), folder / row["image"]))
         else:
@@ -244,7 +234,7 @@ class TextVQA(Benchmark):
         by_key = {(r["image_id"], r["question"].lower()): r for r in data}
         qpath = _require(self.question_file, f"{self.name} question_file")
         samples = []
-        for row in _read_jsonl(qpath):
+        for row in read_jsonl(qpath):
             image_id = Path(row["image"]).stem
             question = row["text"].split("\n")[0]
             ann = by_key.get((image_id, question.lower()))
@@ -329,7 +319,7 @@ class POPE(Benchmark):
         samples = []
         for split in self.splits:
             path = _require(qdir / self.file_pattern.format(split=split), f"{self.name} {split} question file")
-            for row in _read_jsonl(path):
+            for row in read_jsonl(path):
                 samples.append(EvalSample(f"{split}-{row['question_id']}", row["text"], row["label"],
                                           folder / row["image"], {"split": split}))
         return samples
