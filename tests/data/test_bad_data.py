@@ -11,11 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from deco.data.collate import Collator
-from deco.data.image import build_image_processor
 from deco.data.llava_json import LlavaJsonDataset
 from deco.data.shapes import make_sample
 from deco.data.to_wds import convert
-from deco.data.tokenizer import build_tiny_tokenizer
 from deco.data.wds import WdsDataset, WdsLoader
 
 GOOD = [f"good-{i}" for i in range(9)] + ["text-only"]
@@ -66,16 +64,6 @@ def write_bad_corpus(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     return write_bad_corpus(tmp_path_factory.mktemp("bad_corpus"))
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def proc():
-    return build_image_processor(28)
 
 
 def kwargs(tok, proc):

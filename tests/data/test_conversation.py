@@ -10,17 +10,12 @@ from deco.data.conversation import (
     tokenize_conversation,
     tokenize_prompt,
 )
-from deco.data.tokenizer import IGNORE_INDEX, build_tiny_tokenizer
+from deco.data.tokenizer import IGNORE_INDEX
 
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tiny_tokenizer()
 
 
 def _answer_text(tok, out):

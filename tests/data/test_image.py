@@ -14,11 +14,6 @@ from deco.data.image import (
 )
 
 
-@pytest.fixture(scope="module")
-def proc():
-    return build_image_processor(image_size=28)
-
-
 def test_expand_to_square_20x10():
     img = Image.new("RGB", (20, 10), (255, 0, 0))
     fill = (122, 116, 104)

@@ -11,11 +11,11 @@ from PIL import Image
 
 from deco.data.collate import Collator
 from deco.data.conversation import tokenize_conversation
-from deco.data.image import build_image_processor, process_image
+from deco.data.image import process_image
 from deco.data.llava_json import LlavaJsonDataset, check_record
 from deco.data.shapes import make_sample
 from deco.data.skips import SkipSample
-from deco.data.tokenizer import IGNORE_INDEX, build_tiny_tokenizer
+from deco.data.tokenizer import IGNORE_INDEX
 
 IMAGE_SIZE = 28
 
@@ -44,16 +44,6 @@ def write_llava_corpus(root: Path, n_images: int = 6) -> list[dict]:
         {"from": "human", "value": "Is there a blue square in the image?"}, {"from": "gpt", "value": "Yes."}]})
     (root / "data.json").write_text(json.dumps(records))
     return records
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def proc():
-    return build_image_processor(IMAGE_SIZE)
 
 
 def make(path, tok, proc, template="vicuna_v1", **kw):

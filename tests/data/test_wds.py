@@ -22,17 +22,6 @@ _spec = importlib.util.spec_from_file_location("llava_corpus", Path(__file__).wi
 _mod = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_mod)
 write_llava_corpus = _mod.write_llava_corpus
-IMAGE_SIZE = 28
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def proc():
-    return build_image_processor(IMAGE_SIZE)
 
 
 @pytest.fixture(scope="module")
