@@ -8,6 +8,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from deco.data.image import build_image_processor
+from deco.data.tokenizer import build_tiny_tokenizer
+
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 # A run small enough for a unit test: a few samples, few steps, no workers, no logger.
@@ -39,3 +42,15 @@ def train_config(tmp_path):
         return compose_config("train", [*TINY_RUN, *overrides], tmp_path)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The tiny tokenizer (data tests)."""
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def proc():
+    """A small (28 px) CLIP image processor (data tests)."""
+    return build_image_processor(image_size=28)
