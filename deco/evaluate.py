@@ -21,6 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from deco.models.attention import IMPLEMENTATIONS, set_attention
 from deco.utils.config import looks_like_path
 from deco.utils.io import atomic_write_text
 from deco.utils.run_info import write_run_info
@@ -57,15 +58,13 @@ def _dtype(name: str | None) -> torch.dtype | None:
 
 
 def _set_attention(model: torch.nn.Module, name: str | None) -> None:
-    """Switch vision tower and LLM attention (e.g. "sdpa": faster batched generation; the build default is
-    "eager", which explanation code needs)."""
+    """Switch vision tower and LLM attention ("sdpa": about 2x faster batched generation than eager)."""
     if name is None:
         return
-    if name not in ("eager", "sdpa"):
-        raise SystemExit(f"Config error: attn_implementation={name} is unknown; allowed: null, eager, sdpa")
-    for part in (getattr(model.vision, "model", None), model.llm):
-        if part is not None and hasattr(part, "set_attn_implementation"):
-            part.set_attn_implementation(name)
+    if name not in IMPLEMENTATIONS:
+        allowed = ", ".join(IMPLEMENTATIONS)
+        raise SystemExit(f"Config error: attn_implementation={name} is unknown; allowed: null, {allowed}")
+    set_attention(model, name)
 
 
 def _validate(cfg: DictConfig) -> None:

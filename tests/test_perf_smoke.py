@@ -129,7 +129,7 @@ def test_llama_formula_matches_flop_counter(bench):
     model = bench.model(projector_configs("smoke")["linear_16"])
     cfg = model.llm.config
     b, t = 2, 9
-    counted = count_flops(lambda: model.llm(inputs_embeds=torch.zeros(b, t, cfg.hidden_size)))
+    counted = count_flops(lambda: model.llm(inputs_embeds=torch.zeros(b, t, cfg.hidden_size)), model.llm)
     assert counted == llama_forward_flops(cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers,
                                           cfg.num_attention_heads, cfg.num_key_value_heads, cfg.vocab_size, b, t)
 

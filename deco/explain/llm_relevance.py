@@ -1,7 +1,7 @@
 """The teacher-forced forward pass that every relevance method reads, and R_t2q by GAE over the LLM.
 
 `teacher_forced_forward` runs vision tower (without autograd: its relevance is not propagated, R_ii = I)
--> projector (keeping the Q-Former's attention maps) -> LLM with eager attention and
+-> projector (keeping the Q-Former's attention maps) -> LLM with eager attention (switched on for this forward only) and
 `output_attentions=True`. The patch features are made leaves that require grad, so every attention map
 is in the autograd graph even when all weights are frozen. The explained score is the sum of the target
 tokens' logits, each read at the position that predicts it (the token before it: causal LM); gradients
@@ -22,6 +22,7 @@ from torch import nn
 from deco.explain.gae import self_attention_relevance
 from deco.explain.inputs import ExplainInput
 from deco.data.tokenizer import IGNORE_INDEX
+from deco.models.attention import attention
 from deco.models.mllm import position_ids_from_mask
 
 
@@ -55,19 +56,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = flag
 
 
-def _attn_implementation(llm: nn.Module) -> str | None:
-    config = getattr(llm, "config", None)
-    return getattr(config, "_attn_implementation", None)
-
-
 def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_maps: bool = True) -> ForwardTrace:
     """One forward of `inp` through `model` (an MLLM) with attention maps in the graph; call inside eval_mode."""
-    impl = _attn_implementation(model.llm)
-    if impl not in (None, "eager"):
-        raise ValueError(
-            f"the LLM uses attn_implementation='{impl}', which returns no attention maps; "
-            "build it with attn_implementation='eager' (or call model.llm.set_attn_implementation('eager'))"
-        )
     device = next(model.parameters()).device
     input_ids = inp.input_ids.to(device)[None]  # 1 t
     labels = torch.where(inp.target_mask.to(device), input_ids[0], IGNORE_INDEX)[None]  # 1 t
@@ -86,9 +76,9 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
         )
         if int(image_positions[0]) < 0:
             raise ValueError("the input has no <image> placeholder: nothing visual to explain")
-        out = model.llm(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask), output_attentions=True
-        )
+        with attention(model.llm, "eager"):  # the only implementation that returns the maps
+            out = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                            output_attentions=True)
         attns = list(out.attentions or [])
         if not attns or any(a is None for a in attns):
             raise RuntimeError("the LLM returned no attention maps; it must use attn_implementation='eager'")

@@ -12,6 +12,7 @@ without allocating them. Peak memory on CPU comes from `torch.distributed._tools
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 import weakref
@@ -25,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
+from deco.models.attention import attention
 from deco.models.build import build_mllm
 from deco.models.stages import apply_stage, parameter_groups
 
@@ -185,10 +187,15 @@ def summary(times: list[float]) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------- FLOPs
 
 
-def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs of everything `fn` runs (matmul-like ops; FlopCounterMode's definition: 2 per multiply-add)."""
-    with FlopCounterMode(display=False) as counter:
-        fn()
+def count_flops(fn: Callable[[], Any], model: torch.nn.Module | None = None) -> int:
+    """FLOPs of everything `fn` runs (matmul-like ops; FlopCounterMode's definition: 2 per multiply-add).
+
+    `model` runs with eager attention while counting: FlopCounterMode does not see the matmuls inside
+    the CPU's fused SDPA kernel (the configs' default), so they would go uncounted.
+    """
+    with attention(model, "eager") if model is not None else contextlib.nullcontext():
+        with FlopCounterMode(display=False) as counter:
+            fn()
     return int(counter.get_total_flops())
 
 
@@ -200,7 +207,7 @@ def train_step_flops(model, batch: Mapping[str, torch.Tensor]) -> int:
                      pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
         loss.backward()
 
-    flops = count_flops(fwd_bwd)
+    flops = count_flops(fwd_bwd, model)
     model.zero_grad(set_to_none=True)
     return flops
 
@@ -227,7 +234,7 @@ def parts_train_flops(model, batch_size: int, text_len: int, device: str | torch
         out = model.llm(inputs_embeds=embeds, labels=labels)
         out.loss.backward()
 
-    flops = count_flops(fwd_bwd)
+    flops = count_flops(fwd_bwd, model)
     model.zero_grad(set_to_none=True)
     return flops
 

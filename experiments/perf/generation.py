@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from deco.models.attention import set_attention
+
 from experiments.perf.common import Bench, interleaved, paired_ratio, projector_configs, summary
 
 GOAL = 4.0
@@ -31,12 +33,6 @@ def prompts(bench: Bench, n: int) -> list[dict]:
         out.append({"input_ids": tokenize_prompt(meta["question"], bench.tokenizer, "vicuna_v1"),
                     "pixel_values": process_image(scene.image, bench.image_processor, "pad")})
     return out
-
-
-def set_attention(model, attn: str) -> None:
-    """Switch the vision tower and the LLM to another attention implementation ("eager", "sdpa")."""
-    model.vision.model.set_attn_implementation(attn)
-    model.llm.set_attn_implementation(attn)
 
 
 def run(smoke: bool = False, batch_size: int = 16, max_new_tokens: int | None = None, repeats: int | None = None,

@@ -9,6 +9,7 @@ from explain_helpers import tiny_model
 from deco.data.shapes import render_scene
 from deco.explain.inputs import build_input
 from deco.explain.methods import explain, explain_all
+from deco.models.attention import attention
 from deco.models.projectors import build_projector
 
 TEXT = "A pot of green plants"
@@ -86,7 +87,7 @@ def test_rawattn_rows_match_an_independent_forward():
     model, tokenizer, processor = tiny_model("avgpool")
     inp = _input(tokenizer, processor)
     rel = explain(model, inp, "rawattn", tokenizer)
-    with torch.no_grad():
+    with torch.no_grad(), attention(model, "eager"):
         out = model(inp.input_ids[None], pixel_values=inp.pixel_values[None], output_attentions=True)
     ids = inp.input_ids.tolist()
     image_at = ids.index(model.image_token_id)
