@@ -93,11 +93,25 @@ class VisionTower(nn.Module):
         """Tokens `forward` returns per image: grid_size**2 (+1 with select_feature='cls_patch')."""
         return self.grid_size**2 + (1 if self.select_feature == "cls_patch" else 0)
 
+    @property
+    def layers_used(self) -> int:
+        """Encoder layers that `forward` runs: up to the selected one (2 of 3 for the tiny tower, 23 of 24 for CLIP-L)."""
+        return self.select_layer % (self.model.config.num_hidden_layers + 1)
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # b 3 H W -> b n d
         if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
             raise ValueError(f"pixel_values must be (b, 3, H, W), got {tuple(pixel_values.shape)}")
-        out = self.model(pixel_values.to(device=self.device, dtype=self.dtype), output_hidden_states=True)
-        feats = out.hidden_states[self.select_layer]  # b (1 + n) d
+        # Only the layers up to the selected one run: the later ones cost compute and feed nothing. Their
+        # weights stay in the module (state dicts keep every layer); the encoder loops over a shorter list.
+        clip = getattr(self.model, "vision_model", self.model)  # transformers 4.x nests it
+        feats = clip.pre_layrnorm(clip.embeddings(pixel_values.to(device=self.device, dtype=self.dtype)))
+        if self.layers_used:  # hidden state 0 is the encoder's input
+            encoder, layers = clip.encoder, clip.encoder.layers
+            encoder.layers = layers[: self.layers_used]
+            try:
+                feats = encoder(inputs_embeds=feats).last_hidden_state  # b (1 + n) d
+            finally:
+                encoder.layers = layers
         if self.select_feature == "patch":
             feats = feats[:, 1:]
         return feats

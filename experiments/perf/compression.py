@@ -52,7 +52,8 @@ def step_ratios(size: str, batch_size: int, repeats: int, warmup: int = 1, attn:
             row.update(time_ratio=time_ratio, flop_ratio=flop_ratio, rel_diff=rel,
                        meets_goal=abs(rel) <= TOLERANCE)
         rows[label] = row
-    return {"size": size, "llm_attention": attn or "eager (as built)", "batch_size": batch_size,
+    built = next(iter(models.values())).llm.config._attn_implementation
+    return {"size": size, "llm_attention": attn or f"{built} (as built)", "batch_size": batch_size,
             "seq_len_text": int(batch["input_ids"].shape[1]),
             "baseline": base, "repeats": repeats, "projectors": rows}
 

@@ -37,6 +37,28 @@ def test_select_layer_matches_raw_hidden_states(tower):
         tower.select_feature = "patch"
 
 
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("select_layer", [-4, -2, -1, 0, 1, 3])
+def test_only_the_layers_up_to_the_selected_one_run(select_layer, attn):
+    torch.manual_seed(0)
+    tower = VisionTower(config=TINY, select_layer=select_layer, attn_implementation=attn).eval()
+    pixels = torch.randn(1, 3, 336, 336)
+    ran = []
+    hooks = [layer.register_forward_hook(lambda m, i, o, k=k: ran.append(k))
+             for k, layer in enumerate(tower.model.encoder.layers)]
+    with torch.no_grad():
+        feats = tower(pixels)
+    for hook in hooks:
+        hook.remove()
+    assert ran == list(range(select_layer % 4))  # layers after the selected one are skipped
+    assert len(tower.model.encoder.layers) == 3  # restored: every layer's weights stay in the module
+    with torch.no_grad():  # the full HF forward, after the truncated one, still records every hidden state
+        raw = tower.model(pixels, output_hidden_states=True).hidden_states
+        assert len(raw) == 4
+        torch.testing.assert_close(feats, raw[select_layer][:, 1:])
+        torch.testing.assert_close(tower(pixels), feats)  # and the other way round
+
+
 def test_other_layer_and_bad_arguments():
     torch.manual_seed(0)
     small = dict(TINY, image_size=56)
