@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from deco.data.image import build_image_processor
+from deco.data.shapes import make_sample
 from deco.data.tokenizer import build_tiny_tokenizer
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
@@ -54,3 +56,29 @@ def tok():
 def proc():
     """A small (28 px) CLIP image processor (data tests)."""
     return build_image_processor(image_size=28)
+
+
+def write_llava_corpus(root: Path, n_images: int = 6) -> list[dict]:
+    """A small LLaVA-format corpus in `root`: data.json + img/*.jpg; returns the records.
+
+    Images have different aspect ratios; `<image>` sits at the start, the end and the middle of the
+    first turn; one record is multi-turn and two are text-only (one of them multi-turn).
+    """
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n_images):
+        scene, conv, meta = make_sample(0, i, image_size=64)
+        scene.image.resize((64 + 12 * i, 64 - 4 * i)).save(root / "img" / f"{i}.jpg", quality=90)
+        question = meta["question"]
+        first = [f"<image>\n{question}", f"{question}\n<image>", f"{question} <image> please"][i % 3]
+        conv = [{"from": "human", "value": first}, {"from": "gpt", "value": meta["answer"]}]
+        if i == 1:
+            conv += [{"from": "human", "value": "Is there a red circle in the image?"}, {"from": "gpt", "value": "No."}]
+        records.append({"id": f"img-{i}", "image": f"img/{i}.jpg", "conversations": conv})
+    records.append({"id": "text-0", "conversations": [
+        {"from": "human", "value": "What colour is the circle?"}, {"from": "gpt", "value": "Red."}]})
+    records.append({"id": "text-1", "conversations": [
+        {"from": "human", "value": "What shape is the red object?"}, {"from": "gpt", "value": "Circle."},
+        {"from": "human", "value": "Is there a blue square in the image?"}, {"from": "gpt", "value": "Yes."}]})
+    (root / "data.json").write_text(json.dumps(records))
+    return records

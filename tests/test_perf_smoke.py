@@ -120,7 +120,7 @@ def test_bf16_peaks():
 
 
 def _clip_forward(b, n, d, inter, layers, patch):
-    t = n + 1  # CLS + patches; HF runs every layer even when layer -2 is selected
+    t = n + 1  # CLS + patches
     per_layer = 4 * 2 * b * t * d * d + 2 * 2 * b * t * t * d + 2 * 2 * b * t * d * inter
     return 2 * b * n * 3 * patch * patch * d + layers * per_layer
 
@@ -142,7 +142,8 @@ def test_train_step_flops_equal_hand_count(bench):
     v, m = SMOKE_OVERRIDES["vision"], SMOKE_OVERRIDES["llm"]
     n, d_in, d = 16, v["hidden_size"], m["hidden_size"]
     vocab = len(bench.tokenizer)
-    vision = _clip_forward(b, n, d_in, v["intermediate_size"], v["num_hidden_layers"], 14)
+    # select_layer -2: the tower stops after the penultimate layer (the last one would feed nothing)
+    vision = _clip_forward(b, n, d_in, v["intermediate_size"], v["num_hidden_layers"] - 1, 14)
 
     def llm(q):
         return 3 * llama_forward_flops(d, m["intermediate_size"], m["num_hidden_layers"], m["num_attention_heads"],

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_llava_corpus
 from PIL import Image
 
 from deco.data.collate import Collator
@@ -18,32 +18,6 @@ from deco.data.skips import SkipSample
 from deco.data.tokenizer import IGNORE_INDEX
 
 IMAGE_SIZE = 28
-
-
-def write_llava_corpus(root: Path, n_images: int = 6) -> list[dict]:
-    """A small LLaVA-format corpus in `root`: data.json + img/*.jpg; returns the records.
-
-    Images have different aspect ratios; `<image>` sits at the start, the end and the middle of the
-    first turn; one record is multi-turn and two are text-only (one of them multi-turn).
-    """
-    (root / "img").mkdir(parents=True, exist_ok=True)
-    records = []
-    for i in range(n_images):
-        scene, conv, meta = make_sample(0, i, image_size=64)
-        scene.image.resize((64 + 12 * i, 64 - 4 * i)).save(root / "img" / f"{i}.jpg", quality=90)
-        question = meta["question"]
-        first = [f"<image>\n{question}", f"{question}\n<image>", f"{question} <image> please"][i % 3]
-        conv = [{"from": "human", "value": first}, {"from": "gpt", "value": meta["answer"]}]
-        if i == 1:
-            conv += [{"from": "human", "value": "Is there a red circle in the image?"}, {"from": "gpt", "value": "No."}]
-        records.append({"id": f"img-{i}", "image": f"img/{i}.jpg", "conversations": conv})
-    records.append({"id": "text-0", "conversations": [
-        {"from": "human", "value": "What colour is the circle?"}, {"from": "gpt", "value": "Red."}]})
-    records.append({"id": "text-1", "conversations": [
-        {"from": "human", "value": "What shape is the red object?"}, {"from": "gpt", "value": "Circle."},
-        {"from": "human", "value": "Is there a blue square in the image?"}, {"from": "gpt", "value": "Yes."}]})
-    (root / "data.json").write_text(json.dumps(records))
-    return records
 
 
 def make(path, tok, proc, template="vicuna_v1", **kw):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_llava_corpus
 
 from deco.data.collate import Collator
 from deco.data.image import build_image_processor
@@ -17,12 +16,6 @@ from deco.data.to_wds import main as to_wds_main
 from deco.data.to_wds import parse_args
 from deco.data.tokenizer import build_tiny_tokenizer
 from deco.data.wds import WdsDataset, WdsLoader, load_index, plan_epoch
-
-_spec = importlib.util.spec_from_file_location("llava_corpus", Path(__file__).with_name("test_llava_json.py"))
-_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_mod)
-write_llava_corpus = _mod.write_llava_corpus
-
 
 @pytest.fixture(scope="module")
 def shapes_shards(tmp_path_factory):
