@@ -23,7 +23,7 @@ which DDP needs equal - does not depend on data quality.
 
 Resuming. `WdsLoader` (a DataLoader) records, for every batch it yields, how many raw
 samples its worker had emitted; its `state_dict()` (saved in checkpoints by the
-`deco.lit.wds_position.WdsPosition` callback) holds the epoch and these counts, and after
+`deco.lit.loader_position.LoaderPosition` callback) holds the epoch and these counts, and after
 `load_state_dict()` each worker replays its deterministic stream without decoding and
 continues after the samples already trained on. The workers' batches are interleaved
 from worker 0 again, so the resumed epoch has the same samples in a slightly different
@@ -457,6 +457,18 @@ class WdsLoader(DataLoader):
     def start_epoch(self, epoch: int) -> None:
         """Make the next `iter()` start `epoch` from its beginning."""
         self._resume, self._next_epoch = None, int(epoch)
+
+    def position(self) -> dict:
+        """Where training got in the current epoch (the checkpointed form of `state_dict`)."""
+        return self.state_dict()
+
+    def resume(self, position: dict | None, epoch: int) -> None:
+        """Continue `epoch` from `position` when it is an unfinished position of that epoch, else start it afresh."""
+        if position is not None and int(position["epoch"]) == epoch and not position["finished"]:
+            self.load_state_dict(position)
+            log.info("wds: resuming epoch %d after %s raw samples per worker", epoch, position["emitted"])
+        else:
+            self.start_epoch(epoch)
 
     def state_dict(self) -> dict:
         if self._resume is not None:  # loaded but not iterated yet

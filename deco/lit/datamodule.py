@@ -6,7 +6,7 @@ processor, conversation template and length limit that the model and stage decid
 wraps it in DataLoaders with deco's collator. Swapping `data=` therefore never touches code.
 Iterable datasets (webdataset shards) get no shuffle flag or sampler: they split themselves
 over ranks and workers (told the rank here) and shuffle with their own buffer; `WdsDataset`
-gets a `WdsLoader` (mid-epoch resumes: deco.lit.wds_position.WdsPosition). Datasets with a
+gets a `WdsLoader` (mid-epoch resumes: deco.lit.loader_position.LoaderPosition). Datasets with a
 `skips` counter (deco.data.skips) have their skip counts logged at teardown.
 """
 

@@ -8,8 +8,8 @@ per step, and with the loss averaged per micro-batch (Lightning divides by A, DD
 count) the gradient is the same up to float summation order. A trailing partial global batch is
 dropped, as the alternative (a short last step) would differ between device counts.
 
-`ResumableDataLoader` counts the batches handed to the training loop; the `DataPosition` callback
-stores that count in every checkpoint and, on resume, makes the sampler skip that many batches
+`ResumableDataLoader` counts the batches handed to the training loop; the `LoaderPosition` callback
+(deco.lit.loader_position) stores that count in every checkpoint and, on resume, makes the sampler skip that many batches
 of the same epoch's order, so a resumed run continues with the very next batch.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -97,38 +96,11 @@ class ResumableDataLoader(DataLoader):
         """{"epoch", "batches"}: how far the training loop got into the current epoch."""
         return {"epoch": self.sampler.epoch, "batches": self._consumed}
 
-
-class DataPosition(L.Callback):
-    """Save the training loader's epoch position in checkpoints and restore it before training resumes.
-
-    (Lightning's own hook for stateful loaders is not used: it runs before the checkpoint is
-    restored when the optimizer setup has already built the loader, which deco's does.)
-    """
-
-    KEY = "deco_data_position"
-
-    def __init__(self):
-        self._pending: dict | None = None
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
-        loader = trainer.train_dataloader
-        if isinstance(loader, ResumableDataLoader):
-            checkpoint[self.KEY] = loader.position()
-
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
-        self._pending = checkpoint.get(self.KEY)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
-        # Runs after the loop state is restored and before the first batch is drawn; the loader's
-        # iterator is lazy, so setting the skip here still applies to this epoch.
-        position, self._pending = self._pending, None
-        loader = trainer.train_dataloader
-        if position is None or not isinstance(loader, ResumableDataLoader):
-            return
-        # Lightning decides which epoch comes next: a checkpoint from the last batch of an epoch
-        # resumes at the start of the next one, where nothing is skipped.
-        if int(position["epoch"]) == trainer.current_epoch:
-            loader.sampler.start_batch = int(position["batches"])
+    def resume(self, position: dict | None, epoch: int) -> None:
+        """Skip the batches `position` had consumed when it is from `epoch` (the iterator is lazy, so this
+        still applies to the epoch about to start); a position from an earlier epoch skips nothing."""
+        if position is not None and int(position["epoch"]) == epoch:
+            self.sampler.start_batch = int(position["batches"])
 
 
 def train_loader(dataset: Dataset, *, batch_size: int, seed: int, trainer=None, drop_last: bool = False,

@@ -74,11 +74,14 @@ def test_loader_resumes_with_the_next_batch():
     assert loader.position() == {"epoch": 0, "batches": 2}
 
     fresh = ResumableDataLoader(Range(24), GlobalBatchSampler(Range(24), 4, seed=3))
-    fresh.sampler.start_batch = 2  # what DataPosition sets on resume
+    fresh.resume({"epoch": 0, "batches": 2}, epoch=0)  # what LoaderPosition does on resume
     assert seen + [b.tolist() for b in fresh] == full
     assert len(fresh) == 6  # the epoch length Lightning sees does not shrink on resume
     assert fresh.position() == {"epoch": 0, "batches": 6}
     assert [b.tolist() for b in fresh] == full  # the skip applies once
+    fresh.resume({"epoch": 0, "batches": 2}, epoch=1)  # saved at an epoch's end: the next one starts whole
+    fresh.sampler.set_epoch(1)
+    assert len([b for b in fresh]) == 6
 
 
 def test_accumulation_for_global_batch():
