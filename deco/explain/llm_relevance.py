@@ -1,9 +1,9 @@
 """The teacher-forced forward pass that every relevance method reads, and R_t2q by GAE over the LLM.
 
 `teacher_forced_forward` runs vision tower (without autograd: its relevance is not propagated, R_ii = I)
--> projector (keeping the Q-Former's attention maps) -> LLM with eager attention (switched on for this forward only) and
-`output_attentions=True`. The patch features are made leaves that require grad, so every attention map
-is in the autograd graph even when all weights are frozen. The explained score is the sum of the target
+-> projector (keeping the Q-Former's attention maps) -> LLM with `output_attentions=True` and eager
+attention (switched on for this forward only: SDPA returns no maps). The patch features are made leaves
+that require grad, so every attention map is in the autograd graph even when all weights are frozen. The explained score is the sum of the target
 tokens' logits, each read at the position that predicts it (the token before it: causal LM); gradients
 come from `torch.autograd.grad`, so no parameter `.grad` is touched (safe inside a training loop).
 `llm_gae_rows` turns LLM attention maps + gradients into R_t2q: GAE's self-attention rule over all LLM

@@ -9,8 +9,8 @@ count) the gradient is the same up to float summation order. A trailing partial 
 dropped, as the alternative (a short last step) would differ between device counts.
 
 `ResumableDataLoader` counts the batches handed to the training loop; the `LoaderPosition` callback
-(deco.lit.loader_position) stores that count in every checkpoint and, on resume, makes the sampler skip that many batches
-of the same epoch's order, so a resumed run continues with the very next batch.
+(deco.lit.loader_position) stores that count in every checkpoint and, on resume, makes the sampler
+skip that many batches of the same epoch's order, so a resumed run continues with the very next batch.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class VisionTower(nn.Module):
 
     @property
     def layers_used(self) -> int:
-        """Encoder layers that `forward` runs: up to the selected one (2 of 3 for the tiny tower, 23 of 24 for CLIP-L)."""
+        """Encoder layers that `forward` runs: up to the selected one (tiny tower: 2 of 3; CLIP-L: 23 of 24)."""
         return self.select_layer % (self.model.config.num_hidden_layers + 1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # b 3 H W -> b n d
