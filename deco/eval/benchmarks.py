@@ -144,6 +144,10 @@ class Benchmark:
     def read(self) -> list[EvalSample]:
         raise NotImplementedError
 
+    def _config_path(self, key: str) -> Path:
+        """The existing path configured as `key` (e.g. "question_file"); errors name the benchmark and key."""
+        return _require(getattr(self, key), f"{self.name} {key}")
+
     def samples(self) -> list[EvalSample]:
         if self._samples is None:
             samples = self.read()
@@ -187,11 +191,11 @@ class VQAv2(Benchmark):
         return self.annotation_file is not None
 
     def read(self) -> list[EvalSample]:
-        qpath = _require(self.question_file, f"{self.name} question_file")
-        folder = _require(self.image_folder, f"{self.name} image_folder")
+        qpath = self._config_path("question_file")
+        folder = self._config_path("image_folder")
         answers: dict = {}
         if self.annotation_file is not None:
-            apath = _require(self.annotation_file, f"{self.name} annotation_file")
+            apath = self._config_path("annotation_file")
             for ann in _key(_read_json(apath), "annotations", str(apath)):
                 answers[ann["question_id"]] = [a["answer"] for a in ann["answers"]]
         samples = []
@@ -224,15 +228,15 @@ class TextVQA(Benchmark):
         self.annotation_file, self.image_folder, self.question_file = annotation_file, image_folder, question_file
 
     def read(self) -> list[EvalSample]:
-        apath = _require(self.annotation_file, f"{self.name} annotation_file")
-        folder = _require(self.image_folder, f"{self.name} image_folder")
+        apath = self._config_path("annotation_file")
+        folder = self._config_path("image_folder")
         data = _key(_read_json(apath), "data", str(apath))
         if self.question_file is None:
             return [EvalSample(r["question_id"], r["question"], list(r["answers"]), folder / f"{r['image_id']}.jpg")
                     for r in data]
         # LLaVA's eval_textvqa matches a prompt to its annotation by (image id, lower-cased question).
         by_key = {(r["image_id"], r["question"].lower()): r for r in data}
-        qpath = _require(self.question_file, f"{self.name} question_file")
+        qpath = self._config_path("question_file")
         samples = []
         for row in read_jsonl(qpath):
             image_id = Path(row["image"]).stem
@@ -263,8 +267,8 @@ class VizWiz(Benchmark):
         return all(s.reference is not None for s in self.samples())
 
     def read(self) -> list[EvalSample]:
-        apath = _require(self.annotation_file, f"{self.name} annotation_file")
-        folder = _require(self.image_folder, f"{self.name} image_folder")
+        apath = self._config_path("annotation_file")
+        folder = self._config_path("image_folder")
         rows = _read_json(apath)
         if not isinstance(rows, list):
             raise ValueError(f"{apath}: expected a list of questions (VizWiz layout)")
@@ -287,8 +291,8 @@ class GQA(Benchmark):
         self.question_file, self.image_folder = question_file, image_folder
 
     def read(self) -> list[EvalSample]:
-        qpath = _require(self.question_file, f"{self.name} question_file")
-        folder = _require(self.image_folder, f"{self.name} image_folder")
+        qpath = self._config_path("question_file")
+        folder = self._config_path("image_folder")
         data = _read_json(qpath)
         if not isinstance(data, dict):
             raise ValueError(f"{qpath}: expected {{question_id: question}} (GQA layout)")
@@ -314,8 +318,8 @@ class POPE(Benchmark):
         self.splits, self.file_pattern = list(splits), file_pattern
 
     def read(self) -> list[EvalSample]:
-        qdir = _require(self.question_dir, f"{self.name} question_dir")
-        folder = _require(self.image_folder, f"{self.name} image_folder")
+        qdir = self._config_path("question_dir")
+        folder = self._config_path("image_folder")
         samples = []
         for split in self.splits:
             path = _require(qdir / self.file_pattern.format(split=split), f"{self.name} {split} question file")
@@ -358,7 +362,7 @@ class MME(Benchmark):
         return pairs
 
     def read(self) -> list[EvalSample]:
-        root = _require(self.root, f"{self.name} root")
+        root = self._config_path("root")
         samples, image_id = [], 0
         for category in self.categories:
             folder = _require(root / category, f"{self.name} subtask folder")
@@ -418,7 +422,7 @@ class MMBench(_MultipleChoice):
         self.headline = "circular_accuracy" if circular else "accuracy"
 
     def read(self) -> list[EvalSample]:
-        path = _require(self.tsv_file, f"{self.name} tsv_file")
+        path = self._config_path("tsv_file")
         csv.field_size_limit(sys.maxsize)  # base64 images are long fields
         samples = []
         with path.open(encoding="utf-8", newline="") as f:
@@ -456,8 +460,8 @@ class SEEDBench(_MultipleChoice):
         self.question_file, self.image_folder = question_file, image_folder
 
     def read(self) -> list[EvalSample]:
-        qpath = _require(self.question_file, f"{self.name} question_file")
-        folder = _require(self.image_folder, f"{self.name} image_folder")
+        qpath = self._config_path("question_file")
+        folder = self._config_path("image_folder")
         samples = []
         for row in _key(_read_json(qpath), "questions", str(qpath)):
             if row.get("data_type", "image") != "image":
@@ -484,11 +488,11 @@ class ScienceQA(_MultipleChoice):
         self.image_only, self.pid_splits_file = image_only, pid_splits_file
 
     def read(self) -> list[EvalSample]:
-        ppath = _require(self.problems_file, f"{self.name} problems_file")
-        folder = _require(self.image_folder, f"{self.name} image_folder")
+        ppath = self._config_path("problems_file")
+        folder = self._config_path("image_folder")
         problems = _read_json(ppath)
         if self.pid_splits_file is not None:
-            splits = _read_json(_require(self.pid_splits_file, f"{self.name} pid_splits_file"))
+            splits = _read_json(self._config_path("pid_splits_file"))
             if self.split not in splits:
                 raise ValueError(f"{self.pid_splits_file}: no split {self.split!r} (has {sorted(splits)})")
             pids = [str(p) for p in splits[self.split]]
@@ -543,8 +547,8 @@ class RefCOCO(Benchmark):
         self.prompt_template, self.iou_threshold, self.split = prompt, iou_threshold, split
 
     def read(self) -> list[EvalSample]:
-        apath = _require(self.annotation_file, f"{self.name} annotation_file")
-        folder = _require(self.image_folder, f"{self.name} image_folder")
+        apath = self._config_path("annotation_file")
+        folder = self._config_path("image_folder")
         data = _read_json(apath)
         boxes = {ann["image_id"]: ann["bbox"] for ann in _key(data, "annotations", str(apath))}
         samples = []
@@ -577,8 +581,8 @@ class Captioning(Benchmark):
         self.annotation_file, self.image_folder, self.question = annotation_file, image_folder, question
 
     def read(self) -> list[EvalSample]:
-        apath = _require(self.annotation_file, f"{self.name} annotation_file")
-        folder = _require(self.image_folder, f"{self.name} image_folder")
+        apath = self._config_path("annotation_file")
+        folder = self._config_path("image_folder")
         data = _read_json(apath)
         if isinstance(data, list):  # Karpathy-split records: {"image": path, "caption": [...]}
             return [EvalSample(row["image"], self.question,
