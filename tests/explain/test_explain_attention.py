@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import copy
-import functools
-import tempfile
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
-from omegaconf import OmegaConf
+from explain_helpers import tiny_model
 
-from deco.data.image import load_image_processor
-from deco.data.tokenizer import load_tokenizer
 from deco.data.shapes import render_scene
 from deco.explain.inputs import build_input
 from deco.explain.methods import explain
 from deco.models.attention import attention, get_attention, set_attention
-from deco.models.build import build_mllm
-
-
-@functools.cache
-def tiny_model(projector: str):
-    """The embedded default model as the train config builds it (random init, seed 0, eval mode)."""
-    cfg = compose_config("train", [f"projector={projector}", "query_num=16"], Path(tempfile.mkdtemp()))
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    tokenizer = load_tokenizer(**model_cfg["tokenizer"])
-    torch.manual_seed(0)
-    model = build_mllm(model_cfg, OmegaConf.to_container(cfg.projector, resolve=True), tokenizer).eval()
-    return model, tokenizer, load_image_processor(**model_cfg["image_processor"])
 
 
 def _impls(model) -> list[str]:
