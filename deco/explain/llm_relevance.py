@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deco.explain.gae import self_attention_relevance
+from deco.relevance.gae import self_attention_relevance
 from deco.explain.inputs import ExplainInput
 from deco.data.tokenizer import IGNORE_INDEX
 from deco.models.attention import attention

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deco.explain.gae import attn_gradcam, raw_attention
+from deco.relevance.gae import attn_gradcam, raw_attention
 from deco.explain.inputs import ExplainInput
 from deco.explain.llm_relevance import ForwardTrace, eval_mode, gradients, llm_gae_rows, teacher_forced_forward
 from deco.models.mllm import position_ids_from_mask

@@ -1,11 +1,11 @@
-"""GAE rules and attention baselines against hand computations (deco.explain.gae)."""
+"""GAE rules and attention baselines against hand computations (deco.relevance.gae)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from deco.explain.gae import (
+from deco.relevance.gae import (
     attn_gradcam,
     avg_heads,
     cross_attention_rule,

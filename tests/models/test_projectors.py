@@ -8,7 +8,7 @@ from torch import nn
 
 from deco.models.projectors import PROJECTORS, Projector, build_projector, register_projector
 from deco.models.projectors.pooling import adaptive_pool_matrix
-from deco.explain.gae import normalize_self_relevance
+from deco.relevance.gae import normalize_self_relevance
 
 IN, OUT = 16, 24
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-from deco.explain.gae import avg_heads, cross_attention_rule, self_attention_rule
+from deco.relevance.gae import avg_heads, cross_attention_rule, self_attention_rule
 from deco.models.projectors.base import Projector, register_projector
 
 
