@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from deco.explain.methods import METHODS
+from deco.relevance.vit import VISION_RELEVANCE
 from deco.utils.config import looks_like_path
 from deco.utils.io import atomic_write_text
 
@@ -62,6 +63,9 @@ def _validate(cfg: DictConfig) -> None:
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise SystemExit(f"Config error: method {bad or methods} is unknown; choose among: {', '.join(METHODS)}")
+    if cfg.vision_relevance not in VISION_RELEVANCE:
+        raise SystemExit(f"Config error: vision_relevance={cfg.vision_relevance} is unknown; choose one of: "
+                         f"{', '.join(VISION_RELEVANCE)}")
     if cfg.mode == "export" and cfg.get("data") is None:
         if not cfg.image or not cfg.text:
             raise SystemExit('Config error: give image=<path> and text="..." (or data=<name> for dataset mode)')
@@ -118,7 +122,7 @@ def export(cfg: DictConfig, loaded, out_dir: Path) -> list[dict]:
     for index, inp in inputs:
         name = slugify(inp.text) if index is None else f"{index:05d}-{slugify(inp.text, 40)}"
         results = explain_all(loaded.model, inp, methods, loaded.tokenizer, per_token=bool(cfg.per_token),
-                              ig_steps=int(cfg.ig_steps))
+                              ig_steps=int(cfg.ig_steps), vision_relevance=str(cfg.vision_relevance))
         for method, rel in results.items():
             files = export_relevance(rel, inp, out_dir, tag, name=name, **kw)
             records.append({"index": index, "text": inp.text, "method": method, "projector": tag,

@@ -4,7 +4,7 @@ Names follow `{kind}-{method}-{text slug}-{projector tag}`, e.g.
 `R_t2i-rgae-A-pot-of-green-plants-avgpool2_144.png`, `R_t2q-...png`, `R_q2i-...png` and
 `relevance-rgae-A-pot-of-green-plants-avgpool2_144.pt` (or `.npz`). The tensor file holds
 r_t2i (g g), r_t2q (q), r_q2i (q n), r_t2q_tokens (k q), r_t2i_tokens (k g g) and the metadata
-(method, text, tag, target_tokens, score, log_prob); `.pt` loads with `torch.load(weights_only=True)`,
+(method, vision_relevance, text, tag, target_tokens, score, log_prob); `.pt` loads with `torch.load(weights_only=True)`,
 `.npz` with `numpy.load` (no pickle). Every file is written atomically.
 """
 
@@ -45,6 +45,7 @@ def tensor_dict(rel: Relevance, text: str, tag: str) -> dict:
         "r_t2q_tokens": rel.r_t2q_tokens.contiguous(),
         "r_t2i_tokens": rel.r_t2i_tokens.contiguous(),
         "method": rel.method,
+        "vision_relevance": rel.vision_relevance,
         "text": text,
         "tag": tag,
         "target_tokens": list(rel.target_tokens),

@@ -1,7 +1,7 @@
 """The teacher-forced forward pass that every relevance method reads, and R_t2q by GAE over the LLM.
 
-`teacher_forced_forward` runs vision tower (without autograd: its relevance is not propagated, R_ii = I)
--> projector (keeping the Q-Former's attention maps) -> LLM with `output_attentions=True` and eager
+`teacher_forced_forward` runs vision tower (without autograd, R_ii = I; with `vision_maps=True` under eager
+attention, keeping its attention maps in the graph for `deco.relevance.vit`) -> projector (keeping the Q-Former's attention maps) -> LLM with `output_attentions=True` and eager
 attention (switched on for this forward only: SDPA returns no maps). The patch features are made leaves
 that require grad, so every attention map is in the autograd graph even when all weights are frozen. The explained score is the sum of the target
 tokens' logits, each read at the position that predicts it (the token before it: causal LM); gradients
@@ -36,12 +36,13 @@ class ForwardTrace:
     llm_attns: list[torch.Tensor]  # per LLM layer: 1 h T T
     qformer_self: list[torch.Tensor] | None  # per Q-Former layer: 1 h q q (None for other projectors)
     qformer_cross: list[torch.Tensor] | None  # per Q-Former layer: 1 h q n
-    patch_feats: torch.Tensor  # 1 n d_vision (leaf, requires grad)
+    patch_feats: torch.Tensor  # 1 n d_vision (requires grad; a leaf unless vision_maps)
     image_tokens: torch.Tensor  # 1 q d_llm
     rows: torch.Tensor  # k: positions whose logits score the targets (target position - 1)
     target_ids: torch.Tensor  # k
     vis_start: int  # first visual token in the merged sequence
     num_queries: int  # q
+    vision_attns: list[torch.Tensor] | None = None  # per used vision layer: 1 h 1+n 1+n (vision_maps=True)
 
 
 @contextlib.contextmanager
@@ -56,15 +57,25 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = flag
 
 
-def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_maps: bool = True) -> ForwardTrace:
-    """One forward of `inp` through `model` (an MLLM) with attention maps in the graph; call inside eval_mode."""
+def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_maps: bool = True,
+                           vision_maps: bool = False) -> ForwardTrace:
+    """One forward of `inp` through `model` (an MLLM) with attention maps in the graph; call inside eval_mode.
+
+    `vision_maps`: run the vision tower with autograd and keep its attention maps (relevance through the ViT).
+    """
     device = next(model.parameters()).device
     input_ids = inp.input_ids.to(device)[None]  # 1 t
     labels = torch.where(inp.target_mask.to(device), input_ids[0], IGNORE_INDEX)[None]  # 1 t
-    with torch.no_grad():
-        feats = model.vision(inp.pixel_values.to(device)[None])  # 1 n d
     param = next(model.projector.parameters(), None)
-    feats = feats.detach().to(param.dtype if param is not None else feats.dtype).requires_grad_(True)
+    vision_attns = None
+    if vision_maps:
+        with attention(model.vision.model, "eager"):
+            feats, vision_attns = model.vision.forward_with_attentions(inp.pixel_values.to(device)[None])
+        feats = feats.to(param.dtype if param is not None else feats.dtype)
+    else:
+        with torch.no_grad():
+            feats = model.vision(inp.pixel_values.to(device)[None])  # 1 n d
+        feats = feats.detach().to(param.dtype if param is not None else feats.dtype).requires_grad_(True)
     q_self = q_cross = None
     with torch.enable_grad():
         if need_projector_maps and hasattr(model.projector, "forward_with_attentions"):
@@ -103,6 +114,7 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
         target_ids=target_ids,
         vis_start=int(image_positions[0]),
         num_queries=tokens.shape[1],
+        vision_attns=vision_attns,
     )
 
 

@@ -16,6 +16,12 @@ R_t2i, reshaped to the patch grid. Methods (`METHODS`):
 
 R_t2q rows are per target token (`per_token=True`: one backward per token; default: one backward of
 the summed score, rows read at each token's predicting position); R_t2q is their sum.
+
+`vision_relevance` says where the image side of the chain ends: `none` (R_ii = I, maps over the n patch
+features the projector reads) or `gae` (through the vision tower: R_q2i <- R_q2i @ R_f2i with R_f2i
+from GAE's self-attention rule over the CLIP layers up to `select_layer`, rows normalised so the totals
+of R_q2i and R_t2i are unchanged; see `deco.relevance.vit`). R_f2i comes from the gradients of the summed
+target score for every method, so per-token rows share one R_f2i.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 from torch import nn
 
 from deco.relevance.gae import attn_gradcam, raw_attention
+from deco.relevance.vit import VISION_RELEVANCE, feature_to_patch_relevance
 from deco.explain.inputs import ExplainInput
 from deco.explain.llm_relevance import ForwardTrace, eval_mode, gradients, llm_gae_rows, teacher_forced_forward
 from deco.models.mllm import position_ids_from_mask
@@ -43,6 +50,7 @@ class Relevance:
     target_tokens: list[str]
     score: float  # sum of the target tokens' logits
     log_prob: float  # sum of their log-probabilities
+    vision_relevance: str = "none"  # none: r_q2i over the patch features; gae: over the input patches
 
     @property
     def num_queries(self) -> int:
@@ -179,24 +187,41 @@ METHODS: dict[str, Callable[..., Relevance]] = {
 }
 
 
-def explain(model: nn.Module, inp: ExplainInput, method: str = "rgae", tokenizer=None, per_token: bool = False,
-            ig_steps: int = 16) -> Relevance:
-    """Relevance of `inp`'s target text for one method (see METHODS); the model's train/eval flags are restored."""
-    if method not in METHODS:
-        raise ValueError(f"method='{method}' is unknown; choose one of: {', '.join(METHODS)}")
-    tokens = inp.target_tokens(tokenizer) if tokenizer is not None else [str(i) for i in inp.input_ids[inp.target_mask].tolist()]
-    with eval_mode(model):
-        trace = teacher_forced_forward(model, inp, need_projector_maps=True)
-        return METHODS[method](model, trace, tokens, per_token=per_token, inp=inp, ig_steps=ig_steps)
+def _tokens(inp: ExplainInput, tokenizer) -> list[str]:
+    if tokenizer is not None:
+        return inp.target_tokens(tokenizer)
+    return [str(i) for i in inp.input_ids[inp.target_mask].tolist()]
+
+
+def through_vision(model: nn.Module, trace: ForwardTrace, results: dict[str, Relevance]) -> dict[str, Relevance]:
+    """Carry every result's R_q2i from the patch features to the input patches (R_q2i @ R_f2i)."""
+    grads = gradients(trace.score, trace.vision_attns)
+    cls_feature = getattr(model.vision, "select_feature", "patch") == "cls_patch"
+    r_f2i = feature_to_patch_relevance(trace.vision_attns, grads, cls_feature)[0].float().cpu()  # features n
+    for rel in results.values():
+        rel.r_q2i = rel.r_q2i @ r_f2i
+        rel.vision_relevance = "gae"
+    return results
 
 
 def explain_all(model: nn.Module, inp: ExplainInput, methods: list[str], tokenizer=None, per_token: bool = False,
-                ig_steps: int = 16) -> dict[str, Relevance]:
-    """Several methods from one shared forward pass (IG runs its own forwards)."""
+                ig_steps: int = 16, vision_relevance: str = "none") -> dict[str, Relevance]:
+    """Several methods from one shared forward pass (IG runs its own forwards); the model's flags are restored."""
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose among: {', '.join(METHODS)}")
-    tokens = inp.target_tokens(tokenizer) if tokenizer is not None else [str(i) for i in inp.input_ids[inp.target_mask].tolist()]
+    if vision_relevance not in VISION_RELEVANCE:
+        raise ValueError(f"vision_relevance='{vision_relevance}' is unknown; choose one of: {', '.join(VISION_RELEVANCE)}")
+    tokens = _tokens(inp, tokenizer)
     with eval_mode(model):
-        trace = teacher_forced_forward(model, inp, need_projector_maps=True)
-        return {m: METHODS[m](model, trace, tokens, per_token=per_token, inp=inp, ig_steps=ig_steps) for m in methods}
+        trace = teacher_forced_forward(model, inp, need_projector_maps=True, vision_maps=vision_relevance == "gae")
+        results = {m: METHODS[m](model, trace, tokens, per_token=per_token, inp=inp, ig_steps=ig_steps) for m in methods}
+        return through_vision(model, trace, results) if vision_relevance == "gae" else results
+
+
+def explain(model: nn.Module, inp: ExplainInput, method: str = "rgae", tokenizer=None, per_token: bool = False,
+            ig_steps: int = 16, vision_relevance: str = "none") -> Relevance:
+    """Relevance of `inp`'s target text for one method (see METHODS); the model's train/eval flags are restored."""
+    if method not in METHODS:
+        raise ValueError(f"method='{method}' is unknown; choose one of: {', '.join(METHODS)}")
+    return explain_all(model, inp, [method], tokenizer, per_token, ig_steps, vision_relevance)[method]

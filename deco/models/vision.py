@@ -99,12 +99,38 @@ class VisionTower(nn.Module):
         return self.select_layer % (self.model.config.num_hidden_layers + 1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # b 3 H W -> b n d
+        return self._run(pixel_values)
+
+    def forward_with_attentions(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Features as `forward`, plus each used layer's attention probabilities (b h 1+n 1+n, CLS first).
+
+        For relevance through the tower: the embeddings are made a leaf that requires grad, so the maps are
+        in the autograd graph even when every weight is frozen. The maps exist only under eager attention
+        (switch with `deco.models.attention.attention(model, "eager")`).
+        """
+        maps: list[torch.Tensor] = []
+        clip = getattr(self.model, "vision_model", self.model)
+        hooks = [layer.self_attn.register_forward_hook(lambda _m, _i, out: maps.append(out[1]))
+                 for layer in clip.encoder.layers[: self.layers_used]]
+        try:
+            with torch.enable_grad():
+                feats = self._run(pixel_values, leaf=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if len(maps) != self.layers_used or any(m is None for m in maps):
+            raise RuntimeError("the vision tower returned no attention maps; it must run with eager attention")
+        return feats, maps
+
+    def _run(self, pixel_values: torch.Tensor, leaf: bool = False) -> torch.Tensor:
         if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
             raise ValueError(f"pixel_values must be (b, 3, H, W), got {tuple(pixel_values.shape)}")
         # Only the layers up to the selected one run: the later ones cost compute and feed nothing. Their
         # weights stay in the module (state dicts keep every layer); the encoder loops over a shorter list.
         clip = getattr(self.model, "vision_model", self.model)  # transformers 4.x nests it
         feats = clip.pre_layrnorm(clip.embeddings(pixel_values.to(device=self.device, dtype=self.dtype)))
+        if leaf:
+            feats = feats.detach().requires_grad_(True)
         if self.layers_used:  # hidden state 0 is the encoder's input
             encoder, layers = clip.encoder, clip.encoder.layers
             encoder.layers = layers[: self.layers_used]
