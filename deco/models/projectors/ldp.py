@@ -1,0 +1,139 @@
+"""MobileVLM's Lightweight Downsample Projectors: `ldp` (v1, Chu et al. 2023) and `ldpv2` (v2, 2024).
+
+Both start with a per-patch MLP to the LLM width (`layer_num` Linear layers, GELU between; MobileVLM: 2)
+and then work on the sqrt(n) x sqrt(n) map at the LLM width, so they have no readout MLP:
+
+* `ldp`: two MobileNetV3 inverted-residual blocks (depthwise 3x3 conv + SE + pointwise conv, LayerNorm2d,
+  Hardswish): stride 1 with a residual, then stride r = sqrt(n / q) (MobileVLM: r = 2, 576 -> 144), so
+  `query_num` is a square whose side divides the grid side. Names as MobileVLM's `LDPBlock`
+  (`mlp.1`, `mlp.3`, `mb_block.1`, `mb_block.2`; the `nn.Identity` slots 0 kept) so `model.mm_projector.model.*`
+  loads by dropping the prefix (`deco.models.formats.mobilevlm`).
+* `ldpv2`: MLP, adaptive average pool to sqrt(q) x sqrt(q) (any square), then the PEG positional encoding
+  generator (Chu et al., Twins): a depthwise 3x3 conv added to its input. Names as `LDPNetV2Projector`
+  (`mlp.mlp.0`, `mlp.mlp.2`, `peg.peg.0`).
+
+R_q2i (`relevance`): `receptive_field` (default) composes the spatial operators (3x3 footprint with its
+stride, + identity where a residual is; the pool's matrix), rows normalised to 1: the Jacobian of the
+linearised network (no norms, activations or SE gate; tested). `jacobian`: the gradient-based map.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from deco.models.projectors.base import register_projector
+from deco.models.projectors.cabstractor import check_relevance
+from deco.models.projectors.compressor import (
+    CompressorProjector,
+    build_mlp,
+    check_positive,
+    conv3x3_matrix,
+    normalize_rows,
+)
+from deco.models.projectors.conv_layers import InvertedResidual
+from deco.models.projectors.pooling import adaptive_pool_matrix
+
+
+class _LDPBase(CompressorProjector):
+    def __init__(self, in_dim, out_dim, num_patches, query_num, layer_num, prenorm, pos_emb, relevance):
+        check_positive("layer_num", layer_num)
+        super().__init__(in_dim, out_dim, num_patches, query_num, prenorm=prenorm, pos_emb=pos_emb)
+        self.layer_num = layer_num
+        self.relevance = check_relevance(relevance)
+
+    def spatial(self, x: torch.Tensor) -> torch.Tensor:  # b d g g -> b d s s
+        raise NotImplementedError
+
+    def mlp_first(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:  # b n d_in -> b q d_out
+        x = rearrange(self.mlp_first(x), "b (h w) d -> b d h w", h=self.grid, w=self.grid)
+        return rearrange(self.spatial(x), "b d h w -> b (h w) d")
+
+    def receptive_field(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def query_to_patch_relevance(self, patch_feats: torch.Tensor | None = None, **_) -> torch.Tensor:
+        """R_q2i: `receptive_field()` (q n), or with relevance='jacobian' the gradient map of `patch_feats` (b q n)."""
+        if self.relevance == "receptive_field":
+            return self.receptive_field()
+        if patch_feats is None:
+            raise ValueError("relevance='jacobian' depends on the features: pass patch_feats (b n d)")
+        return self.jacobian_relevance(patch_feats)
+
+
+@register_projector("ldp")
+class LDPProjector(_LDPBase):
+    """MLP to the LLM width, inverted residual (stride 1), inverted residual (stride sqrt(n / q))."""
+
+    config_name = "ldp"
+    query_rule = "divisor"
+
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, layer_num: int = 2,
+                 prenorm: bool = False, pos_emb: bool = False, relevance: str = "receptive_field"):
+        super().__init__(in_dim, out_dim, num_patches, query_num, layer_num, prenorm, pos_emb, relevance)
+        self.stride = self.grid // self.side
+        self.mlp = nn.Sequential(nn.Identity(), *build_mlp(layer_num, in_dim, out_dim))
+        self.mb_block = nn.Sequential(nn.Identity(), InvertedResidual(out_dim, 1), InvertedResidual(out_dim, self.stride))
+
+    def mlp_first(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+    def spatial(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mb_block(x)
+
+    def receptive_field(self) -> torch.Tensor:
+        first = torch.eye(self.num_patches) + conv3x3_matrix(self.grid)
+        second = conv3x3_matrix(self.grid, self.stride)
+        if self.stride == 1:
+            second = second + torch.eye(self.num_patches)
+        return normalize_rows(second @ first)
+
+
+class _PEG(nn.Module):
+    """Twins' positional encoding generator: x + depthwise 3x3 conv(x)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.peg = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, bias=True, groups=channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.peg(x) + x
+
+
+class _FeatureIR(nn.Module):
+    def __init__(self, layer_num: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.mlp = build_mlp(layer_num, in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+@register_projector("ldpv2")
+class LDPv2Projector(_LDPBase):
+    """MLP to the LLM width, adaptive average pool to sqrt(q) x sqrt(q), PEG."""
+
+    config_name = "ldpv2"
+    query_rule = "square"
+
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, layer_num: int = 2,
+                 prenorm: bool = False, pos_emb: bool = False, relevance: str = "receptive_field"):
+        super().__init__(in_dim, out_dim, num_patches, query_num, layer_num, prenorm, pos_emb, relevance)
+        self.mlp = _FeatureIR(layer_num, in_dim, out_dim)
+        self.dwn = nn.AdaptiveAvgPool2d((self.side, self.side))
+        self.peg = _PEG(out_dim)
+
+    def mlp_first(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+    def spatial(self, x: torch.Tensor) -> torch.Tensor:
+        return self.peg(self.dwn(x))
+
+    def receptive_field(self) -> torch.Tensor:
+        pool = adaptive_pool_matrix(self.grid, self.side)
+        peg = torch.eye(self.query_num) + conv3x3_matrix(self.side)
+        return normalize_rows(peg @ torch.kron(pool, pool))
