@@ -12,7 +12,7 @@ from deco.utils.config import ConfigError, validate_train_config, vision_patch_c
         (["projector=maxpool", "query_num=10"], "query_num=10 is not a perfect square"),
         (["projector=qformer", "query_num=1000"], "query_num=1000 is larger than the vision tower's 576 patches"),
         (["projector=avgpool", "query_num=0"], "query_num=0 must be a positive integer"),
-        (["projector.name=resampler"], "projector=resampler is unknown; choose one of: "),
+        (["projector.name=perceiver"], "projector=perceiver is unknown; choose one of: "),
         (["pooling.name=median"], "pooling=median is unknown; choose one of: avg, max"),
         (["model.llm.name_or_path=/no/such/llm"], "model.llm.name_or_path=/no/such/llm: no such file or directory"),
         (["stage.template=llama3"], "stage.template=llama3 is unknown; choose one of: "),
@@ -27,7 +27,7 @@ def test_bad_config_is_rejected_with_a_clear_message(train_config, overrides, me
 
 def test_unknown_projector_lists_the_registered_ones(train_config):
     with pytest.raises(ConfigError) as error:
-        validate_train_config(train_config("projector.name=resampler"))
+        validate_train_config(train_config("projector.name=perceiver"))
     for name in ("avgpool", "linear", "maxpool", "mlp2x_gelu", "qformer"):
         assert name in str(error.value)
 

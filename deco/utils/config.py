@@ -73,6 +73,13 @@ def validate_projector(projector_cfg: Mapping, num_patches: int | None) -> None:
             f"query_num={query_num} is larger than the vision tower's {num_patches} patches; "
             f"use query_num <= {num_patches}"
         )
+    rule = getattr(PROJECTORS[name], "query_rule", None)  # the projector zoo states its own rule
+    if rule is not None and num_patches is not None:
+        from deco.models.projectors.compressor import query_num_problem
+
+        problem = query_num_problem(name, rule, query_num, num_patches)
+        if problem:
+            raise ConfigError(problem)
     if name in POOLING_PROJECTORS and math.isqrt(query_num) ** 2 != query_num:
         limit = math.isqrt(num_patches) if num_patches else 24
         squares = ", ".join(str(i * i) for i in range(1, limit + 1))

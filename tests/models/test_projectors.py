@@ -55,7 +55,7 @@ def test_num_tokens_matches_output(name, kwargs, expected):
 
 
 def test_unknown_projector_lists_choices():
-    with pytest.raises(ValueError, match=r"Unknown projector 'x'; choose one of: avgpool, linear, maxpool, mlp2x_gelu, qformer"):
+    with pytest.raises(ValueError, match=r"Unknown projector 'x'; choose one of: avgpool, cabstractor, dabstractor, ldp, ldpv2, linear, maxpool, mlp2x_gelu, pixelshuffle, qformer, resampler, tokenpacker"):
         build_projector("x", 1, 1, 1)
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-from deco.relevance.gae import avg_heads, cross_attention_rule, self_attention_rule
+from deco.models.projectors.attentive import gae_query_to_patch
 from deco.models.projectors.base import Projector, register_projector
 
 
@@ -134,28 +134,9 @@ class QFormerProjector(Projector):
         default I, i.e. the vision tower is not propagated through). Without gradients it falls back to
         the raw last-layer cross-attention averaged over heads (the `rawattn` baseline).
         """
-        if not cross_attns:
-            raise ValueError("query_to_patch_relevance needs cross_attns from forward_with_attentions")
-        if self_grads is None and cross_grads is None:
-            return cross_attns[-1].detach().float().mean(dim=1)
-        if self_attns is None or self_grads is None or cross_grads is None:
-            raise ValueError("GAE needs self_attns, self_grads and cross_grads together (or no grads for raw attention)")
-        if not (len(self_attns) == len(cross_attns) == len(self_grads) == len(cross_grads)):
+        if self_attns is not None and cross_attns is not None and len(self_attns) != len(cross_attns):
             raise ValueError(
                 "self_attns, cross_attns, self_grads and cross_grads must have one entry per Q-Former layer, got "
-                f"{len(self_attns)}, {len(cross_attns)}, {len(self_grads)}, {len(cross_grads)}"
+                f"{len(self_attns)}, {len(cross_attns)}, {len(self_grads or [])}, {len(cross_grads or [])}"
             )
-        b, _, q, n = cross_attns[0].shape
-        ref = cross_attns[0]
-        r_qq = torch.eye(q, dtype=torch.float32, device=ref.device).expand(b, q, q).clone()
-        r_qi = torch.zeros(b, q, n, dtype=torch.float32, device=ref.device)
-        for a_s, g_s, a_c, g_c in zip(self_attns, self_grads, cross_attns, cross_grads):
-            if g_s is None or g_c is None:
-                raise ValueError("a gradient is None: call .retain_grad() on every attention map before backward()")
-            cam = avg_heads(a_s.detach(), g_s.detach())  # b q q
-            # both updates use the old R (GAE eqs. 6-7)
-            r_qq, r_qi = self_attention_rule(r_qq, cam), self_attention_rule(r_qi, cam)
-            cam = avg_heads(a_c.detach(), g_c.detach())  # b q n
-            r_ii = None if patch_relevance is None else patch_relevance.detach().float().to(ref.device)
-            r_qi = cross_attention_rule(r_qi, r_qq, cam, r_ii)  # GAE eq. 10
-        return r_qi
+        return gae_query_to_patch(self_attns, cross_attns, self_grads, cross_grads, patch_relevance)
