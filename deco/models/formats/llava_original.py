@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # model_type in LLaVA configs -> the transformers family of the language model inside
 LLM_FAMILIES = {"llava": "llama", "llava_llama": "llama", "llava_mistral": "mistral", "llama": "llama",
-                "mistral": "mistral"}
+                "mistral": "mistral", "mobilevlm": "llama"}
 ASPECTS = {"pad": "pad", "square": "crop", None: "crop"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 LLAVA_ONLY_KEYS = ("mm_", "image_aspect_ratio", "tokenizer_model_max_length", "tokenizer_padding_side",

@@ -14,10 +14,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from deco.models.formats.mobilevlm import mobilevlm_key, parse_mobilevlm_type
+
 _MLP = re.compile(r"^mlp(\d+)x_gelu$")
 _COMPRESSIVE = re.compile(r"^(avgpool|maxpool|qformer)(\d+)_(\d+)$")
 
-KNOWN_FORMS = "linear, mlp<N>x_gelu (e.g. mlp2x_gelu), avgpool<L>_<Q>, maxpool<L>_<Q>, qformer<L>_<Q> (e.g. avgpool2_144)"
+KNOWN_FORMS = ("linear, mlp<N>x_gelu (e.g. mlp2x_gelu), avgpool<L>_<Q>, maxpool<L>_<Q>, qformer<L>_<Q> (e.g. avgpool2_144), "
+               "ldpnet, ldpnetv2 (MobileVLM)")
 
 
 def parse_projector_type(projector_type: str | None) -> dict:
@@ -48,6 +51,9 @@ def parse_projector_type(projector_type: str | None) -> dict:
         if name in ("avgpool", "maxpool"):
             cfg["pooling"] = name[:3]
         return cfg
+    mobile = parse_mobilevlm_type(text)
+    if mobile is not None:
+        return mobile
     if text == "identity":
         raise ValueError(
             "mm_projector_type='identity' is not supported: deco has no identity projector "
@@ -83,5 +89,7 @@ def projector_key_aliases(name: str, keys: list[str]) -> dict[str, str]:
                 new = "mlp_projector." + key
         elif name == "qformer":
             new = re.sub(r"^proj\.", "language_projection.", key)  # LLaVA-fork Blip2 projector
+        elif name in ("ldp", "ldpv2"):
+            new = mobilevlm_key(name, key)
         out[key] = new
     return out

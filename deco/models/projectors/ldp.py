@@ -12,6 +12,8 @@ and then work on the sqrt(n) x sqrt(n) map at the LLM width, so they have no rea
   generator (Chu et al., Twins): a depthwise 3x3 conv added to its input. Names as `LDPNetV2Projector`
   (`mlp.mlp.0`, `mlp.mlp.2`, `peg.peg.0`).
 
+`query_num=None` means MobileVLM's count, half the grid side squared (what its checkpoints imply).
+
 R_q2i (`relevance`): `receptive_field` (default) composes the spatial operators (3x3 footprint with its
 stride, + identity where a residual is; the pool's matrix), rows normalised to 1: the Jacobian of the
 linearised network (no norms, activations or SE gate; tested). `jacobian`: the gradient-based map.
@@ -31,14 +33,23 @@ from deco.models.projectors.compressor import (
     check_positive,
     conv3x3_matrix,
     normalize_rows,
+    square_side,
 )
 from deco.models.projectors.conv_layers import InvertedResidual
 from deco.models.projectors.pooling import adaptive_pool_matrix
 
 
+def half_grid_query_num(num_patches: int) -> int:
+    """MobileVLM's token count: half the grid side, squared (576 -> 144)."""
+    side = square_side(num_patches)
+    return (side // 2) ** 2 if side and side % 2 == 0 else -1  # -1: let the query rule explain
+
+
 class _LDPBase(CompressorProjector):
     def __init__(self, in_dim, out_dim, num_patches, query_num, layer_num, prenorm, pos_emb, relevance):
         check_positive("layer_num", layer_num)
+        if query_num is None:
+            query_num = half_grid_query_num(num_patches)
         super().__init__(in_dim, out_dim, num_patches, query_num, prenorm=prenorm, pos_emb=pos_emb)
         self.layer_num = layer_num
         self.relevance = check_relevance(relevance)
@@ -72,7 +83,7 @@ class LDPProjector(_LDPBase):
     config_name = "ldp"
     query_rule = "divisor"
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, layer_num: int = 2,
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int | None = None, layer_num: int = 2,
                  prenorm: bool = False, pos_emb: bool = False, relevance: str = "receptive_field"):
         super().__init__(in_dim, out_dim, num_patches, query_num, layer_num, prenorm, pos_emb, relevance)
         self.stride = self.grid // self.side
@@ -120,7 +131,7 @@ class LDPv2Projector(_LDPBase):
     config_name = "ldpv2"
     query_rule = "square"
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, layer_num: int = 2,
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int | None = None, layer_num: int = 2,
                  prenorm: bool = False, pos_emb: bool = False, relevance: str = "receptive_field"):
         super().__init__(in_dim, out_dim, num_patches, query_num, layer_num, prenorm, pos_emb, relevance)
         self.mlp = _FeatureIR(layer_num, in_dim, out_dim)
