@@ -9,8 +9,12 @@ import math
 import numpy as np
 import pytest
 import yaml
+from conftest import compose_config
 
 from deco import report
+from deco.report import __main__ as report_cli
+
+T2 = 4.302652729749462  # t_{0.975, 2} (tables: 4.3027)
 
 # val/loss of seeds 1, 2, 3 per projector; the other metrics derive from these by hand below.
 VAL = {"avgpool": [1.0, 2.0, 4.0], "qformer": [3.0, 3.0, 6.0]}
@@ -80,8 +84,8 @@ def cell(rows, projector, tokens, metric):
 
 
 def test_t_quantiles():
-    assert report.t_quantile_975(1) == pytest.approx(12.7062)
-    assert report.t_quantile_975(2) == pytest.approx(4.3027)
+    assert report.t_quantile_975(1) == pytest.approx(12.7062, abs=1e-4)  # tables: 12.7062
+    assert report.t_quantile_975(2) == pytest.approx(4.3027, abs=1e-4)
     assert report.t_quantile_975(40) == pytest.approx(2.0211, abs=2e-4)  # tables: 2.0211
     assert report.t_quantile_975(120) == pytest.approx(1.9799, abs=2e-4)  # tables: 1.9799
     with pytest.raises(ValueError, match="degrees of freedom"):
@@ -92,9 +96,9 @@ def test_mean_ci_by_hand():
     mean, ci, n = report.mean_ci([1.0, 2.0, 4.0])
     # mean 7/3; sample variance ((4/3)^2 + (1/3)^2 + (5/3)^2) / 2 = 7/3; sem = sqrt(7/3) / sqrt(3)
     assert (mean, n) == (pytest.approx(7 / 3), 3)
-    assert ci == pytest.approx(4.3027 * math.sqrt(7 / 3) / math.sqrt(3))
+    assert ci == pytest.approx(T2 * math.sqrt(7 / 3) / math.sqrt(3))
     assert report.mean_ci([2.5])[0] == 2.5 and math.isnan(report.mean_ci([2.5])[1])
-    assert report.mean_ci([1.0, float("nan"), 3.0])[:2] == (2.0, pytest.approx(12.7062 * math.sqrt(2) / math.sqrt(2)))
+    assert report.mean_ci([1.0, float("nan"), 3.0])[:2] == (2.0, pytest.approx(12.7062, abs=1e-4))
     assert report.mean_ci([])[2] == 0
 
 
@@ -104,12 +108,12 @@ def test_table_values(built):
     val = cell(rows, "avgpool", 4, "val_loss")
     assert val["n"] == 3 and val["seeds"] == [1, 2, 3]
     assert val["mean"] == pytest.approx(7 / 3)
-    assert val["ci95"] == pytest.approx(4.3027 * math.sqrt(7 / 3) / math.sqrt(3))
+    assert val["ci95"] == pytest.approx(T2 * math.sqrt(7 / 3) / math.sqrt(3))
     q = cell(rows, "qformer", 4, "val_loss")  # 3, 3, 6: mean 4, variance 3, sem 1
-    assert (q["mean"], q["ci95"]) == (pytest.approx(4.0), pytest.approx(4.3027))
+    assert (q["mean"], q["ci95"]) == (pytest.approx(4.0), pytest.approx(T2))
     # step time: warm-up steps 1-2 dropped, so 0.5 * seed -> mean 1.0, sd 0.5
     st = cell(rows, "avgpool", 4, "step_time_s")
-    assert (st["mean"], st["ci95"]) == (pytest.approx(1.0), pytest.approx(4.3027 * 0.5 / math.sqrt(3)))
+    assert (st["mean"], st["ci95"]) == (pytest.approx(1.0), pytest.approx(T2 * 0.5 / math.sqrt(3)))
     # final loss: mean of steps 4..8 of 10 - step + seed = 4 + seed -> seeds 5, 6, 7
     assert cell(rows, "avgpool", 4, "train_loss_final")["mean"] == pytest.approx(6.0)
     assert cell(rows, "qformer", 4, "params_projector")["mean"] == 5000
@@ -120,7 +124,7 @@ def test_table_values(built):
     assert math.isnan(cell(rows, "linear", 576, "val_loss")["ci95"])
     # evaluation: per benchmark headline, and the family mean (attribute and existence -> benchmarks)
     att = cell(rows, "avgpool", 4, "shapes_attribute/accuracy")
-    assert att["mean"] == pytest.approx(0.6) and att["ci95"] == pytest.approx(4.3027 * 0.1 / math.sqrt(3))
+    assert att["mean"] == pytest.approx(0.6) and att["ci95"] == pytest.approx(T2 * 0.1 / math.sqrt(3))
     fam = cell(rows, "avgpool", 4, "family/benchmarks")  # (acc + 1) / 2 per seed
     assert fam["mean"] == pytest.approx(0.8)
     assert cell(rows, "qformer", 4, "family/localization")["mean"] == pytest.approx(0.2)
@@ -133,7 +137,7 @@ def test_table_values(built):
     md = (out / "summary.md").read_text()
     assert "## Training" in md and "## Evaluation and relevance" in md
     assert "| finetune | avgpool-4 | 3 |" in md
-    assert f"2.333 ± {4.3027 * math.sqrt(7 / 3) / math.sqrt(3):.3f}" in md
+    assert f"2.333 ± {T2 * math.sqrt(7 / 3) / math.sqrt(3):.3f}" in md
     back = report.read_csv(out / "summary.csv")
     assert len(back) == len(rows)
     again = [r for r in back if (r["projector"], r["metric"]) == ("avgpool", "val_loss") and r["tokens"] == 4][0]
@@ -180,17 +184,29 @@ def test_bad_input(tmp_path, capsys):
     with pytest.raises(ValueError, match="metrics.jsonl:2"):
         report.build_report(tmp_path / "bad")
     with pytest.raises(SystemExit, match="sweep_dir is required"):
-        report.main([])
-    with pytest.raises(SystemExit, match="bad argument 'sweepdir=x'"):
-        report.main(["sweepdir=x"])
+        report_cli.run(compose_config("report", [], tmp_path))
     with pytest.raises(SystemExit, match="no such directory"):
-        report.main([f"sweep_dir={tmp_path / 'missing'}"])
+        report_cli.run(compose_config("report", [f"sweep_dir={tmp_path / 'missing'}"], tmp_path))
 
 
 def test_cli(sweep, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(report, "plot_convergence", lambda runs, path: path.write_bytes(b"png"))  # figures: above
-    monkeypatch.setattr(report, "plot_accuracy", lambda rows, path: False)
-    monkeypatch.setattr(report, "plot_relevance", lambda *a, **k: False)
-    assert report.main([f"sweep_dir={sweep}", f"out_dir={tmp_path / 'cli'}"]) == 0
+    from deco.report import build
+
+    monkeypatch.setattr(build, "plot_convergence", lambda runs, path: path.write_bytes(b"png"))  # figures: above
+    monkeypatch.setattr(build, "plot_accuracy", lambda rows, path: False)
+    monkeypatch.setattr(build, "plot_relevance", lambda *a, **k: False)
+    cfg = compose_config("report", [f"sweep_dir={sweep}", f"out_dir={tmp_path / 'cli'}"], tmp_path)
+    result = report_cli.run(cfg)
     out = capsys.readouterr().out
-    assert "| finetune | qformer-4 | 3 |" in out and "summary.csv" in out
+    assert "| finetune | qformer-4 | 3 |" in out and (tmp_path / "cli" / "summary.csv").is_file()
+    assert set(result["files"]) == {"summary.md", "summary.csv", "convergence.png"}
+
+
+def test_map_extent_on_non_square_probe():
+    # pad: a 200 x 100 image sits in the middle of a 200 x 200 square -> the map overhangs 50 px above and below
+    assert report.map_extent(200, 100, "pad") == (0, 200, 150, -50)
+    assert report.map_extent(100, 200, "pad") == (-50, 150, 200, 0)
+    assert report.map_extent(200, 100, "resize") == (0, 200, 100, 0)
+    assert report.map_extent(200, 100, "crop") == (50, 150, 100, 0)  # the centre 100 x 100 square
+    with pytest.raises(ValueError, match="image_aspect"):
+        report.map_extent(2, 2, "stretch")
