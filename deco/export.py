@@ -1,4 +1,4 @@
-"""Entry point: export a model to a shareable directory.
+"""Entry point: export a model to a shareable directory (Hydra config `configs/export.yaml`).
 
     python -m deco.export ckpt=<run>/checkpoints/last.ckpt out=exported/ format=deco
     python -m deco.export ckpt=<dir> out=hf/ format=llava_hf      # mlp2x_gelu models only
@@ -8,39 +8,20 @@
 LLaVA/DeCo LoRA, llava-hf, hub name). `format=deco` writes deco's `save_pretrained` directory (safetensors,
 config, tokenizer, image processor; any projector); `format=llava_hf` writes a directory that transformers'
 `LlavaForConditionalGeneration.from_pretrained` and `LlavaProcessor.from_pretrained` load (only a 2-layer
-mlp2x_gelu projector fits that class). A LoRA adapter is merged on export. Arguments are `key=value` pairs.
+mlp2x_gelu projector fits that class). A LoRA adapter is merged on export.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("deco", "llava_hf")
-KEYS = {"ckpt": "ckpt", "out": "out", "format": "format", "model.base": "base", "base": "base",
-        "model.vision_tower": "vision_tower", "vision_tower": "vision_tower", "dtype": "dtype"}
-USAGE = "usage: python -m deco.export ckpt=PATH out=DIR [format=deco|llava_hf] [model.base=PATH] [dtype=float32|bfloat16|float16]"
-
-
-def parse_args(argv: list[str]) -> dict[str, str]:
-    args: dict[str, str] = {"format": "deco"}
-    for item in argv:
-        if "=" not in item:
-            raise ValueError(f"argument '{item}' is not key=value\n{USAGE}")
-        key, value = item.split("=", 1)
-        key = key.lstrip("+")
-        if key not in KEYS:
-            raise ValueError(f"unknown argument '{key}'; known: {', '.join(sorted(KEYS))}\n{USAGE}")
-        args[KEYS[key]] = value
-    for required in ("ckpt", "out"):
-        if not args.get(required):
-            raise ValueError(f"missing {required}=...\n{USAGE}")
-    if args["format"] not in EXPORT_FORMATS:
-        raise ValueError(f"format='{args['format']}' is unknown; choose one of: {', '.join(EXPORT_FORMATS)}")
-    return args
 
 
 def export(ckpt: str, out: str, format: str = "deco", base: str | None = None, vision_tower: str | None = None,
@@ -63,13 +44,27 @@ def export(ckpt: str, out: str, format: str = "deco", base: str | None = None, v
     return save_deco_pretrained(loaded, out_dir)
 
 
-def main(argv: list[str] | None = None) -> Path:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    out = export(**args)
-    log.info("exported %s to %s (format=%s)", args["ckpt"], out, args["format"])
-    print(out)
+def run(cfg: DictConfig) -> Path:
+    """Validate the composed config and export; config mistakes exit with a message, not a traceback."""
+    for key in ("ckpt", "out"):
+        if OmegaConf.is_missing(cfg, key) or not cfg[key]:
+            raise SystemExit(f"Config error: {key}=... is required, e.g. python -m deco.export "
+                             f"ckpt=<run>/checkpoints/last.ckpt out=exported format=deco")
+    if cfg.format not in EXPORT_FORMATS:
+        raise SystemExit(f"Config error: format={cfg.format} is unknown; choose one of: {', '.join(EXPORT_FORMATS)}")
+    model = cfg.get("model") or {}
+    try:
+        out = export(str(cfg.ckpt), str(cfg.out), cfg.format, base=model.get("base"),
+                     vision_tower=model.get("vision_tower"), dtype=cfg.get("dtype"))
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        raise SystemExit(f"deco.export: {error}") from None
+    log.info("exported %s to %s (format=%s)", cfg.ckpt, out, cfg.format)
     return out
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="export")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ record is checked and every image decoded once while converting, so broken sampl
 left out and counted; tokenization-dependent checks (over-long conversations) happen in
 the loader, which knows the tokenizer. Shards are written to temporary names and renamed
 when complete; `index.json` (shard names + sample counts + the skip summary) is written
-last. Arguments are `key=value` pairs (no Hydra, so deco.data stays importable anywhere).
+last. Arguments are Hydra overrides of `configs/to_wds.yaml` (`--help`, `--cfg job` work).
 """
 
 from __future__ import annotations
@@ -34,46 +34,27 @@ from deco.data.skips import SkipCounter, SkipSample
 from deco.data.wds import INDEX_FORMAT, INDEX_NAME
 from deco.utils.io import atomic_write_text
 
-# key -> (type, default); the only accepted arguments.
-ARGS: dict[str, tuple[type, object]] = {
-    "input": (str, None),
-    "image_root": (str, None),
-    "out": (str, None),
-    "shard_size": (int, 1000),
-    "prefix": (str, "shard"),
-    "num_samples": (int, None),
-    "seed": (int, 0),
-    "tasks": (str, "caption,attribute,existence,grounding"),
-    "image_size": (int, 336),
-    "quality": (int, 95),
-    "overwrite": (bool, False),
-    "index_only": (bool, False),
-    "progress": (bool, True),
+# key -> type of the config keys (configs/to_wds.yaml); Hydra parses `key=value`, this checks the types.
+ARG_TYPES: dict[str, type] = {
+    "input": str, "image_root": str, "out": str, "shard_size": int, "prefix": str, "num_samples": int,
+    "seed": int, "tasks": str, "image_size": int, "quality": int, "overwrite": bool, "index_only": bool,
+    "progress": bool,
 }
 
 
-def parse_args(argv: list[str]) -> dict:
-    """`key=value` arguments -> dict with defaults; ValueError naming an unknown key or a bad value."""
-    values = {k: default for k, (_, default) in ARGS.items()}
-    for arg in argv:
-        key, sep, raw = arg.partition("=")
-        if not sep:
-            raise ValueError(f"arguments are key=value, got {arg!r}; keys: {sorted(ARGS)}")
-        if key not in ARGS:
-            raise ValueError(f"unknown argument {key!r}; allowed: {sorted(ARGS)}")
-        kind = ARGS[key][0]
-        if raw.lower() in ("null", "none"):
-            values[key] = None
-        elif kind is bool:
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(f"{key} must be true or false, got {raw!r}")
-            values[key] = raw.lower() in ("true", "1", "yes")
-        else:
-            try:
-                values[key] = kind(raw)
-            except ValueError:
-                raise ValueError(f"{key} must be {kind.__name__}, got {raw!r}") from None
-    return values
+def check_args(args: dict) -> dict:
+    """The composed config's values -> convert()'s keyword arguments; ValueError naming a mistyped value."""
+    out = {}
+    for key, kind in ARG_TYPES.items():
+        value = args.get(key)
+        if key == "tasks" and isinstance(value, (list, tuple)):  # tasks=[caption,grounding] as well as 'a,b'
+            value = ",".join(map(str, value))
+        elif kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # prefix=2024 is a string here
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise ValueError(f"{key} must be {kind.__name__}, got {value!r}")
+        out[key] = value
+    return out
 
 
 def image_bytes(source: str | os.PathLike | Image.Image, quality: int = 95) -> bytes:
@@ -222,10 +203,10 @@ def convert(
     return write_index(out_dir, shards, source=str(input), skipped=counts)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run(args: dict) -> dict:
+    """Convert as the composed config says, print what was written; SystemExit with the reason on bad input."""
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-        index = convert(**args)
+        index = convert(**check_args(args))
     except (ValueError, FileNotFoundError, FileExistsError, tarfile.TarError) as error:
         raise SystemExit(f"to_wds: {error}") from None
     skipped = index.get("skipped", {})
@@ -233,6 +214,19 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"wrote {index['num_samples']} samples in {len(index['shards'])} shards to {args['out']}; "
           f"skipped {sum(skipped.values())}{reasons}")
     return index
+
+
+def main() -> None:
+    """`python -m deco.data.to_wds key=value ...`: a Hydra app on configs/to_wds.yaml (Hydra is imported
+    only here, so deco.data stays importable without it)."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    @hydra.main(version_base="1.3", config_path="../../configs", config_name="to_wds")
+    def app(cfg) -> None:
+        run(OmegaConf.to_container(cfg, resolve=True))
+
+    app()
 
 
 if __name__ == "__main__":
