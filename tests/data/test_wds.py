@@ -7,13 +7,12 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import write_llava_corpus
+from conftest import compose_config, write_llava_corpus
 
 from deco.data.collate import Collator
 from deco.data.image import build_image_processor
 from deco.data.llava_json import LlavaJsonDataset
-from deco.data.to_wds import main as to_wds_main
-from deco.data.to_wds import parse_args
+from deco.data.to_wds import run as to_wds_run
 from deco.data.tokenizer import build_tiny_tokenizer
 from deco.data.wds import WdsDataset, WdsLoader, load_index, plan_epoch
 
@@ -24,6 +23,17 @@ def shapes_shards(tmp_path_factory):
     to_wds_main(["input=shapes", "num_samples=22", "seed=3", "image_size=32", f"out={out}", "shard_size=4",
                  "progress=false"])
     return out
+
+
+def to_wds_config(*overrides):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose_config("to_wds", list(overrides), "unused"), resolve=True)
+
+
+def to_wds_main(overrides):
+    """`python -m deco.data.to_wds <overrides>` without the process: compose configs/to_wds.yaml, run."""
+    return to_wds_run(to_wds_config(*overrides))
 
 
 def kwargs(tok, proc):
@@ -167,10 +177,12 @@ def test_index_only_for_foreign_shards_and_arguments(shapes_shards, tmp_path):
         (tmp_path / shard.name).write_bytes(shard.read_bytes())
     to_wds_main([f"out={tmp_path}", "index_only=true"])
     assert load_index(tmp_path).counts == load_index(shapes_shards).counts
-    with pytest.raises(ValueError, match="unknown argument 'shards'"):
-        parse_args(["shards=3"])
-    with pytest.raises(ValueError, match="shard_size must be int"):
-        parse_args(["shard_size=many"])
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="shards"):
+        to_wds_config("shards=3")
+    with pytest.raises(SystemExit, match="shard_size must be int, got 'many'"):
+        to_wds_main(["shard_size=many", "out=x"])
     with pytest.raises(SystemExit, match="not empty"):
         to_wds_main(["input=shapes", "num_samples=2", f"out={tmp_path}"])
 

@@ -19,7 +19,7 @@ from test_loading_fixtures import (
 )
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
-from deco.export import export, main, parse_args
+from deco.export import export, run
 from deco.models.build import build_mllm
 from deco.models.formats.common import LoadedModel
 from deco.models.formats.deco_pretrained import save_deco_pretrained
@@ -112,7 +112,7 @@ def trained_lora_ckpt(tmp_path_factory):
 def test_export_cli_lightning_ckpt_to_deco(trained_lora_ckpt, tmp_path):
     original = load_model(trained_lora_ckpt)
     assert hasattr(original.model.llm, "merge_and_unload")  # still a peft adapter in the .ckpt
-    out = main([f"ckpt={trained_lora_ckpt}", f"out={tmp_path / 'exported'}", "format=deco"])
+    out = run(export_config(tmp_path, f"ckpt={trained_lora_ckpt}", f"out={tmp_path / 'exported'}", "format=deco"))
     again = load_model(out)
     assert again.projector_tag == original.projector_tag == "avgpool2_16"
     assert not hasattr(again.model.llm, "merge_and_unload")  # merged on export
@@ -129,19 +129,27 @@ def test_export_cli_llava_hf_dir_to_deco(tmp_path):
     from test_loading_fixtures import write_llava_hf
 
     source = write_llava_hf(tmp_path / "hf")
-    out = main([f"ckpt={source}", f"out={tmp_path / 'exported'}"])
+    out = run(export_config(tmp_path, f"ckpt={source}", f"out={tmp_path / 'exported'}"))
     original, again = load_model(source), load_model(out)
     assert again.format == "deco" and again.config["source"]["exported_from"]["format"] == "llava_hf"
     ids, pv = prompt_ids(original.tokenizer), pixels(6)
     torch.testing.assert_close(logits(again.model, ids, pv), logits(original.model, ids, pv), atol=0, rtol=0)
 
 
-def test_export_args():
-    args = parse_args(["ckpt=a", "out=b", "model.base=c", "format=llava_hf"])
-    assert args == {"ckpt": "a", "out": "b", "base": "c", "format": "llava_hf"}
-    with pytest.raises(ValueError, match="missing out="):
-        parse_args(["ckpt=a"])
-    with pytest.raises(ValueError, match="format='onnx' is unknown"):
-        parse_args(["ckpt=a", "out=b", "format=onnx"])
-    with pytest.raises(ValueError, match="unknown argument 'foo'"):
-        parse_args(["ckpt=a", "out=b", "foo=1"])
+def export_config(tmp_path, *overrides):
+    from conftest import compose_config
+
+    return compose_config("export", list(overrides), tmp_path)
+
+
+def test_export_args(tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    cfg = export_config(tmp_path, "ckpt=a", "out=b", "model.base=c", "format=llava_hf")
+    assert (cfg.ckpt, cfg.out, cfg.model.base, cfg.format, cfg.result_dir) == ("a", "b", "c", "llava_hf", "b")
+    with pytest.raises(SystemExit, match="out=... is required"):
+        run(export_config(tmp_path, "ckpt=a"))
+    with pytest.raises(SystemExit, match="format=onnx is unknown"):
+        run(export_config(tmp_path, "ckpt=a", "out=b", "format=onnx"))
+    with pytest.raises(ConfigCompositionException, match="foo"):
+        export_config(tmp_path, "ckpt=a", "out=b", "foo=1")
