@@ -33,6 +33,8 @@ from deco.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 MODES = ("export", "score")
+# Keys whose values are prose: commas, brackets and quotes in them are text, not Hydra grammar.
+FREE_TEXT_KEYS = ("text", "question")
 
 
 def _as_list(value) -> list:
@@ -76,9 +78,9 @@ def _validate(cfg: DictConfig) -> None:
 def _progress(cfg: DictConfig, desc: str):
     if not cfg.progress:
         return None
-    from tqdm.auto import tqdm
+    from deco.utils.progress import track  # a bar on a terminal, a line every 30 s in a log file
 
-    return lambda items: tqdm(items, desc=desc)
+    return lambda items: track(items, desc)
 
 
 def _template(cfg: DictConfig, loaded) -> str:
@@ -101,15 +103,18 @@ def _dataset_inputs(cfg: DictConfig, loaded, template: str):
         yield i, input_from_item(item, loaded.tokenizer, loaded.image_processor)
 
 
-def export(cfg: DictConfig, loaded, out_dir: Path) -> list[dict]:
-    """Export mode for one loaded checkpoint; returns one record per written input."""
+def export(cfg: DictConfig, loaded, out_dir: Path, tag: str | None = None, ckpt: str | None = None,
+           compare: dict | None = None) -> list[dict]:
+    """Export mode for one loaded checkpoint; returns one record per written input. `tag`: the name in the
+    files (default: the projector tag); `compare`: collects (tag, input, relevance) per method for the
+    comparison figure (single-image mode)."""
     from deco.explain.export import export_relevance, slugify
     from deco.explain.inputs import build_input
     from deco.explain.methods import explain_all
 
     methods = _as_list(cfg.method)
     template = _template(cfg, loaded)
-    tag = loaded.projector_tag
+    tag = tag or loaded.projector_tag
     kw = dict(tensor_format=cfg.tensor_format, images=bool(cfg.images), max_queries=int(cfg.max_queries))
     records = []
     if cfg.get("data") is None:
@@ -125,10 +130,34 @@ def export(cfg: DictConfig, loaded, out_dir: Path) -> list[dict]:
                               ig_steps=int(cfg.ig_steps), vision_relevance=str(cfg.vision_relevance))
         for method, rel in results.items():
             files = export_relevance(rel, inp, out_dir, tag, name=name, **kw)
-            records.append({"index": index, "text": inp.text, "method": method, "projector": tag,
-                            "files": {k: p.name for k, p in files.items()}})
+            records.append({"index": index, "text": inp.text, "method": method, "projector": loaded.projector_tag,
+                            "tag": tag, "ckpt": ckpt, "files": {k: p.name for k, p in files.items()}})
             log.info("%s %s: %s", tag, method, ", ".join(p.name for p in files.values()))
+            if compare is not None and index is None:
+                compare.setdefault(method, []).append((tag, inp, rel))
     return records
+
+
+def write_comparisons(compare: dict, out_dir: Path, cfg: DictConfig) -> list[Path]:
+    """comparison-{method}-{text}.png: one row per checkpoint (deco.explain.compare), when there are two or more."""
+    from deco.explain.compare import Row, render_comparison
+    from deco.explain.export import slugify, tensor_dict
+    from deco.explain.render import png_bytes
+    from deco.utils.io import atomic_write_bytes
+
+    written = []
+    for method, entries in compare.items():
+        if len(entries) < 2:
+            continue
+        rows = [Row.from_tensors(tag, {**tensor_dict(rel, inp.text, tag), "target_tokens": rel.target_tokens}, inp.image)
+                for tag, inp, rel in entries]
+        inp = entries[0][1]
+        picture = render_comparison(rows, inp.text, inp.question, method)
+        path = out_dir / f"comparison-{method}-{slugify(inp.text)}.png"
+        atomic_write_bytes(path, png_bytes(picture))
+        log.info("comparison of %d checkpoints: %s", len(rows), path)
+        written.append(path)
+    return written
 
 
 def score(cfg: DictConfig, loaded) -> list[dict]:
@@ -142,8 +171,9 @@ def score(cfg: DictConfig, loaded) -> list[dict]:
         seed = int(split.seed)
     probes = shapes_probes(loaded.tokenizer, loaded.image_processor, seed, int(cfg.score.num_samples),
                            _template(cfg, loaded), tasks=list(cfg.score.tasks))
-    return score_model(loaded.model, loaded.tokenizer, probes, _as_list(cfg.score.methods), loaded.projector_tag,
-                       perturbation=bool(cfg.score.perturbation), progress=_progress(cfg, f"score {loaded.projector_tag}"))
+    tag = loaded.projector_tag
+    return score_model(loaded.model, loaded.tokenizer, probes, _as_list(cfg.score.methods), tag,
+                       perturbation=bool(cfg.score.perturbation), progress=_progress(cfg, f"score {tag}"))
 
 
 def _csv_text(rows: list[dict]) -> str:
@@ -159,6 +189,7 @@ def _csv_text(rows: list[dict]) -> str:
 
 def run(cfg: DictConfig) -> dict:
     """Run one explain job; returns {"records": [...]} (export) or {"summary": [...], "table": str} (score)."""
+    from deco.explain.export import unique_tag
     from deco.explain.score import comparison_table, summarize
     from deco.models.loading import load_model
 
@@ -166,22 +197,28 @@ def run(cfg: DictConfig) -> dict:
     device = _device(str(cfg.device))
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records, rows = [], []
+    records, rows, compare = [], [], {}
     requested_aspect = cfg.image_aspect
-    for ckpt in _as_list(cfg.ckpt):
+    ckpts = _as_list(cfg.ckpt)
+    used_tags: set[str] = set()
+    for ckpt in ckpts:
         options = cfg.get("model") or {}
         loaded = load_model(ckpt, base=options.get("base"), vision_tower=options.get("vision_tower"),
                             merge_lora=bool(options.get("merge_lora", True)))
         loaded.model.to(device)
+        tag = unique_tag(loaded.projector_tag, ckpt, used_tags)  # two seeds of one projector: two names
+        if tag != loaded.projector_tag:
+            log.info("%s: another checkpoint of this run is %s too; its files are named %s",
+                     ckpt, loaded.projector_tag, tag)
         # null: preprocess images as this checkpoint was trained
         cfg.image_aspect = requested_aspect or loaded.config.get("image_aspect", "pad")
         if cfg.mode == "export":
-            records += export(cfg, loaded, out_dir)
+            records += export(cfg, loaded, out_dir, tag=tag, ckpt=ckpt, compare=compare)
         else:
-            rows += score(cfg, loaded)
+            rows += score(cfg, loaded)  # rows of one projector pool over its checkpoints (seeds)
     if cfg.mode == "export":
         atomic_write_text(out_dir / "index.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-        return {"records": records}
+        return {"records": records, "comparisons": write_comparisons(compare, out_dir, cfg)}
     summary = summarize(rows)
     table = comparison_table(summary)
     atomic_write_text(out_dir / "scores.csv", _csv_text(rows))
@@ -197,4 +234,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from deco.utils.overrides import quote_free_text
+
+    sys.argv = quote_free_text(sys.argv, FREE_TEXT_KEYS)  # text="Yes, it is red." works as typed
     main()

@@ -32,6 +32,26 @@ def slugify(text: str, max_len: int = 60) -> str:
     return (slug[:max_len].rstrip("-") or "text")
 
 
+def ckpt_label(ckpt: str) -> str:
+    """A short name for a checkpoint path: its run dir for `<run>/checkpoints/<x>.ckpt` (plus the file stem
+    unless last/best), else the file or directory name; for telling two checkpoints of one projector apart."""
+    path = Path(str(ckpt).rstrip("/"))
+    if path.parent.name == "checkpoints":
+        run = path.parent.parent.name or "run"
+        return slugify(run if path.stem in ("last", "best") else f"{run}-{path.stem}", 40)
+    return slugify(path.stem if path.suffix == ".ckpt" else path.name, 40)
+
+
+def unique_tag(tag: str, ckpt: str, used: set[str]) -> str:
+    """The file-name tag of a checkpoint: its projector tag, or, when an earlier checkpoint of the run took
+    that (two seeds, pretrain vs finetune of one projector), the tag plus the checkpoint's label (then a
+    number), so no checkpoint overwrites another's files. Adds the result to `used`."""
+    candidates = [tag, f"{tag}-{ckpt_label(ckpt)}"] + [f"{tag}-{ckpt_label(ckpt)}-{i}" for i in range(2, 1000)]
+    chosen = next(c for c in candidates if c not in used)
+    used.add(chosen)
+    return chosen
+
+
 def file_stem(kind: str, method: str, name: str, tag: str) -> str:
     """`{kind}-{method}-{name}-{tag}`; `name` is already a slug."""
     return f"{kind}-{method}-{name}-{tag}"
@@ -67,9 +87,10 @@ def _tensor_bytes(data: dict, fmt: str) -> bytes:
 def render_all(rel: Relevance, inp: ExplainInput, title: str = "", max_queries: int = 64) -> dict:
     """{"R_t2i", "R_t2q", "R_q2i"} -> PIL image."""
     return {
-        "R_t2i": render_t2i(inp.image, rel.r_t2i, title),
+        "R_t2i": render_t2i(inp.image, rel.r_t2i, title, question=inp.question),
         "R_t2q": render_t2q(rel.r_t2q, rel.r_t2q_tokens, rel.target_tokens, title),
-        "R_q2i": render_q2i(rel.r_q2i, inp.image, order=rel.r_t2q, max_queries=max_queries),
+        "R_q2i": render_q2i(rel.r_q2i, inp.image, order=rel.r_t2q, max_queries=max_queries,
+                            title=f"R_q2i: where each query looks, most text-relevant first | {title}"),
     }
 
 

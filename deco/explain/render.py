@@ -1,30 +1,55 @@
 """Pictures of relevance maps, as in the DeCo paper's R-GAE tool.
 
 * `render_t2i`: the image beside the R_t2i heatmap (grid upsampled bilinearly to the image size,
-  min-max normalised, jet colour map) blended over it.
+  min-max normalised) blended over a grey copy of it, the question in the title.
 * `render_t2q`: R_t2q over the query tokens: a bar per query, a target-token x query heatmap when
   several target tokens exist, and a sqrt(q) x sqrt(q) grid when q is a square.
-* `render_q2i`: one small heatmap per query token over a thumbnail of the image, showing where each
-  query looks (each map normalised on its own; at most `max_queries` shown, the most text-relevant first).
-All return PIL images (matplotlib's Agg backend, no display); `png_bytes` encodes one.
+* `render_q2i`: one small heatmap per query token over a faint thumbnail of the image, showing where each
+  query looks (each map normalised on its own; at most `max_queries` shown, the most text-relevant first),
+  under a title, each cell labelled with its query index.
+
+The colour map is perceptually uniform (viridis: equal steps in relevance look like equal steps in
+colour, and it does not clash with the shapes' own reds and blues as jet does) over a grey image. A flat
+map (every value equal, e.g. Grad-CAM on a model that ignores the image) is said so on the picture and
+logged, instead of being drawn as a confident colour. Figures are `matplotlib.figure.Figure`s (no pyplot,
+no backend switch), so the same code renders in a notebook and in a headless job. All return PIL
+images; `png_bytes` encodes one.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import math
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+from torch.nn import functional as F
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
+log = logging.getLogger(__name__)
+CMAP = "viridis"
+FLAT_NOTE = "flat map: every value is {value:.3g}, nothing to show"
 
-CMAP = "jet"
+
+def is_flat(rel: torch.Tensor) -> bool:
+    """True when every value is the same (up to float noise): the map carries no location."""
+    rel = rel.detach().float()
+    lo, hi = float(rel.min()), float(rel.max())
+    return hi - lo <= 1e-6 * max(abs(hi), abs(lo)) or hi == lo
+
+
+def warn_if_flat(rel: torch.Tensor, what: str) -> str | None:
+    """Log a warning and return the note to print on the figure when `rel` is flat, else None."""
+    if not is_flat(rel):
+        return None
+    note = FLAT_NOTE.format(value=float(rel.detach().float().reshape(-1)[0]))
+    log.warning("%s: %s", what, note)
+    return note
 
 
 def normalize_map(rel: torch.Tensor) -> torch.Tensor:
@@ -42,24 +67,32 @@ def upsample(rel: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tens
     return F.interpolate(rel.detach().float().cpu()[None, None], size=(size, size), mode=mode, **kwargs)[0, 0]
 
 
-def heat_rgb(rel01: torch.Tensor) -> np.ndarray:
+def heat_rgb(rel01: torch.Tensor, cmap: str = CMAP) -> np.ndarray:
     """[0, 1] map (h w) -> h w 3 uint8 in the colour map."""
-    rgba = colormaps[CMAP](rel01.numpy())
+    rgba = colormaps[cmap](np.clip(rel01.numpy(), 0.0, 1.0))
     return (rgba[..., :3] * 255).round().astype(np.uint8)
 
 
-def overlay(image: Image.Image, rel: torch.Tensor, alpha: float = 0.5, size: int | None = None) -> Image.Image:
-    """Blend the (normalised, upsampled) map `rel` (g g) over `image`, both resized to `size` (default image side)."""
+def grey_base(image: Image.Image, size: int, faint: float = 0.0) -> np.ndarray:
+    """The image in grey (so the heat's colours are the only colours), lightened towards white by `faint`."""
+    grey = image.convert("L").resize((size, size), Image.BICUBIC).convert("RGB")
+    base = np.asarray(grey, dtype=np.float32)
+    return (1 - faint) * base + faint * 255.0
+
+
+def overlay(image: Image.Image, rel: torch.Tensor, alpha: float = 0.5, size: int | None = None,
+            cmap: str = CMAP, faint: float = 0.0) -> Image.Image:
+    """Blend the (normalised, upsampled) map `rel` (g g) over a grey `image`, both resized to `size`
+    (default image side)."""
     size = size or image.size[0]
-    base = np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32)
-    heat = heat_rgb(normalize_map(upsample(rel, size))).astype(np.float32)
+    base = grey_base(image, size, faint)
+    heat = heat_rgb(normalize_map(upsample(rel, size)), cmap).astype(np.float32)
     return Image.fromarray(((1 - alpha) * base + alpha * heat).round().astype(np.uint8))
 
 
-def _figure_to_image(fig) -> Image.Image:
+def figure_to_image(fig: Figure, dpi: int = 100) -> Image.Image:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     buf.seek(0)
     return Image.open(buf).convert("RGB")
 
@@ -70,85 +103,142 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def render_t2i(image: Image.Image, r_t2i: torch.Tensor, title: str = "") -> Image.Image:
-    """Image | R_t2i overlay, with a colour bar (relevance min-max normalised)."""
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+def _note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="white",
+            wrap=True, bbox={"facecolor": "crimson", "alpha": 0.85, "boxstyle": "round"})
+
+
+def render_t2i(image: Image.Image, r_t2i: torch.Tensor, title: str = "", question: str | None = None,
+               cmap: str = CMAP) -> Image.Image:
+    """Image | R_t2i overlay, with a colour bar (relevance min-max normalised); the question in the title."""
+    fig = Figure(figsize=(8, 4.3))
+    axes = fig.subplots(1, 2)
     axes[0].imshow(image.convert("RGB"))
     axes[0].set_title("image")
-    axes[1].imshow(overlay(image, r_t2i))
+    axes[1].imshow(overlay(image, r_t2i, cmap=cmap))
     axes[1].set_title(f"R_t2i ({r_t2i.shape[0]}x{r_t2i.shape[1]} patches)")
+    note = warn_if_flat(r_t2i, f"R_t2i {title}".strip())
+    if note:
+        _note(axes[1], note)
     for ax in axes:
         ax.axis("off")
-    mappable = plt.cm.ScalarMappable(cmap=CMAP, norm=matplotlib.colors.Normalize(0, 1))
-    fig.colorbar(mappable, ax=axes[1], fraction=0.046, pad=0.04)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _figure_to_image(fig)
+    fig.colorbar(ScalarMappable(cmap=cmap, norm=Normalize(0, 1)), ax=axes[1], fraction=0.046, pad=0.04,
+                 label="relevance (min-max)")
+    heading = "\n".join(t for t in (title, f"Q: {question}" if question else "") if t)
+    if heading:
+        fig.suptitle(heading, fontsize=10)
+    return figure_to_image(fig)
 
 
 def render_t2q(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, tokens: list[str] | None = None,
-               title: str = "") -> Image.Image:
+               title: str = "", cmap: str = CMAP) -> Image.Image:
     """R_t2q as bars over the q queries (+ token x query heatmap, + sqrt(q) grid when q is square)."""
     r_t2q = r_t2q.detach().float().cpu()
     q = r_t2q.shape[0]
     side = math.isqrt(q)
     show_tokens = r_t2q_tokens is not None and r_t2q_tokens.shape[0] > 1
     panels = 1 + int(show_tokens) + int(side * side == q)
-    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 4), squeeze=False)
-    axes = list(axes[0])
+    fig = Figure(figsize=(4.5 * panels, 4))
+    axes = list(fig.subplots(1, panels, squeeze=False)[0])
     ax = axes.pop(0)
     ax.bar(np.arange(q), r_t2q.numpy(), width=1.0, color="tab:blue")
     ax.set_xlabel("query token")
     ax.set_ylabel("relevance (sum over target tokens)")
     ax.set_xlim(-0.5, q - 0.5)
+    note = warn_if_flat(r_t2q, f"R_t2q {title}".strip())
+    if note:
+        _note(ax, note)
     if show_tokens:
         ax = axes.pop(0)
         mat = r_t2q_tokens.detach().float().cpu().numpy()
-        ax.imshow(mat, aspect="auto", cmap=CMAP, interpolation="nearest")
+        ax.imshow(mat, aspect="auto", cmap=cmap, interpolation="nearest")
         ax.set_xlabel("query token")
         if tokens is not None and len(tokens) == mat.shape[0]:
             ax.set_yticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], fontsize=7)
         ax.set_title("per target token")
     if side * side == q:
         ax = axes.pop(0)
-        im = ax.imshow(r_t2q.reshape(side, side).numpy(), cmap=CMAP, interpolation="nearest")
+        im = ax.imshow(r_t2q.reshape(side, side).numpy(), cmap=cmap, interpolation="nearest")
         ax.set_title(f"{side}x{side} query grid")
         ax.axis("off")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _figure_to_image(fig)
+    return figure_to_image(fig)
+
+
+def relative_to_uniform(rel: torch.Tensor) -> torch.Tensor:
+    """rel / mean(rel), negatives clipped: 1 = uniform, so maps with different cell counts share a scale."""
+    rel = rel.detach().float().cpu().clamp(min=0)
+    mean = float(rel.mean())
+    return rel / mean if mean > 0 else torch.zeros_like(rel)
+
+
+def log_scaled(rel: torch.Tensor, log_vmax: float) -> torch.Tensor:
+    """log(max(rel / mean, 1)) / log(log_vmax), in [0, 1]: 0 = uniform or below, 1 = log_vmax x uniform."""
+    ratio = relative_to_uniform(rel).clamp(min=1.0)
+    return (ratio.log() / math.log(max(log_vmax, 1.0 + 1e-6))).clamp(0, 1)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one fixed bitmap size
+        return ImageFont.load_default()
+
+
+def pick_queries(q: int, order: torch.Tensor | None, max_queries: int) -> list[int]:
+    """The shown queries: the `max_queries` most relevant by `order` (q), else the first ones."""
+    if order is not None:
+        return torch.argsort(order.detach().float().cpu(), descending=True)[:max_queries].tolist()
+    return list(range(min(q, max_queries)))
 
 
 def render_q2i(r_q2i: torch.Tensor, image: Image.Image | None = None, order: torch.Tensor | None = None,
-               max_queries: int = 64, cell: int = 84, alpha: float = 0.6) -> Image.Image:
-    """Grid of small heatmaps, one per query (row of R_q2i, q n), each over a thumbnail of `image`.
+               max_queries: int = 64, cell: int = 84, alpha: float = 0.6, title: str | None = "",
+               cmap: str = CMAP, log_vmax: float | None = None) -> Image.Image:
+    """Grid of small heatmaps, one per query (row of R_q2i, q n), each over a faint grey thumbnail of `image`.
 
     `order`: relevance per query (q) used to pick and sort the shown queries (most relevant first);
-    default: query order. Each cell is labelled with its query index.
+    default: query order. Each cell carries its query index on a dark label. `title`: the heading strip
+    ("" writes the default one, None none). `log_vmax`: draw every cell on one shared scale, the value relative
+    to its row's mean (1 = uniform) on a log scale from 1 to `log_vmax` (the comparison figure's scale),
+    instead of min-max per cell.
     """
     r_q2i = r_q2i.detach().float().cpu()
     q, n = r_q2i.shape
     grid = math.isqrt(n)
     if grid * grid != n:
         raise ValueError(f"R_q2i has {n} patch columns, not a square grid")
-    if order is not None:
-        picked = torch.argsort(order.detach().float().cpu(), descending=True)[:max_queries].tolist()
-    else:
-        picked = list(range(min(q, max_queries)))
+    picked = pick_queries(q, order, max_queries)
     cols = math.ceil(math.sqrt(len(picked)))
     rows = math.ceil(len(picked) / cols)
     pad = 2
-    canvas = Image.new("RGB", (cols * (cell + pad) + pad, rows * (cell + pad) + pad), (255, 255, 255))
+    if title == "":
+        title = f"R_q2i: where each query looks ({len(picked)} of {q} queries, most text-relevant first)"
+    header = 18 if title else 0
+    canvas = Image.new("RGB", (cols * (cell + pad) + pad, header + rows * (cell + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    thumb = image.convert("RGB").resize((cell, cell), Image.BICUBIC) if image is not None else None
+    font = _font(max(9, min(14, cell // 6)))
+    if title:
+        draw.text((pad + 2, 2), title, fill=(0, 0, 0), font=_font(12))
     for k, query in enumerate(picked):
         rel = r_q2i[query].reshape(grid, grid)
-        if thumb is not None:
-            tile = overlay(thumb, rel, alpha=alpha, size=cell)
+        if log_vmax is not None:
+            heat = heat_rgb(upsample(log_scaled(rel, log_vmax), cell), cmap).astype(np.float32)
         else:
-            tile = Image.fromarray(heat_rgb(normalize_map(upsample(rel, cell, mode="nearest"))))
-        x, y = pad + (k % cols) * (cell + pad), pad + (k // cols) * (cell + pad)
+            heat = heat_rgb(normalize_map(upsample(rel, cell, mode="bilinear" if image is not None else "nearest")),
+                            cmap).astype(np.float32)
+        if image is not None:
+            base = grey_base(image, cell, faint=0.5)
+            tile = Image.fromarray(((1 - alpha) * base + alpha * heat).round().astype(np.uint8))
+        else:
+            tile = Image.fromarray(heat.round().astype(np.uint8))
+        x, y = pad + (k % cols) * (cell + pad), header + pad + (k // cols) * (cell + pad)
         canvas.paste(tile, (x, y))
-        draw.text((x + 2, y + 1), str(query), fill=(255, 255, 255))
+        label = str(query)  # bottom-left, white on black: readable over any colour
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        at = (x + 2, y + cell - (bottom - top) - 3 - top)
+        draw.rectangle((at[0] - 1, at[1] + top - 1, at[0] + right + 1, at[1] + bottom + 1), fill=(0, 0, 0))
+        draw.text(at, label, fill=(255, 255, 255), font=font)
     return canvas

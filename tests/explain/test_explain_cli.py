@@ -41,6 +41,36 @@ def test_single_image_export_for_three_methods(ckpt, tmp_path):
     assert len(index) == 3 and index[0]["files"]["tensors"] == "relevance-rgae-A-pot-of-green-plants-avgpool2_16.pt"
 
 
+def test_two_checkpoints_of_one_projector_keep_their_files_and_compare(ckpt, tmp_path):
+    seed2 = tmp_path / "seed2" / "checkpoints" / "last.ckpt"  # a second run of the same projector
+    seed2.parent.mkdir(parents=True)
+    seed2.write_bytes(ckpt.read_bytes())
+    cfg = compose_config("explain", [f"ckpt=[{ckpt},{seed2}]", f"image={scene_image(tmp_path)}",
+                                     "text='Yes, it is green.'", "question=Is there a triangle?", *FLAGS], tmp_path / "out")
+    result = run(cfg)
+    out = tmp_path / "out"
+    tags = [r["tag"] for r in result["records"]]
+    assert tags == ["avgpool2_16", "avgpool2_16-seed2"] and [r["ckpt"] for r in result["records"]] == [str(ckpt), str(seed2)]
+    for tag in tags:
+        assert (out / f"R_t2i-rgae-Yes-it-is-green-{tag}.png").is_file()
+        assert (out / f"relevance-rgae-Yes-it-is-green-{tag}.pt").is_file()
+    assert result["comparisons"] == [out / "comparison-rgae-Yes-it-is-green.png"]
+    with Image.open(result["comparisons"][0]) as img:
+        assert img.format == "PNG" and img.height > 600  # two rows
+
+
+def test_free_text_with_commas_is_quoted_for_hydra():
+    from deco.explain.__main__ import FREE_TEXT_KEYS
+    from deco.utils.overrides import quote_free_text
+
+    argv = ["x", "text=Yes, it is red.", "question=Is it [red], or 'blue'?", "ckpt=a,b", "text2=a,b"]
+    quoted = quote_free_text(argv, FREE_TEXT_KEYS)
+    assert quoted[3:] == ["ckpt=a,b", "text2=a,b"]  # other keys keep Hydra's sweep grammar
+    cfg = compose_config("explain", ["ckpt=a", *quoted[1:3]], Path("unused"))
+    assert cfg.text == "Yes, it is red." and cfg.question == "Is it [red], or 'blue'?"
+    assert quote_free_text(["text='kept'", "text=choice(a,b)"], FREE_TEXT_KEYS) == ["text='kept'", "text=choice(a,b)"]
+
+
 def test_dataset_mode_exports_every_sample(ckpt, tmp_path):
     cfg = compose_config("explain", [f"ckpt={ckpt}", "data=shapes", "num_samples=3", "images=false",
                                      "tensor_format=npz", *FLAGS], tmp_path / "out")

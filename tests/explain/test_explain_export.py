@@ -44,8 +44,8 @@ def test_export_writes_named_readable_files(avgpool_relevance, tmp_path, fmt):
         with Image.open(files[kind]) as img:
             img.load()
             assert img.format == "PNG" and img.width > 100 and img.height > 100
-    # R_q2i grid: 16 queries -> 4 x 4 cells of 84 px + 2 px gaps
-    assert Image.open(files["R_q2i"]).size == (4 * 86 + 2, 4 * 86 + 2)
+    # R_q2i grid: 16 queries -> 4 x 4 cells of 84 px + 2 px gaps, under an 18 px title strip
+    assert Image.open(files["R_q2i"]).size == (4 * 86 + 2, 18 + 4 * 86 + 2)
     data = load_relevance(files["tensors"])
     assert data["r_t2i"].shape == (24, 24) and data["r_t2q"].shape == (16,) and data["r_q2i"].shape == (16, 576)
     assert data["r_t2q_tokens"].shape == (11, 16) and data["r_t2i_tokens"].shape == (11, 24, 24)
@@ -66,10 +66,13 @@ def test_overlay_puts_the_hot_colour_where_the_map_peaks():
     rel = torch.zeros(4, 4)
     rel[3, 0] = 1.0  # bottom-left patch
     out = np.asarray(overlay(image, rel, alpha=1.0))
-    # jet: 1.0 is dark red, 0.0 dark blue
-    assert out[42, 6, 0] > 100 and out[42, 6, 2] < 50
-    assert out[6, 42, 2] > 100 and out[6, 42, 0] < 50
+    # viridis: 1.0 is yellow (253, 231, 37), 0.0 dark purple (68, 1, 84)
+    assert out[42, 6, 0] > 200 and out[42, 6, 1] > 200 and out[42, 6, 2] < 80
+    assert out[6, 42, 0] < 100 and out[6, 42, 1] < 30 and out[6, 42, 2] > 60
     assert torch.equal(normalize_map(torch.ones(3, 3)), torch.zeros(3, 3))
+    # the image under the heat is grey: a pure red image gives equal channels where alpha leaves it
+    grey = np.asarray(overlay(Image.new("RGB", (8, 8), (255, 0, 0)), torch.zeros(2, 2), alpha=0.0))
+    assert grey[0, 0, 0] == grey[0, 0, 1] == grey[0, 0, 2]
 
 
 def test_render_q2i_shows_the_most_relevant_queries_first():
@@ -78,8 +81,58 @@ def test_render_q2i_shows_the_most_relevant_queries_first():
     order[100] = 2.0
     order[7] = 1.0
     grid = np.asarray(render_q2i(r_q2i, None, order=order, max_queries=4, cell=48))
-    assert grid.shape == (2 * 50 + 2, 2 * 50 + 2, 3)
+    header = 18  # the title strip
+    assert grid.shape == (header + 2 * 50 + 2, 2 * 50 + 2, 3)
+    assert (grid[:header] < 100).any()  # the title's dark text
     # first cell is query 100 = patch (4, 4): hottest at that patch's spot (48 px / 24 patches = 2 px each)
-    first = grid[2 : 2 + 48, 2 : 2 + 48]
-    assert first[4 * 2 + 1, 4 * 2 + 1, 0] > 100  # red-ish where patch (4, 4) is
-    assert first[40, 40, 2] > 100  # blue elsewhere
+    first = grid[header + 2 : header + 2 + 48, 2 : 2 + 48]
+    assert first[4 * 2 + 1, 4 * 2 + 1, 0] > 200  # yellow where patch (4, 4) is
+    assert first[20, 40, 2] > 60 and first[20, 40, 0] < 100  # dark purple elsewhere
+    # its index is written bottom-left, white on a black box
+    label = first[30:, :20]
+    assert (label == 0).all(axis=-1).any() and (label > 200).all(axis=-1).any()
+    untitled = np.asarray(render_q2i(r_q2i, None, order=order, max_queries=4, cell=48, title=None))
+    assert untitled.shape == (2 * 50 + 2, 2 * 50 + 2, 3)
+
+
+def test_flat_map_is_said_on_the_figure_and_in_the_log(caplog):
+    from deco.explain.render import is_flat, render_t2i
+
+    assert is_flat(torch.zeros(4, 4)) and is_flat(torch.full((3, 3), 0.25)) and not is_flat(torch.eye(3))
+    image = Image.new("RGB", (48, 48), (128, 128, 128))
+    with caplog.at_level("WARNING", logger="deco.explain.render"):
+        flat = np.asarray(render_t2i(image, torch.zeros(4, 4), "gradcam"))
+    assert "flat map: every value is 0" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="deco.explain.render"):
+        peaked = np.asarray(render_t2i(image, torch.eye(4), "gradcam"))
+    assert caplog.text == ""
+    crimson = (flat[..., 0] > 180) & (flat[..., 1] < 60) & (flat[..., 2] < 90)  # the note's box
+    assert crimson.sum() > 200 and not ((peaked[..., 0] > 180) & (peaked[..., 1] < 60) & (peaked[..., 2] < 90)).any()
+
+
+def test_unique_tags_per_checkpoint():
+    from deco.explain.export import ckpt_label, unique_tag
+
+    assert ckpt_label("runs/finetune/avgpool-q16-s2/checkpoints/last.ckpt") == "avgpool-q16-s2"
+    assert ckpt_label("outputs/train/x/checkpoints/step-10.ckpt") == "x-step-10"
+    assert ckpt_label("exported/seed1/") == "seed1"
+    used: set[str] = set()
+    a = "a/s1/checkpoints/last.ckpt"
+    tags = [unique_tag("avgpool2_16", c, used) for c in (a, "a/s2/checkpoints/last.ckpt", a, "x.ckpt")]
+    assert tags == ["avgpool2_16", "avgpool2_16-s2", "avgpool2_16-s1", "avgpool2_16-x"]
+    assert unique_tag("avgpool2_16", a, used) == "avgpool2_16-s1-2"
+    assert unique_tag("qformer2_16", a, used) == "qformer2_16"
+
+
+def test_comparison_figure_one_row_per_projector(avgpool_relevance):
+    from deco.explain.compare import Row, render_comparison
+    from deco.explain.export import tensor_dict
+
+    inp, rel = avgpool_relevance
+    row = Row.from_tensors("avgpool2_16", tensor_dict(rel, inp.text, "a"), inp.image)
+    one = render_comparison([row], inp.text, "What is it?")
+    three = render_comparison([row, row, row], inp.text, "What is it?")
+    assert abs(three.size[0] - one.size[0]) < 0.05 * one.size[0] and three.size[1] > 2 * one.size[1]  # rows stack
+    with pytest.raises(ValueError, match="at least one row"):
+        render_comparison([], "x")

@@ -1,0 +1,117 @@
+"""The DeCo paper's comparison figure: one row per projector, for the same image and text.
+
+Columns: R_t2i over the image | R_t2q per target token (token x query) | R_t2q on the sqrt(q) x sqrt(q)
+query grid | R_q2i (where the most text-relevant queries look). Maps from projectors with different
+token counts are put on one scale per column by dividing each by its mean (1 = uniform relevance), so
+"how peaked" reads the same in every row: linear colour scales shared per column for R_t2i and R_t2q,
+a shared log scale for R_q2i (a pooling query covers a few patches, a linear one a single patch, a
+Q-Former query all of them, so their peaks differ by orders of magnitude). Flat maps are marked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from PIL import Image
+
+from deco.explain.render import (
+    CMAP, figure_to_image, grey_base, heat_rgb, pick_queries, relative_to_uniform,
+    render_q2i, upsample, warn_if_flat,
+)
+
+
+@dataclass
+class Row:
+    """One projector's maps for the shared input: a label (projector tag) and the tensors (as exported)."""
+
+    label: str
+    r_t2i: torch.Tensor  # g g
+    r_t2q: torch.Tensor  # q
+    r_q2i: torch.Tensor  # q n
+    r_t2q_tokens: torch.Tensor  # k q
+    image: Image.Image  # S x S, what the model saw
+    tokens: list[str] | None = None
+
+    @classmethod
+    def from_tensors(cls, label: str, data: dict, image: Image.Image) -> "Row":
+        """From `relevance-*.pt/.npz` contents (deco.explain.export.load_relevance) or `tensor_dict`."""
+        t = {k: torch.as_tensor(data[k]).float() for k in ("r_t2i", "r_t2q", "r_q2i")}
+        tokens = data.get("r_t2q_tokens")
+        tokens = torch.as_tensor(tokens).float() if tokens is not None else t["r_t2q"][None]
+        return cls(label, t["r_t2i"], t["r_t2q"].reshape(-1), t["r_q2i"], tokens.reshape(-1, t["r_t2q"].numel()),
+                   image, list(data.get("target_tokens") or []) or None)
+
+
+def _square(vec: torch.Tensor) -> torch.Tensor | None:
+    side = math.isqrt(vec.numel())
+    return vec.reshape(side, side) if side * side == vec.numel() else None
+
+
+def _off(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def render_comparison(rows: list[Row], text: str, question: str | None = None, method: str = "rgae",
+                      max_queries: int = 16, cmap: str = CMAP) -> Image.Image:
+    """The comparison figure as a PIL image (see the module docstring)."""
+    if not rows:
+        raise ValueError("render_comparison needs at least one row")
+    t2i = [relative_to_uniform(r.r_t2i) for r in rows]
+    t2q_tok = [relative_to_uniform(r.r_t2q_tokens) for r in rows]
+    t2q = [relative_to_uniform(r.r_t2q) for r in rows]
+    picked = [pick_queries(r.r_q2i.shape[0], r.r_t2q, max_queries) for r in rows]
+    q2i_peak = max(float(relative_to_uniform(r.r_q2i[q]).max()) for r, p in zip(rows, picked) for q in p)
+    vmax = {"t2i": max(float(m.max()) for m in t2i) or 1.0, "tok": max(float(m.max()) for m in t2q_tok) or 1.0,
+            "t2q": max(float(m.max()) for m in t2q) or 1.0, "q2i": max(q2i_peak, 1.0 + 1e-3)}
+
+    fig = Figure(figsize=(17, 3.6 * len(rows) + 0.9))
+    axes = fig.subplots(len(rows), 4, squeeze=False, gridspec_kw={"width_ratios": [1, 1.3, 1, 1.1]})
+    for i, (row, ax) in enumerate(zip(rows, axes)):
+        size = row.image.size[0]
+        heat = heat_rgb((upsample(t2i[i], size) / vmax["t2i"]).clamp(0, 1), cmap).astype(np.float32)
+        ax[0].imshow(Image.fromarray((0.45 * grey_base(row.image, size) + 0.55 * heat).round().astype(np.uint8)))
+        ax[0].set_ylabel(row.label, fontsize=11, fontweight="bold")
+        ax[0].set_title(f"R_t2i ({row.r_t2i.shape[0]}x{row.r_t2i.shape[1]} patches)", fontsize=9)
+
+        ax[1].imshow(t2q_tok[i].numpy(), aspect="auto", cmap=cmap, vmin=0, vmax=vmax["tok"], interpolation="nearest")
+        ax[1].set_title(f"R_t2q per target token ({row.r_t2q.numel()} queries)", fontsize=9)
+        ax[1].set_xlabel("query", fontsize=8)
+        if row.tokens and len(row.tokens) == row.r_t2q_tokens.shape[0]:
+            ax[1].set_yticks(range(len(row.tokens)), [repr(t)[1:-1] for t in row.tokens], fontsize=7)
+
+        grid = _square(t2q[i])
+        if grid is not None:
+            ax[2].imshow(grid.numpy(), cmap=cmap, vmin=0, vmax=vmax["t2q"], interpolation="nearest")
+            ax[2].set_title(f"R_t2q on the {grid.shape[0]}x{grid.shape[1]} query grid", fontsize=9)
+        else:
+            ax[2].bar(np.arange(t2q[i].numel()), t2q[i].numpy(), width=1.0)
+            ax[2].set_ylim(0, vmax["t2q"])
+            ax[2].set_title("R_t2q per query", fontsize=9)
+        q2i = render_q2i(row.r_q2i, row.image, order=row.r_t2q, max_queries=max_queries, cell=72, title=None,
+                         cmap=cmap, log_vmax=vmax["q2i"])
+        ax[3].imshow(q2i)
+        ax[3].set_title(f"R_q2i: top {len(picked[i])} queries by R_t2q (index bottom-left)", fontsize=9)
+        for a in (ax[0], ax[2], ax[3]):
+            _off(a)
+        for a, m, what in ((ax[0], row.r_t2i, "R_t2i"), (ax[1], row.r_t2q_tokens, "R_t2q")):
+            note = warn_if_flat(m, f"{row.label} {what}")
+            if note:
+                a.text(0.5, 0.5, note, transform=a.transAxes, ha="center", va="center", fontsize=8, color="white",
+                       bbox={"facecolor": "crimson", "alpha": 0.85, "boxstyle": "round"})
+    scales = [("t2i", Normalize(0, vmax["t2i"])), ("tok", Normalize(0, vmax["tok"])),
+              ("t2q", Normalize(0, vmax["t2q"])), ("q2i", LogNorm(1, vmax["q2i"]))]
+    for col, (_, norm) in enumerate(scales):
+        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[:, col]), orientation="horizontal",
+                           fraction=0.04 / max(1, len(rows)) + 0.02, pad=0.03)
+        bar.set_label("relevance / mean (1 = uniform)" + (", log" if col == 3 else ""), fontsize=8)
+    heading = f"{method}: {text!r}" + (f"   Q: {question!r}" if question else "")
+    fig.suptitle(f"Relevance per projector, same image and text. {heading}", fontsize=12)
+    return figure_to_image(fig)
+
