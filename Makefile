@@ -14,10 +14,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first: the CPU wheel on local disk. A bare `torch` resolved later would pull a multi-GB CUDA build.
 	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,app]'
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv and install deco (torch 2.13 CPU first, then deco[dev])
+install: $(VENV)/.installed ## Create .venv and install deco (torch 2.13 CPU first, then deco[dev,app])
 
 train: install ## Train the embedded tiny model on the shapes world (extra overrides: make train ARGS="projector=qformer")
 	$(PY) -m deco.train $(ARGS)

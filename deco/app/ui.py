@@ -5,7 +5,8 @@ an optional teacher-forced text (explained instead of the generated answers, as 
 does), the method and where the image side ends (patch features, or input patches through the ViT).
 Per model: its answer, R_t2i over the image, R_t2q (bars, per-token heatmap, query grid), a query
 selector -> that query's R_q2i, and an answer-word selector -> that word's R_t2i. The selectors redraw
-from the session state (no new forward). Everything computed comes from `deco.app.session`; this
+from the session state (no new forward), on user input only: the answer's own update draws the first
+ones itself, so no redraw races the state it reads. Everything computed comes from `deco.app.session`; this
 file only lays out components and routes events. Element ids (`m{i}-answer`, `m{i}-t2i`, ...) are what
 the browser test finds.
 """
@@ -119,8 +120,8 @@ def build_ui(slots: Sequence[Slot], *, method: str = "rgae", vision_relevance: s
         outputs = [status] + [col[f] for col in columns for f in FIELDS]
         button.click(on_ask, [image, question_box, forced, method_box, vision], outputs, concurrency_limit=1)
         for col in columns:
-            col["word"].change(lambda view, k: None if view is None or k is None else session.t2i_picture(view, int(k)),
+            col["word"].input(lambda view, k: None if view is None or k is None else session.t2i_picture(view, int(k)),
                                [col["state"], col["word"]], col["word_img"])
-            col["query"].change(lambda view, j: None if view is None or j is None else session.q2i_picture(view, int(j)),
+            col["query"].input(lambda view, j: None if view is None or j is None else session.q2i_picture(view, int(j)),
                                 [col["state"], col["query"]], col["q2i"])
     return demo
