@@ -11,18 +11,20 @@ sweepers can optimise it.
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from deco.lit.init_from import load_model_weights
 from deco.lit.launch import register_resolvers
+from deco.lit.resume import RunDirBusy, RunDirLock
 from deco.utils.config import ConfigError, validate_train_config
 from deco.utils.run_info import write_run_info
 
@@ -34,36 +36,68 @@ warnings.filterwarnings("ignore", message=".*is validated against ConfigStore sc
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect from a terminated job
 
 
-def load_model_weights(model: torch.nn.Module, ckpt_path: str) -> None:
-    """Initialise `model` from a deco Lightning checkpoint (weights only, no optimizer state)."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys:
-        log.warning("init_from %s: %d missing keys, e.g. %s", ckpt_path, len(result.missing_keys), result.missing_keys[:3])
-    if result.unexpected_keys:
-        log.warning("init_from %s: %d unexpected keys, e.g. %s", ckpt_path, len(result.unexpected_keys),
-                    result.unexpected_keys[:3])
+def _checked_resume(cfg: DictConfig, resolved: dict, output_dir: Path) -> str | None:
+    """The checkpoint to resume, opened safely and matched against this command's model (SystemExit if not)."""
+    from deco.lit.checkpointing import resolve_ckpt_path
+    from deco.lit.resume import check_checkpoint, check_same_model
+
+    try:
+        ckpt_path = resolve_ckpt_path(cfg.get("resume"), cfg.get("ckpt_path"), output_dir)
+        if ckpt_path is not None:
+            check_same_model(resolved, check_checkpoint(ckpt_path), ckpt_path, output_dir)
+        if cfg.get("init_from"):
+            check_checkpoint(cfg.init_from)
+    except (ValueError, FileNotFoundError) as error:  # UnsafeCheckpointError is a ValueError
+        raise SystemExit(str(error)) from None
+    return ckpt_path
+
+
+def _writable(directory: Path) -> None:
+    """Fail at start, not at the first save, when checkpoints cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise SystemExit(f"cannot write checkpoints to {directory}: {error.strerror or error}") from None
 
 
 def train(cfg: DictConfig) -> float | None:
-    from deco.data.image import load_image_processor
-    from deco.data.tokenizer import load_tokenizer
-    from deco.lit.datamodule import MLLMDataModule
-    from deco.lit.loggers import finish_runs
-    from deco.lit.checkpointing import resolve_ckpt_path
-    from deco.lit.module import MLLMModule, NonFiniteLossError
-    from deco.lit.sampling import accumulation_for
-    from deco.models.build import build_mllm
-
     try:
         validate_train_config(cfg)
     except ConfigError as error:
         raise SystemExit(f"Config error: {error}") from None
+    output_dir = Path(cfg.paths.output_dir)
+    lock = RunDirLock(output_dir)
+    if rank_zero_only.rank == 0:  # one lock per run, held by rank 0 for the whole run
+        try:
+            lock.acquire()
+        except RunDirBusy as error:
+            raise SystemExit(str(error)) from None
+    try:
+        return _train(cfg, output_dir)
+    finally:
+        lock.release()
+
+
+def _train(cfg: DictConfig, output_dir: Path) -> float | None:
+    from deco.data.image import load_image_processor
+    from deco.data.tokenizer import load_tokenizer
+    from deco.lit.checkpointing import NonFiniteWeightsError
+    from deco.lit.datamodule import MLLMDataModule, text_budget
+    from deco.lit.fault import NonFiniteGradientError
+    from deco.lit.loggers import finish_runs
+    from deco.lit.module import MLLMModule, NonFiniteLossError
+    from deco.lit.resume import clean_orphan_tmps
+    from deco.lit.sampling import accumulation_for
+    from deco.models.build import build_mllm
 
     L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    if rank_zero_only.rank == 0:
+        _writable(output_dir / "checkpoints")
+        clean_orphan_tmps(output_dir / "checkpoints")  # safe: the run dir lock is ours
+    ckpt_path = _checked_resume(cfg, resolved, output_dir)
     if rank_zero_only.rank == 0:
         info = write_run_info(output_dir, resolved, OmegaConf.to_yaml(cfg, resolve=True))
         log.info("run dir %s (config %s, commit %s)", output_dir, info["config_hash"], info["git_commit"])
@@ -72,13 +106,20 @@ def train(cfg: DictConfig) -> float | None:
     image_processor = load_image_processor(**resolved["model"]["image_processor"])
     model = build_mllm(resolved["model"], resolved["projector"], tokenizer)
     if cfg.init_from:
-        load_model_weights(model, cfg.init_from)
+        try:
+            load_model_weights(model, cfg.init_from, strict=cfg.get("init_from_strict", True))
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
     module = MLLMModule(model, resolved["stage"], build_config={k: resolved[k] for k in ("model", "projector")},
                         on_nan=cfg.fault.on_nan)
 
+    try:
+        max_length = text_budget(cfg.data.max_length, tokenizer, model)
+    except ValueError as error:
+        raise SystemExit(f"Config error: {error}") from None
     datamodule = MLLMDataModule.from_config(
         instantiate(cfg.data), tokenizer=tokenizer, image_processor=image_processor,
-        template=cfg.stage.template, seed=cfg.seed,
+        template=cfg.stage.template, seed=cfg.seed, max_length=max_length,
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
@@ -89,22 +130,25 @@ def train(cfg: DictConfig) -> float | None:
                                                                trainer.world_size)
         except ValueError as error:
             raise SystemExit(f"Config error: {error}") from None
-    ckpt_path = resolve_ckpt_path(cfg.get("resume"), cfg.get("ckpt_path"), output_dir)
 
     if trainer.is_global_zero:
         tokenizer.save_pretrained(output_dir / "tokenizer")
         image_processor.save_pretrained(output_dir / "image_processor")
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        # weights_only passed explicitly: torch honours it whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if cfg.get("validate_after_fit"):
             trainer.validate(module, datamodule=datamodule)
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError) as error:
         raise SystemExit(f"Training stopped: {error}") from None
     except SIGTERMException as error:  # preemption: last.ckpt was saved (deco.lit.fault)
         log.error("Training interrupted: %s", error or "SIGTERM")
         raise SystemExit(PREEMPTED_EXIT_CODE) from None
     finally:
         finish_runs(loggers)
+    skipped = getattr(module, "_nonfinite_skips", 0)
+    if skipped:
+        log.warning("%d optimizer steps were skipped for a non-finite gradient (fault.on_nan=skip)", skipped)
     val_loss = trainer.callback_metrics.get("val/loss")
     return float(val_loss) if val_loss is not None else None
 

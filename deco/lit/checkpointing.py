@@ -3,6 +3,8 @@
 - `AtomicCheckpointIO` writes every Lightning checkpoint to a temporary file in the target
   directory, fsyncs it and renames it over the target: a kill at any moment leaves either the
   previous complete file or the new complete file, never a truncated `last.ckpt`.
+  Weights that hold NaN/inf are never saved (`NonFiniteWeightsError`, the previous file stays).
+  Loads are always `weights_only=True`: a checkpoint that needs arbitrary code is refused.
 - `resolve_ckpt_path` turns `ckpt_path=` / `resume=auto` into the checkpoint `trainer.fit` resumes.
 - `StepSeed` reseeds torch's RNG before every training batch from (seed, rank, epoch, batch
   index). Dropout masks and any other random draw inside a step are then a function of the
@@ -24,6 +26,7 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from deco.models.formats.common import safe_torch_load
 from deco.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -31,15 +34,40 @@ log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
 
+class NonFiniteWeightsError(RuntimeError):
+    """A checkpoint about to be saved holds NaN/inf weights; it was not written."""
+
+
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point tensors of `state` that hold a NaN or inf."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """`TorchCheckpointIO` whose local writes are temp file + fsync + rename."""
+    """`TorchCheckpointIO` whose local writes are temp file + fsync + rename, and never of non-finite weights."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        bad = nonfinite_tensors(checkpoint.get("state_dict") or {})
+        if bad:
+            raise NonFiniteWeightsError(
+                f"refusing to save {path} at global step {checkpoint.get('global_step')}: {len(bad)} weight tensors "
+                f"hold NaN/inf (e.g. {', '.join(bad[:3])}); the previous checkpoint is kept as it was"
+            )
         if storage_options is not None or "://" in str(path):  # remote filesystems: Lightning's own path
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         atomic_write(path, lambda f: torch.save(checkpoint, f))
         _fsync_dir(path.parent)  # make the rename itself durable
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        """Always weights_only=True (explicit, so TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot turn it off):
+        a checkpoint that needs arbitrary code is refused with deco's message, nothing in it runs."""
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        return safe_torch_load(path, map_location="cpu" if map_location is None else map_location)
 
     def remove_checkpoint(self, path) -> None:
         fs = get_filesystem(path)

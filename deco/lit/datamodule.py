@@ -25,6 +25,33 @@ from deco.lit.sampling import train_loader
 log = logging.getLogger(__name__)
 
 
+def text_budget(max_length: int, tokenizer, model) -> int:
+    """Text tokens a sample may have so that it fits the model: data.max_length, but at most the
+    tokenizer's `model_max_length` and the LLM's `max_position_embeddings`, minus the q - 1 positions
+    the visual tokens add beyond their placeholder. Longer samples are skipped as `too_long`."""
+    limits = []
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and tokenizer_limit < 10**8:  # "no limit" is reported as ~1e30
+        limits.append(("the tokenizer's model_max_length", tokenizer_limit))
+    llm = getattr(model, "llm", None)
+    positions = next((getattr(m.config, "max_position_embeddings", None) for m in (llm.modules() if llm else [])
+                      if getattr(getattr(m, "config", None), "max_position_embeddings", None)), None)
+    if positions:
+        limits.append(("the LLM's max_position_embeddings", int(positions)))
+    if not limits:
+        return max_length
+    name, limit = min(limits, key=lambda item: item[1])
+    extra = max(int(getattr(model, "num_visual_tokens", 1)) - 1, 0)
+    budget = min(int(max_length), limit - extra)
+    if budget <= 0:
+        raise ValueError(f"the model holds {limit} tokens ({name}) but one image alone takes {extra + 1}: "
+                         "lower query_num or use a model with a longer context")
+    if budget < max_length:
+        log.info("data.max_length=%d -> %d text tokens per sample: %s is %d and an image adds %d positions",
+                 max_length, budget, name, limit, extra)
+    return budget
+
+
 class MLLMDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -61,7 +88,8 @@ class MLLMDataModule(L.LightningDataModule):
     def from_config(cls, data_cfg: Mapping, **kwargs) -> MLLMDataModule:
         """Build from a `data=` config whose `train`/`val` were instantiated as partials."""
         keys = ("batch_size", "eval_batch_size", "num_workers", "max_length", "image_aspect")
-        return cls(data_cfg.get("train"), data_cfg.get("val"), **{k: data_cfg[k] for k in keys if k in data_cfg}, **kwargs)
+        settings = {**{k: data_cfg[k] for k in keys if k in data_cfg}, **kwargs}  # kwargs win (max_length budget)
+        return cls(data_cfg.get("train"), data_cfg.get("val"), **settings)
 
     def setup(self, stage: str | None = None) -> None:
         for split, factory in self.dataset_factories.items():

@@ -8,12 +8,16 @@
   submitit requeues the job and the requeued job continues with `resume=auto`.
 - `loss_is_finite`: the NaN/inf test of the training step, agreed across ranks so that all
   DDP processes stop (or skip the step) together instead of deadlocking in the next all-reduce.
+- `check_gradients`: the same test for the gradient norm, before clipping and the optimizer step. A
+  finite loss can still give a NaN/inf gradient, which clipping spreads to every gradient and AdamW
+  to every weight and moment; with `on_nan=stop` the run stops, with `skip` the step is dropped.
 - `FaultInjection`: makes a NaN batch, a SIGKILL or a signal happen at a given step
   (tests, and checking a cluster setup end to end).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -27,6 +31,43 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 log = logging.getLogger(__name__)
 
 ON_NAN_CHOICES = ("stop", "skip")
+
+
+class NonFiniteGradientError(RuntimeError):
+    """The gradient norm became NaN or inf (with a finite loss); the weights were not updated."""
+
+
+def gradient_norm(module: torch.nn.Module) -> torch.Tensor:
+    """L2 norm over all gradients of `module` (0 when none), as gradient clipping computes it."""
+    grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+
+
+def check_gradients(module: L.LightningModule, on_nan: str, batch_idx: int | None = None) -> bool:
+    """True when this optimizer step must be skipped (non-finite gradient norm on some rank, on_nan=skip).
+
+    Raises NonFiniteGradientError for on_nan=stop. Runs before clipping, so nothing was changed yet.
+    """
+    norm = gradient_norm(module)
+    local = bool(torch.isfinite(norm))
+    trainer = module._trainer
+    finite = local if trainer is None else not _any_rank(trainer, not local)  # all ranks agree
+    if finite:
+        return False
+    value = float(norm) if not torch.isfinite(norm) else "non-finite on another rank"
+    where = f"global step {module.global_step} (epoch {module.current_epoch})"
+    if on_nan == "skip":
+        module._nonfinite_skips = getattr(module, "_nonfinite_skips", 0) + 1
+        log.warning("gradient norm is %s at %s with a finite loss: skipping this optimizer step "
+                    "(fault.on_nan=skip); the weights were not updated", value, where)
+        return True
+    raise NonFiniteGradientError(
+        f"gradient norm is {value} at {where} with a finite loss; the weights were not updated in this step "
+        "and no checkpoint holds non-finite weights. Lower the learning rate or check the data, or use "
+        "fault.on_nan=skip to skip such steps"
+    )
 
 
 class Preempted(SIGTERMException):
@@ -66,6 +107,8 @@ class PreemptionCheckpoint(L.Callback):
         self.signals = [_signal_number(s) for s in signals]
         self._received: int | None = None
         self._previous: dict[int, object] = {}
+        self._loops_before_val: dict | None = None  # fit-loop state at the last training batch's end
+        self._saving_mid_validation = False
 
     def _record(self, signum: int, frame) -> None:
         log.warning("received %s: saving a checkpoint at the end of this batch", signal.Signals(signum).name)
@@ -93,10 +136,22 @@ class PreemptionCheckpoint(L.Callback):
         if isinstance(exception, SIGTERMException) and not isinstance(exception, Preempted):
             # Lightning stopped on SIGTERM outside a training batch (during validation or between
             # epochs): the weights are those of the last finished step, save them too.
-            trainer.save_checkpoint(self.path)
+            self._saving_mid_validation = trainer.validating and self._loops_before_val is not None
+            try:
+                trainer.save_checkpoint(self.path)
+            finally:
+                self._saving_mid_validation = False
             log.warning("SIGTERM received: saved %s at global step %d", self.path, trainer.global_step)
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
+        if self._saving_mid_validation:
+            checkpoint["loops"]["fit_loop"] = self._loops_before_val
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        # The loop state a checkpoint written now holds. Saved mid-validation, Lightning's own loop
+        # state resumes into the wrong epoch (it skipped one); with this one the resumed run redoes
+        # the validation and goes on exactly as an uninterrupted run (a small dict of counters).
+        self._loops_before_val = copy.deepcopy(trainer.fit_loop.state_dict())
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return  # mid-accumulation: partial gradients are not checkpointed, wait for the step
         local = self._received is not None or bool(trainer.received_sigterm)
@@ -119,20 +174,28 @@ class FaultInjection(L.Callback):
     nan_at_step: fill the batch's pixel values with NaN, so the loss of that step is NaN.
     kill_at_step: SIGKILL this process (no handler runs, nothing is flushed: a hard crash).
     signal_at_step: send `signal_name` to this process (e.g. SIGTERM, as SLURM does on preemption).
+    signal_at_val_batch: send `signal_name` at this batch of the first validation run inside fit.
+    nan_grad_at_step: after that step's backward, set one gradient element to NaN (the loss stays finite).
     rank: inject on this global rank only (a fault on one DDP process); None: on every rank.
     """
 
     def __init__(self, nan_at_step: int | None = None, kill_at_step: int | None = None,
-                 signal_at_step: int | None = None, signal_name: str = "SIGTERM", rank: int | None = None):
+                 signal_at_step: int | None = None, signal_name: str = "SIGTERM", rank: int | None = None,
+                 signal_at_val_batch: int | None = None, nan_grad_at_step: int | None = None):
         self.rank = rank  # only on this global rank (None: all)
         self.nan_at_step = nan_at_step
         self.kill_at_step = kill_at_step
         self.signal_at_step = signal_at_step
+        self.signal_at_val_batch = signal_at_val_batch
+        self.nan_grad_at_step = nan_grad_at_step
         self.signum = _signal_number(signal_name)
         self._signalled = False
 
+    def _mine(self, trainer: L.Trainer) -> bool:
+        return self.rank is None or trainer.global_rank == self.rank
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
-        if self.rank is not None and trainer.global_rank != self.rank:
+        if not self._mine(trainer):
             return
         step = trainer.global_step
         if self.kill_at_step is not None and step == self.kill_at_step:
@@ -142,3 +205,15 @@ class FaultInjection(L.Callback):
             os.kill(os.getpid(), self.signum)
         if self.nan_at_step is not None and step == self.nan_at_step:
             batch["pixel_values"].fill_(float("nan"))
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        if (self._mine(trainer) and not trainer.sanity_checking and trainer.state.fn == "fit"
+                and batch_idx == self.signal_at_val_batch and not self._signalled):
+            self._signalled = True
+            os.kill(os.getpid(), self.signum)
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module) -> None:
+        if self._mine(trainer) and trainer.global_step == self.nan_grad_at_step:
+            param = next(p for p in pl_module.parameters() if p.requires_grad and p.grad is not None)
+            param.grad.view(-1)[0] = float("nan")

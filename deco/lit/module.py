@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import get_cosine_schedule_with_warmup
 
-from deco.lit.fault import ON_NAN_CHOICES, loss_is_finite
+from deco.lit.fault import ON_NAN_CHOICES, check_gradients, loss_is_finite
 from deco.models.stages import apply_stage, parameter_groups, trainable_summary
 
 
@@ -79,6 +79,8 @@ class MLLMModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        if not self._skip_step:  # a finite loss can still give a NaN/inf gradient (deco.lit.fault)
+            self._skip_step = check_gradients(self, self.on_nan)
         if self._skip_step:  # no gradient -> AdamW leaves weights and moments untouched
             self._skip_step = False
             for p in self.parameters():

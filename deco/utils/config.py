@@ -89,8 +89,26 @@ def validate_projector(projector_cfg: Mapping, num_patches: int | None) -> None:
         )
 
 
+def check_keys_and_values(cfg: Mapping) -> None:
+    """Unknown keys (typos such as `+stage.lrr=1e-3`) and settings that cannot train as meant."""
+    from deco.utils.config_keys import unknown_keys, value_problems
+
+    for key, siblings in unknown_keys(cfg):
+        raise ConfigError(f"{key} is not a setting deco knows (a typo?); known keys there: {', '.join(siblings)}")
+    problems = value_problems(cfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def validate_train_config(cfg: Mapping) -> None:
     """All checks for `deco.train`; raises ConfigError on the first problem found."""
+    check_keys_and_values(cfg)
+    fault = cfg.get("fault") or {}
+    if fault.get("on_nan", "stop") not in ("stop", "skip"):
+        raise ConfigError(f"fault.on_nan={fault.get('on_nan')} is not supported; choose one of: stop, skip")
+    if cfg.get("resume") not in (None, False, "auto", "none", "null", "never"):
+        raise ConfigError(f"resume={cfg.get('resume')} is not supported; use resume=auto, resume=null or "
+                          "ckpt_path=<file>")
     model = cfg["model"]
     for part in ("vision", "llm", "tokenizer", "image_processor"):
         check_model_path(f"model.{part}.name_or_path", model[part].get("name_or_path"))

@@ -104,7 +104,7 @@ def test_nan_loss_skip_drops_the_batch_and_goes_on(tmp_path):
 
 
 def test_on_nan_rejects_unknown_policy(tmp_path):
-    with pytest.raises(ValueError, match="fault.on_nan=ignore is not supported; choose one of: stop, skip"):
+    with pytest.raises(SystemExit, match="fault.on_nan=ignore is not supported; choose one of: stop, skip"):
         train(compose_config("train", [*FAST, "fault.on_nan=ignore"], tmp_path))
 
 

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,17 +63,37 @@ class LoadedModel:
 # ---------------------------------------------------------------- safe tensor I/O
 
 
-def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """`torch.load(weights_only=True)`, turning a refusal into a message that says what happened."""
+def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
+    """`torch.load(weights_only=True)`, turning a refusal into a message that says what happened.
+
+    weights_only is passed explicitly, which torch honours whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
+    says (the opt-out only applies to calls that leave it unset). mmap: map the tensors instead of
+    reading them (a cheap check of a large checkpoint; needs torch's zip format, else a full read).
+    """
     path = Path(path)
     try:
+        if mmap and zipfile.is_zipfile(path):
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "Weights only load failed" not in str(err) and "Unsupported" not in str(err):
+            raise ValueError(f"{path}: not a readable checkpoint ({first})") from None
         raise UnsafeCheckpointError(
             f"refusing to load {path}: it is a pickle that needs arbitrary code to load (only tensors, "
             f"numbers, strings and containers are allowed with weights_only=True). Nothing in it was run. "
-            f"If you trust the file, convert it to safetensors yourself. Detail: {str(err).splitlines()[0]}"
+            f"If you trust the file, convert it to safetensors yourself. Detail: {_unsafe_detail(err)}"
         ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as err:  # truncated or not a torch file
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: not a readable checkpoint, truncated or corrupt? ({first})") from None
+
+
+def _unsafe_detail(err: Exception) -> str:
+    """The line of torch's refusal that names what the pickle wanted to call."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    return (named or lines or [type(err).__name__])[0].split(". Please")[0]
 
 
 def load_state_file(path: str | Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:
@@ -81,9 +102,13 @@ def load_state_file(path: str | Path, map_location: str = "cpu") -> dict[str, to
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
     if path.suffix in SAFETENSORS_SUFFIXES:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device=str(map_location))
+        try:
+            return load_file(str(path), device=str(map_location))
+        except (SafetensorError, OSError) as err:  # safetensors' own message names no file
+            raise ValueError(f"{path}: not a readable safetensors file, truncated or corrupt? ({err})") from None
     state = safe_torch_load(path, map_location)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
