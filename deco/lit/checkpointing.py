@@ -124,3 +124,39 @@ class StepSeed(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         torch.manual_seed(step_seed(self.seed, trainer.global_rank, trainer.current_epoch, batch_idx))
+
+
+def _zero_current(progress: dict) -> None:
+    """Zero every `current` counter below `progress` (what Lightning does when an epoch starts)."""
+    for key, value in progress.items():
+        if key == "current" and isinstance(value, dict):
+            progress[key] = {k: 0 for k in value}
+        elif isinstance(value, dict):
+            _zero_current(value)
+
+
+class EpochEndResume(L.Callback):
+    """Resume a checkpoint written after an epoch had finished at the start of the next epoch.
+
+    With `max_steps` set, Lightning treats such a resume as a restart inside the finished epoch, so
+    the next epoch starts with its batch counter already at the end and trains nothing (a run that
+    stopped at max_steps or was preempted between epochs then skips a whole epoch). This puts the
+    per-epoch counters where an uninterrupted run has them when the next epoch begins.
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
+        fit = (checkpoint.get("loops") or {}).get("fit_loop")
+        if not fit:
+            return
+        epoch = fit["epoch_progress"]["current"]
+        if not epoch["ready"] == epoch["started"] == epoch["processed"] == epoch["completed"] > 0:
+            return  # the epoch was unfinished: Lightning's restart logic applies
+        for key in ("epoch_loop.batch_progress", "epoch_loop.scheduler_progress",
+                    "epoch_loop.automatic_optimization.optim_progress"):
+            if key in fit:
+                _zero_current(fit[key])
+        if "epoch_loop.batch_progress" in fit:
+            fit["epoch_loop.batch_progress"]["is_last_batch"] = False
+        val = fit.get("epoch_loop.val_loop.batch_progress")
+        if val:
+            val["total"] = {k: 0 for k in val["total"]}

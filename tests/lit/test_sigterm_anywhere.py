@@ -1,0 +1,53 @@
+"""SIGTERM wherever it lands (a training step, validation, the epoch boundary), then `resume=auto`: bitwise equal.
+
+Each interrupted run is resumed in its own run dir and compared, tensor by tensor (weights, AdamW
+moments, LR schedule), with one uninterrupted run. 4 batches per epoch, 2 validation batches (or 1,
+so that a signal in it lands on the epoch boundary), LoRA dropout so the RNG matters.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import compose_config
+from deco.train import PREEMPTED_EXIT_CODE, train
+
+RUN = ["stage=finetune_lora", "query_num=16", "data.train.num_samples=16", "data.val.num_samples=8",
+       "data.batch_size=4", "data.num_workers=0", "data.max_length=128", "trainer.max_steps=6",
+       "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "logger=none",
+       "callbacks.last_checkpoint.every_n_train_steps=100"]
+INJECT = "+callbacks.inject._target_=deco.lit.fault.FaultInjection"
+WHERE = {
+    "training_step": ["data.eval_batch_size=4", "+callbacks.inject.signal_at_step=1"],
+    "validation": ["data.eval_batch_size=4", "+callbacks.inject.signal_at_val_batch=0"],
+    "epoch_boundary": ["data.eval_batch_size=8", "+callbacks.inject.signal_at_val_batch=0"],  # its last val batch
+}
+
+
+def _state(run_dir) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> dict:
+    run_dir = tmp_path_factory.mktemp("straight")
+    train(compose_config("train", [*RUN, "data.eval_batch_size=4"], run_dir))
+    return _state(run_dir)
+
+
+@pytest.mark.parametrize("where", list(WHERE))
+def test_sigterm_then_resume_is_bitwise_equal(tmp_path, straight, where):
+    with pytest.raises(SystemExit) as exit_info:
+        train(compose_config("train", [*RUN, INJECT, *WHERE[where]], tmp_path))
+    assert exit_info.value.code == PREEMPTED_EXIT_CODE
+    train(compose_config("train", [*RUN, WHERE[where][0]], tmp_path))  # resume=auto
+    resumed = _state(tmp_path)
+    assert resumed["global_step"] == straight["global_step"] == 6
+    unequal = [k for k in straight["state_dict"] if not torch.equal(resumed["state_dict"][k], straight["state_dict"][k])]
+    assert not unequal, f"{len(unequal)} of {len(straight['state_dict'])} tensors differ, e.g. {unequal[:3]}"
+    opt_a, opt_b = resumed["optimizer_states"][0]["state"], straight["optimizer_states"][0]["state"]
+    for key in opt_b:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt_a[key][name], opt_b[key][name]), (key, name)
+    assert resumed["lr_schedulers"] == straight["lr_schedulers"]
