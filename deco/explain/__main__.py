@@ -4,6 +4,7 @@
     python -m deco.explain -m ckpt=a.ckpt,b.ckpt method=rgae,rawattn,gradcam image=photo.jpg text="..."
     python -m deco.explain ckpt=... data=shapes num_samples=16 method=[rgae,rawattn]
     python -m deco.explain mode=score ckpt=[a.ckpt,b.ckpt,c.ckpt] score.num_samples=64
+    torchrun --nproc_per_node=4 -m deco.explain ckpt=... data=shapes num_samples=1000   (one shard per rank)
 
 `mode=export` writes, per checkpoint, method and input, `R_t2i-/R_t2q-/R_q2i-{method}-{text}-{projector}.png`
 and `relevance-...pt` into the run dir (dataset mode: one set per sample, names prefixed with the sample
@@ -26,6 +27,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from deco.explain.distributed import Shard, from_environment, local_device
 from deco.explain.methods import METHODS
 from deco.relevance.vit import VISION_RELEVANCE
 from deco.utils.config import looks_like_path
@@ -87,8 +89,8 @@ def _template(cfg: DictConfig, loaded) -> str:
     return cfg.template or (loaded.config.get("stage") or {}).get("template") or "vicuna_v1"
 
 
-def _dataset_inputs(cfg: DictConfig, loaded, template: str):
-    """(name slug prefix, ExplainInput) for the first num_samples items of data.<split>."""
+def _dataset_inputs(cfg: DictConfig, loaded, template: str, keep=None):
+    """(name slug prefix, ExplainInput) for the first num_samples items of data.<split> (`keep(i)`: this rank's)."""
     from deco.explain.inputs import input_from_item
 
     data = cfg.data
@@ -99,15 +101,18 @@ def _dataset_inputs(cfg: DictConfig, loaded, template: str):
                       max_length=data.get("max_length", 256), image_aspect=data.get("image_aspect", cfg.image_aspect))
     total = len(dataset) if cfg.num_samples is None else min(int(cfg.num_samples), len(dataset))
     for i in range(total):
+        if keep is not None and not keep(i):
+            continue
         item = dataset[i]
         yield i, input_from_item(item, loaded.tokenizer, loaded.image_processor)
 
 
 def export(cfg: DictConfig, loaded, out_dir: Path, tag: str | None = None, ckpt: str | None = None,
-           compare: dict | None = None) -> list[dict]:
+           compare: dict | None = None, shard: Shard | None = None) -> list[dict]:
     """Export mode for one loaded checkpoint; returns one record per written input. `tag`: the name in the
     files (default: the projector tag); `compare`: collects (tag, input, relevance) per method for the
-    comparison figure (single-image mode)."""
+    comparison figure (single-image mode); `shard`: this rank's share (dataset: its samples; one image: rank 0)."""
+    shard = shard or Shard()
     from deco.explain.export import export_relevance, slugify
     from deco.explain.inputs import build_input
     from deco.explain.methods import explain_all
@@ -117,11 +122,13 @@ def export(cfg: DictConfig, loaded, out_dir: Path, tag: str | None = None, ckpt:
     tag = tag or loaded.projector_tag
     kw = dict(tensor_format=cfg.tensor_format, images=bool(cfg.images), max_queries=int(cfg.max_queries))
     records = []
-    if cfg.get("data") is None:
+    if cfg.get("data") is None and not shard.is_main:
+        inputs = []
+    elif cfg.get("data") is None:
         inputs = [(None, build_input(loaded.tokenizer, loaded.image_processor, str(Path(cfg.image).expanduser()),
                                      str(cfg.text), cfg.question, template, cfg.image_aspect))]
     else:
-        inputs = _dataset_inputs(cfg, loaded, template)
+        inputs = _dataset_inputs(cfg, loaded, template, keep=shard.mine)
         wrap = _progress(cfg, f"explain {tag}")
         inputs = wrap(list(inputs)) if wrap else inputs
     for index, inp in inputs:
@@ -160,7 +167,7 @@ def write_comparisons(compare: dict, out_dir: Path, cfg: DictConfig) -> list[Pat
     return written
 
 
-def score(cfg: DictConfig, loaded) -> list[dict]:
+def score(cfg: DictConfig, loaded, shard: Shard | None = None) -> list[dict]:
     from deco.explain.score import score_model, shapes_probes
 
     seed = int(cfg.score.seed)
@@ -171,6 +178,7 @@ def score(cfg: DictConfig, loaded) -> list[dict]:
         seed = int(split.seed)
     probes = shapes_probes(loaded.tokenizer, loaded.image_processor, seed, int(cfg.score.num_samples),
                            _template(cfg, loaded), tasks=list(cfg.score.tasks))
+    probes = [p for k, p in enumerate(probes) if (shard or Shard()).mine(k)]
     tag = loaded.projector_tag
     return score_model(loaded.model, loaded.tokenizer, probes, _as_list(cfg.score.methods), tag,
                        perturbation=bool(cfg.score.perturbation), progress=_progress(cfg, f"score {tag}"))
@@ -188,20 +196,37 @@ def _csv_text(rows: list[dict]) -> str:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Run one explain job; returns {"records": [...]} (export) or {"summary": [...], "table": str} (score)."""
+    """Run one explain job; returns {"records": [...]} (export) or {"summary": [...], "table": str} (score).
+
+    Under torchrun each rank explains its shard and rank 0 writes the merged index / tables (see
+    deco.explain.distributed); the other ranks return {"records": [], "rank": r}.
+    """
+    _validate(cfg)
+    shard = from_environment()  # torchrun: this rank's share; else rank 0 of 1
+    try:
+        return _run(cfg, shard)
+    finally:
+        shard.close()
+
+
+def _keyed(ckpt_index: int, items: list[dict]) -> list[tuple]:
+    """(single-process position, item): checkpoint, sample index, order within the sample."""
+    return [((ckpt_index, -1 if r["index"] is None else r["index"], j), r) for j, r in enumerate(items)]
+
+
+def _run(cfg: DictConfig, shard: Shard) -> dict:
     from deco.explain.export import unique_tag
     from deco.explain.score import comparison_table, summarize
     from deco.models.loading import load_model
 
-    _validate(cfg)
-    device = _device(str(cfg.device))
-    out_dir = Path(cfg.output_dir)
+    device = local_device(str(_device(str(cfg.device))))
+    out_dir = Path(shard.broadcast(str(cfg.output_dir)))  # Hydra names run dirs by their start second
     out_dir.mkdir(parents=True, exist_ok=True)
     records, rows, compare = [], [], {}
     requested_aspect = cfg.image_aspect
     ckpts = _as_list(cfg.ckpt)
     used_tags: set[str] = set()
-    for ckpt in ckpts:
+    for ckpt_index, ckpt in enumerate(ckpts):
         options = cfg.get("model") or {}
         loaded = load_model(ckpt, base=options.get("base"), vision_tower=options.get("vision_tower"),
                             merge_lora=bool(options.get("merge_lora", True)))
@@ -213,9 +238,13 @@ def run(cfg: DictConfig) -> dict:
         # null: preprocess images as this checkpoint was trained
         cfg.image_aspect = requested_aspect or loaded.config.get("image_aspect", "pad")
         if cfg.mode == "export":
-            records += export(cfg, loaded, out_dir, tag=tag, ckpt=ckpt, compare=compare)
+            records += _keyed(ckpt_index, export(cfg, loaded, out_dir, tag=tag, ckpt=ckpt, compare=compare,
+                                                 shard=shard))
         else:
-            rows += score(cfg, loaded)  # rows of one projector pool over its checkpoints (seeds)
+            rows += _keyed(ckpt_index, score(cfg, loaded, shard))  # a projector's rows pool over its checkpoints
+    records, rows = shard.gather(records), shard.gather(rows)  # rank 0: everything, in single-process order
+    if not shard.is_main:
+        return {"records": [], "rank": shard.rank}
     if cfg.mode == "export":
         atomic_write_text(out_dir / "index.jsonl", "".join(json.dumps(r) + "\n" for r in records))
         return {"records": records, "comparisons": write_comparisons(compare, out_dir, cfg)}
