@@ -22,22 +22,24 @@ STRUCTURAL = ("cabstractor", "pixelshuffle", "ldp", "ldpv2")
 _MODELS: dict[str, tuple] = {}
 
 
-def tiny(projector: str, query_num: int = 16):
+def tiny(projector: str, query_num: int = 16, *overrides: str):
     """(model, tokenizer, processor, projector config) of the tiny default with `projector`, seed 0."""
-    if projector not in _MODELS:
+    key = " ".join([projector, *overrides])
+    if key not in _MODELS:
         from deco.data.image import load_image_processor
         from deco.data.tokenizer import load_tokenizer
         from deco.models.build import build_mllm
 
-        cfg = compose_config("train", [f"projector={projector}", f"query_num={query_num}"], Path(tempfile.mkdtemp()))
+        cfg = compose_config("train", [f"projector={projector}", f"query_num={query_num}", *overrides],
+                             Path(tempfile.mkdtemp()))
         validate_train_config(cfg)
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
         projector_cfg = OmegaConf.to_container(cfg.projector, resolve=True)
         tokenizer = load_tokenizer(**model_cfg["tokenizer"])
         torch.manual_seed(0)
         model = build_mllm(model_cfg, dict(projector_cfg), tokenizer)
-        _MODELS[projector] = (model, tokenizer, load_image_processor(**model_cfg["image_processor"]), projector_cfg)
-    return _MODELS[projector]
+        _MODELS[key] = (model, tokenizer, load_image_processor(**model_cfg["image_processor"]), projector_cfg)
+    return _MODELS[key]
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -117,6 +119,17 @@ def test_explain_writes_the_three_maps(projector, tmp_path):
         block = torch.zeros(24, 24)
         block[:6, :6] = 1 / 36
         torch.testing.assert_close(results["rgae"].r_q2i[0].reshape(24, 24), block)
+
+
+def test_jacobian_relevance_sees_what_the_receptive_field_leaves_out():
+    """C-Abstractor's SE gates read a global mean: its gradient map reaches patches outside the fixed field."""
+    model, tokenizer, processor, _ = tiny("cabstractor", 16, "projector.relevance=jacobian", "projector.layer_num=1")
+    inp = build_input(tokenizer, processor, render_scene(1000, 3).image, "A pot of green plants")
+    r_q2i = explain_all(model.eval(), inp, ["rgae"], tokenizer)["rgae"].r_q2i
+    field = model.projector.receptive_field()
+    torch.testing.assert_close(r_q2i.sum(1), torch.ones(16))
+    assert float(r_q2i[field == 0].sum()) > 0  # mass outside the receptive field
+    assert float(r_q2i[field > 0].sum()) > float(r_q2i[field == 0].sum())  # most of it inside
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from torch import nn
 from deco.models.projectors.base import register_projector
 from deco.models.projectors.compressor import (
     ACTIVATIONS,
-    CompressorProjector,
+    ReceptiveFieldProjector,
     check_positive,
     conv3x3_matrix,
     normalize_rows,
@@ -32,17 +32,8 @@ from deco.models.projectors.compressor import (
 from deco.models.projectors.conv_layers import RegStage
 from deco.models.projectors.pooling import adaptive_pool_matrix
 
-RELEVANCES = ("receptive_field", "jacobian")
-
-
-def check_relevance(value: str) -> str:
-    if value not in RELEVANCES:
-        raise ValueError(f"relevance='{value}' is unknown; choose one of: {', '.join(RELEVANCES)}")
-    return value
-
-
 @register_projector("cabstractor")
-class CAbstractorProjector(CompressorProjector):
+class CAbstractorProjector(ReceptiveFieldProjector):
     """ResNet blocks, adaptive average pool to sqrt(q) x sqrt(q), ResNet blocks, MLP."""
 
     config_name = "cabstractor"
@@ -52,9 +43,9 @@ class CAbstractorProjector(CompressorProjector):
                  mlp_depth: int = 2, hidden_size: int | None = None, prenorm: bool = False, pos_emb: bool = True,
                  mlp_act: str = "silu", relevance: str = "receptive_field"):
         check_positive("layer_num", layer_num, minimum=0)
-        super().__init__(in_dim, out_dim, num_patches, query_num, prenorm=prenorm, pos_emb=pos_emb)
+        super().__init__(in_dim, out_dim, num_patches, query_num, prenorm=prenorm, pos_emb=pos_emb,
+                         relevance=relevance)
         self.layer_num = self.depth = layer_num
-        self.relevance = check_relevance(relevance)
         hidden = in_dim if hidden_size is None else check_positive("hidden_size", hidden_size)
         sampler = nn.AdaptiveAvgPool2d((self.side, self.side))
         if layer_num == 0:
@@ -82,11 +73,3 @@ class CAbstractorProjector(CompressorProjector):
             after = torch.eye(self.query_num) + conv3x3_matrix(self.side)
             mat = torch.linalg.matrix_power(after, self.depth) @ mat @ torch.linalg.matrix_power(before, self.depth)
         return normalize_rows(mat)
-
-    def query_to_patch_relevance(self, patch_feats: torch.Tensor | None = None, **_) -> torch.Tensor:
-        """R_q2i: `receptive_field()` (q n), or with relevance='jacobian' the gradient map of `patch_feats` (b q n)."""
-        if self.relevance == "receptive_field":
-            return self.receptive_field()
-        if patch_feats is None:
-            raise ValueError("relevance='jacobian' depends on the features: pass patch_feats (b n d)")
-        return self.jacobian_relevance(patch_feats)

@@ -22,6 +22,7 @@ from torch import nn
 from deco.models.projectors.base import Projector
 
 QUERY_RULES = ("square", "divisor", "any")
+RELEVANCES = ("receptive_field", "jacobian")
 ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU}
 
 
@@ -173,3 +174,29 @@ class CompressorProjector(Projector):
                 (grad,) = torch.autograd.grad(y[:, q].sum(), x, retain_graph=q + 1 < y.shape[1])
                 rows.append(grad.float().abs().sum(-1))  # b n
         return normalize_rows(torch.stack(rows, dim=1))
+
+
+class ReceptiveFieldProjector(CompressorProjector):
+    """A convolutional / pooling projector whose R_q2i is its receptive field or, on request, its Jacobian map.
+
+    `relevance`: "receptive_field" (the subclass's `receptive_field()`, q n, fixed) or "jacobian"
+    (`jacobian_relevance` of the features, b q n).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, prenorm: bool = False,
+                 pos_emb: bool = False, relevance: str = "receptive_field"):
+        if relevance not in RELEVANCES:
+            raise ValueError(f"relevance='{relevance}' is unknown; choose one of: {', '.join(RELEVANCES)}")
+        super().__init__(in_dim, out_dim, num_patches, query_num, prenorm=prenorm, pos_emb=pos_emb)
+        self.relevance = relevance
+
+    def receptive_field(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def query_to_patch_relevance(self, patch_feats: torch.Tensor | None = None, **_) -> torch.Tensor:
+        """R_q2i: `receptive_field()` (q n), or with relevance='jacobian' the gradient map of `patch_feats` (b q n)."""
+        if self.relevance == "receptive_field":
+            return self.receptive_field()
+        if patch_feats is None:
+            raise ValueError("relevance='jacobian' depends on the features: pass patch_feats (b n d)")
+        return self.jacobian_relevance(patch_feats)

@@ -26,9 +26,8 @@ from einops import rearrange
 from torch import nn
 
 from deco.models.projectors.base import register_projector
-from deco.models.projectors.cabstractor import check_relevance
 from deco.models.projectors.compressor import (
-    CompressorProjector,
+    ReceptiveFieldProjector,
     build_mlp,
     check_positive,
     conv3x3_matrix,
@@ -45,35 +44,21 @@ def half_grid_query_num(num_patches: int) -> int:
     return (side // 2) ** 2 if side and side % 2 == 0 else -1  # -1: let the query rule explain
 
 
-class _LDPBase(CompressorProjector):
+class _LDPBase(ReceptiveFieldProjector):
     def __init__(self, in_dim, out_dim, num_patches, query_num, layer_num, prenorm, pos_emb, relevance):
         check_positive("layer_num", layer_num)
         if query_num is None:
             query_num = half_grid_query_num(num_patches)
-        super().__init__(in_dim, out_dim, num_patches, query_num, prenorm=prenorm, pos_emb=pos_emb)
+        super().__init__(in_dim, out_dim, num_patches, query_num, prenorm=prenorm, pos_emb=pos_emb,
+                         relevance=relevance)
         self.layer_num = layer_num
-        self.relevance = check_relevance(relevance)
 
     def spatial(self, x: torch.Tensor) -> torch.Tensor:  # b d g g -> b d s s
         raise NotImplementedError
 
-    def mlp_first(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
     def mix(self, x: torch.Tensor) -> torch.Tensor:  # b n d_in -> b q d_out
-        x = rearrange(self.mlp_first(x), "b (h w) d -> b d h w", h=self.grid, w=self.grid)
+        x = rearrange(self.mlp(x), "b (h w) d -> b d h w", h=self.grid, w=self.grid)
         return rearrange(self.spatial(x), "b d h w -> b (h w) d")
-
-    def receptive_field(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    def query_to_patch_relevance(self, patch_feats: torch.Tensor | None = None, **_) -> torch.Tensor:
-        """R_q2i: `receptive_field()` (q n), or with relevance='jacobian' the gradient map of `patch_feats` (b q n)."""
-        if self.relevance == "receptive_field":
-            return self.receptive_field()
-        if patch_feats is None:
-            raise ValueError("relevance='jacobian' depends on the features: pass patch_feats (b n d)")
-        return self.jacobian_relevance(patch_feats)
 
 
 @register_projector("ldp")
@@ -89,9 +74,6 @@ class LDPProjector(_LDPBase):
         self.stride = self.grid // self.side
         self.mlp = nn.Sequential(nn.Identity(), *build_mlp(layer_num, in_dim, out_dim))
         self.mb_block = nn.Sequential(nn.Identity(), InvertedResidual(out_dim, 1), InvertedResidual(out_dim, self.stride))
-
-    def mlp_first(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x)
 
     def spatial(self, x: torch.Tensor) -> torch.Tensor:
         return self.mb_block(x)
@@ -137,9 +119,6 @@ class LDPv2Projector(_LDPBase):
         self.mlp = _FeatureIR(layer_num, in_dim, out_dim)
         self.dwn = nn.AdaptiveAvgPool2d((self.side, self.side))
         self.peg = _PEG(out_dim)
-
-    def mlp_first(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x)
 
     def spatial(self, x: torch.Tensor) -> torch.Tensor:
         return self.peg(self.dwn(x))
