@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full bench clean
+.PHONY: help install train zoo test test-full bench clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ install: $(VENV)/.installed ## Create .venv and install deco (torch 2.13 CPU fir
 
 train: install ## Train the embedded tiny model on the shapes world (extra overrides: make train ARGS="projector=qformer")
 	$(PY) -m deco.train $(ARGS)
+
+zoo: install ## Regenerate the pretrained tiny zoo in deco/zoo/tiny/ on CPU (~1 h on 2 cores; ARGS="smoke=true" for a check)
+	$(PY) -m deco.zoo $(ARGS)
 
 test: install ## Run the default test suite (not slow)
 	$(PY) -m pytest -m "not slow" -q $(ARGS)

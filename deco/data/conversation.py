@@ -33,6 +33,7 @@ class Template:
     roles: tuple[str, str]  # (human role, assistant role)
     sep: str
     sep2: str | None
+    image_first: bool = True  # "<image>\n{question}" (LLaVA) or "{question}\n<image>" (question first)
 
 
 TEMPLATES: dict[str, Template] = {
@@ -48,6 +49,10 @@ TEMPLATES: dict[str, Template] = {
         sep2="</s>",
     ),
 }
+# The question before the image: visual tokens then attend to the question (causal attention), which a small
+# LLM needs to bind colour with shape (../experiments/zoo/README.md measures it); the embedded zoo uses it.
+TEMPLATES["vicuna_v1_qfirst"] = Template(**{**TEMPLATES["vicuna_v1"].__dict__, "name": "vicuna_v1_qfirst",
+                                            "image_first": False})
 
 
 def get_template(name: str) -> Template:
@@ -144,9 +149,8 @@ def tokenize_conversation(
             question, has_image = _move_image_first(turns[k]["value"])
             answer = turns[k + 1]["value"]
             if has_image:
-                add(_encode(prefix + f"{user}: ", tokenizer), False)
-                add([image_id], False)
-                add(_encode(f"\n{question}{tpl.sep}{assistant}:", tokenizer), False)
+                for segment in _image_prompt_segments(tpl, prefix, question):
+                    add(_encode(segment, tokenizer) if segment is not None else [image_id], False)
             else:
                 add(_encode(prefix + f"{user}: {question}{tpl.sep}{assistant}:", tokenizer), False)
             # The space after "ASSISTANT:" belongs to the answer's first token (" Red" / "▁Red").
@@ -158,15 +162,24 @@ def tokenize_conversation(
     return {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long)}
 
 
+def _image_prompt_segments(tpl: Template, prefix: str, question: str) -> list[str | None]:
+    """The user turn with an image as text segments, None standing for the `<image>` placeholder."""
+    user, assistant = tpl.roles
+    if tpl.image_first:
+        return [prefix + f"{user}: ", None, f"\n{question}{tpl.sep}{assistant}:"]
+    return [prefix + f"{user}: {question}\n", None, f"{tpl.sep}{assistant}:"]
+
+
 def build_prompt(question: str, template: str = "vicuna_v1", with_image: bool = True) -> str:
     """The generation prompt as a string (vicuna_v1 ends with "ASSISTANT:", no trailing space)."""
     tpl = get_template(template)
     question = question.replace(IMAGE_TOKEN, "").strip()
     if tpl.name == "plain":
         return IMAGE_TOKEN if with_image else ""
-    image = f"{IMAGE_TOKEN}\n" if with_image else ""
     user, assistant = tpl.roles
-    return f"{tpl.system}{tpl.sep}{user}: {image}{question}{tpl.sep}{assistant}:"
+    if with_image:
+        return "".join(IMAGE_TOKEN if seg is None else seg for seg in _image_prompt_segments(tpl, tpl.system + tpl.sep, question))
+    return f"{tpl.system}{tpl.sep}{user}: {question}{tpl.sep}{assistant}:"
 
 
 def tokenize_prompt(question: str, tokenizer, template: str = "vicuna_v1", with_image: bool = True) -> torch.Tensor:
@@ -181,9 +194,8 @@ def tokenize_prompt(question: str, tokenizer, template: str = "vicuna_v1", with_
     user, assistant = tpl.roles
     prefix = tpl.system + tpl.sep
     if with_image:
-        ids += _encode(prefix + f"{user}: ", tokenizer)
-        ids.append(_image_token_id(tokenizer))
-        ids += _encode(f"\n{question}{tpl.sep}{assistant}:", tokenizer)
+        for segment in _image_prompt_segments(tpl, prefix, question):
+            ids += _encode(segment, tokenizer) if segment is not None else [_image_token_id(tokenizer)]
     else:
         ids += _encode(prefix + f"{user}: {question}{tpl.sep}{assistant}:", tokenizer)
     return torch.tensor(ids, dtype=torch.long)

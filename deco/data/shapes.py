@@ -92,9 +92,10 @@ def _place(rng: random.Random, side: int, taken: list[tuple[int, int, int, int]]
     return None
 
 
-def _draw(draw: ImageDraw.ImageDraw, obj: ShapeObject) -> None:
+def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill=None) -> None:
+    """Draw `obj` in its colour (or `fill`, e.g. a class id on a label mask)."""
     x1, y1, x2, y2 = obj.box
-    fill = COLOURS[obj.colour]
+    fill = COLOURS[obj.colour] if fill is None else fill
     # PIL coordinates are inclusive: the last pixel is x2 - 1.
     if obj.shape == "square":
         draw.rectangle((x1, y1, x2 - 1, y2 - 1), fill=fill)
@@ -120,7 +121,7 @@ def render_scene(seed: int, index: int, image_size: int = 336) -> Scene:
     image = Image.new("RGB", (image_size, image_size), background)
     draw = ImageDraw.Draw(image)
     for obj in objects:
-        _draw(draw, obj)
+        draw_object(draw, obj)
     return Scene(image=image, objects=objects)
 
 

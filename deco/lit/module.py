@@ -18,6 +18,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import get_cosine_schedule_with_warmup
 
 from deco.lit.fault import ON_NAN_CHOICES, check_gradients, loss_is_finite
+from deco.models.loss import REDUCTIONS, next_token_loss
+from deco.models.mllm import position_ids_from_mask
 from deco.models.stages import apply_stage, parameter_groups, trainable_summary
 
 
@@ -34,12 +36,20 @@ class MLLMModule(L.LightningModule):
         self.model = model
         self.stage = dict(stage)
         self.on_nan = on_nan
+        self.loss_reduction = str(self.stage.get("loss_reduction") or "token")
+        if self.loss_reduction not in REDUCTIONS:
+            raise ValueError(f"stage.loss_reduction={self.loss_reduction} is unknown; choose one of: {', '.join(REDUCTIONS)}")
         self._skip_step = False  # a micro-batch of this optimizer step had a non-finite loss
         apply_stage(self.model, self.stage)
         # What `deco` needs to rebuild this model from the checkpoint alone (model/projector configs).
         self.save_hyperparameters({"stage": self.stage, "build": dict(build_config or {})})
 
     def forward(self, batch: Mapping) -> torch.Tensor:
+        if self.loss_reduction == "sample":  # each sample's answer counts once, however long it is
+            embeds, mask, labels, _ = self.model.prepare_inputs_embeds(
+                batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["labels"])
+            out = self.model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask))
+            return next_token_loss(out.logits, labels, "sample", self.model.ignore_index)
         out = self.model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],

@@ -16,6 +16,7 @@ from deco.models.llm import build_llm
 from deco.models.mllm import MLLM
 from deco.models.projectors import build_projector
 from deco.models.vision import VisionTower
+from deco.zoo import resolve
 
 IMAGE_TOKEN = "<image>"
 VISION_KEYS = ("name_or_path", "config", "select_layer", "select_feature", "attn_implementation")
@@ -35,6 +36,8 @@ def _section(cfg: dict[str, Any], key: str, allowed: tuple[str, ...]) -> dict[st
     if key not in cfg or cfg[key] is None:
         raise ValueError(f"model config needs a '{key}' section with keys among: {', '.join(allowed)}")
     section = dict(cfg[key])
+    if "name_or_path" in section:  # `zoo:tiny/llm` -> the shipped directory
+        section["name_or_path"] = resolve(section["name_or_path"])
     unknown = sorted(set(section) - set(allowed))
     if unknown:
         raise ValueError(f"model.{key} has unknown keys {unknown}; allowed: {', '.join(allowed)}")

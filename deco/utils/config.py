@@ -13,6 +13,8 @@ import os
 import re
 from collections.abc import Mapping
 
+from deco.zoo import resolve
+
 POOLING_PROJECTORS = ("avgpool", "maxpool")
 POOLING_OPERATORS = ("avg", "max")
 
@@ -29,6 +31,7 @@ def looks_like_path(name: str) -> bool:
 def check_model_path(key: str, name_or_path: str | None) -> None:
     if name_or_path is None:
         return
+    name_or_path = resolve(name_or_path)  # a zoo name must exist in the package
     expanded = os.path.expanduser(str(name_or_path))
     if looks_like_path(str(name_or_path)) and not os.path.exists(expanded):
         raise ConfigError(f"{key}={name_or_path}: no such file or directory")
@@ -39,7 +42,7 @@ def vision_patch_count(vision_cfg: Mapping) -> int | None:
     config = vision_cfg.get("config")
     if config:
         return (int(config["image_size"]) // int(config["patch_size"])) ** 2
-    name = str(vision_cfg.get("name_or_path") or "")
+    name = str(resolve(vision_cfg.get("name_or_path")) or "")
     config_file = os.path.join(os.path.expanduser(name), "config.json")
     if os.path.isfile(config_file):
         with open(config_file) as f:

@@ -126,7 +126,7 @@ def test_good_samples_train_and_the_run_reports_skips(corpus, train_config, tmp_
         "data=llava_json", f"data.json_path={corpus}", "data.val_size=2", "data.num_workers=0",
         "data.train.num_samples=null",
         f"data.max_length={MAX_LENGTH}", "query_num=16",
-        "model.vision.config.image_size=56", "model.image_processor.image_size=56",  # 4 x 4 patches: fast
+        "model=tiny_scratch", "model.vision.config.image_size=56", "model.image_processor.image_size=56",  # 4 x 4 patches: fast
         "++callbacks.data_report._target_=deco.lit.data_report.DataReport",
         f"++callbacks.data_report.path={tmp_path / 'data_skips.json'}",
     )

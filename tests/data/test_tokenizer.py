@@ -8,17 +8,21 @@ import pytest
 
 from deco.data import tokenizer as tk
 from deco.data.shapes import corpus_texts, format_box
+from deco.zoo import tokenizer as zoo_tk
 
 TEXTS = ["A small red circle and a large blue square.", "What colour is the triangle?", "[0.12, 0.34, 0.56, 0.78]"]
 
 
 def _vocab_json(vocab_size=512):
-    tk._tiny_tokenizer_json.cache_clear()  # retrain, not a cached copy
-    return json.loads(tk._tiny_tokenizer_json(vocab_size))["model"]
+    return json.loads(zoo_tk._tiny_tokenizer_json(vocab_size))["model"]
 
 
-def test_two_builds_same_vocab_and_ids():
+def test_two_trainings_same_vocab_and_ids_as_the_shipped_tokenizer():
     assert _vocab_json() == _vocab_json()
+    trained, shipped = zoo_tk.train_tiny_tokenizer(), tk.build_tiny_tokenizer()
+    assert trained.get_vocab() == shipped.get_vocab()
+    for t in TEXTS + list(corpus_texts()):
+        assert trained.encode(t) == shipped.encode(t)
     a, b = tk.build_tiny_tokenizer(), tk.build_tiny_tokenizer()
     assert a is not b
     for t in TEXTS:
@@ -55,9 +59,11 @@ def test_special_tokens():
     assert len(tok) == 512
 
 
-def test_too_small_vocab():
+def test_too_small_vocab_and_other_sizes_than_the_shipped_one():
     with pytest.raises(ValueError, match="vocab_size"):
-        tk.build_tiny_tokenizer(vocab_size=100)
+        zoo_tk.train_tiny_tokenizer(vocab_size=100)
+    with pytest.raises(ValueError, match="train_tiny_tokenizer"):
+        tk.build_tiny_tokenizer(vocab_size=600)
 
 
 def test_load_tokenizer_none_and_missing_dir(tmp_path):

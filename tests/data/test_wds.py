@@ -205,7 +205,7 @@ def test_lightning_resume_continues_the_interrupted_epoch(train_config, tmp_path
 
     monkeypatch.setattr(WdsLoader, "__iter__", recording_iter)
     common = ["data=wds", f"data.path={tmp_path / 'wds'}", "data.num_workers=2", "data.batch_size=2",
-              "data.train.num_samples=null", "query_num=16", "model.vision.config.image_size=56",
+              "data.train.num_samples=null", "query_num=16", "model=tiny_scratch", "model.vision.config.image_size=56",
               "model.image_processor.image_size=56"]
     # Reference: the training loader's first epoch, read outside Lightning (seed 42 = train.yaml's seed).
     ref_ds = WdsDataset(str(tmp_path / "wds"), split="train", val_shards=1, seed=42, tokenizer=build_tiny_tokenizer(),

@@ -1,0 +1,76 @@
+"""Pretrain the zoo's LLM on symbolic scenes: LLaVA's tasks over label grids instead of pixels.
+
+The LLM (with the `SymbolicScene` embedder in place of tower + projector) learns the answer formats,
+colour-shape binding, negatives and box coordinates from exact scene grids; `deco.train` later teaches a
+projector to speak the same language from pixels. Plain PyTorch (no Lightning): a one-off job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+
+import torch
+from transformers import get_cosine_schedule_with_warmup
+
+from deco.models.loss import next_token_loss
+from deco.zoo.progress import progress
+from deco.zoo.scenes import SymbolicScenes, collate
+from deco.zoo.symbolic import SymbolicScene, coverage_grid, label_mask
+
+log = logging.getLogger(__name__)
+
+
+def symbolic_tokens(symbolic: SymbolicScene, grid: int):
+    """scenes -> (b, grid*grid, d) embeddings of their exact label grids."""
+    def encode(scenes: list) -> torch.Tensor:
+        cov = torch.stack([torch.from_numpy(coverage_grid(label_mask(s), grid)) for s in scenes])
+        return symbolic(cov)
+    return encode
+
+
+def train_llm(model, tokenizer, cfg: Mapping, evaluate=None) -> tuple[SymbolicScene, list[dict]]:
+    """Train `model.llm` (an MLLM's) and a SymbolicScene embedder; returns the embedder and the eval curve.
+
+    cfg keys: steps, batch_size, lr, warmup_ratio, seed, tasks, grids, grid_weights, plain_fraction, template,
+    max_length, eval_every, eval_grid, num_workers. `evaluate(step, symbolic) -> dict` is called every
+    eval_every steps and at the end.
+    """
+    torch.manual_seed(int(cfg["seed"]))
+    llm = model.llm
+    symbolic = SymbolicScene(llm.get_input_embeddings().embedding_dim)
+    steps, bs = int(cfg["steps"]), int(cfg["batch_size"])
+    data = SymbolicScenes(steps * bs, int(cfg["seed"]), tokenizer, cfg["tasks"], cfg["grids"], bs,
+                          cfg["template"], float(cfg["plain_fraction"]), int(cfg["max_length"]),
+                          cfg.get("grid_weights"))
+    loader = torch.utils.data.DataLoader(data, batch_size=bs, shuffle=False, num_workers=int(cfg["num_workers"]),
+                                         collate_fn=lambda s: collate(s, tokenizer.pad_token_id))
+    params = list(llm.parameters()) + list(symbolic.parameters())
+    opt = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=0.0)
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(steps * float(cfg["warmup_ratio"])), steps)
+    curve: list[dict] = []
+    llm.train()
+    bar = progress(total=steps, desc="zoo llm")
+    for step, batch in enumerate(loader, start=1):
+        embeds, mask, labels, _ = model.prepare_inputs_embeds(
+            batch["input_ids"], batch["attention_mask"], labels=batch["labels"], image_tokens=symbolic(batch["coverage"]))
+        from deco.models.mllm import position_ids_from_mask
+
+        logits = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+        loss = next_token_loss(logits, labels, reduction="sample")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"zoo LLM pretraining: loss is {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        bar.update(1, loss=loss.item())
+        if evaluate is not None and (step % int(cfg["eval_every"]) == 0 or step == steps):
+            scores = evaluate(step, symbolic)
+            curve.append({"step": step, "loss": float(loss), **scores})
+            log.info("zoo llm step %d: loss %.4f %s", step, float(loss), scores)
+            llm.train()
+    bar.close()
+    return symbolic, curve
