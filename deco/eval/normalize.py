@@ -1,12 +1,18 @@
 """Answer normalisation as the official scorers do it, so that "Two", "2" and "two." all count as the same answer.
 
-`normalize_vqa` follows the VQA evaluation code (vqaEval.py, also the m4c `EvalAIAnswerProcessor`
-that LLaVA uses for VQAv2 / VizWiz / TextVQA): lower-case, punctuation removed (or turned into a
-space), a period removed unless a digit follows it, number words one..ten mapped to digits, the
-articles a / an / the dropped, and apostrophe-less contractions ("dont") restored ("don't").
-`normalize_gqa` is LLaVA's convert_gqa_for_eval rule (strip, drop trailing periods, lower-case).
-`normalize_text` is the light normalisation used by the caption metrics (lower-case, punctuation
-off, whitespace collapsed).
+Two reference processors, transcribed rule for rule:
+
+* vqaEval.py (GT-Vision-Lab, the VQAv2 / VizWiz servers): `process_punctuation` then
+  `process_digit_article` — punctuation removed (or turned into a space), a period removed unless a
+  digit follows it, number words zero..ten mapped to digits, articles a / an / the dropped,
+  apostrophe-less contractions ("dont") restored ("don't"). `normalize_vqa` is the two in a row.
+* m4c's `EvalAIAnswerProcessor` (LLaVA's m4c_evaluator.py, used for TextVQA and to clean VQAv2 /
+  VizWiz predictions before submission): `m4c_answer` = its `word_tokenize` (lower-case, "," and "?"
+  deleted, "'s" split off as " 's") followed by the same two steps.
+
+`normalize_gqa` is LLaVA's convert_gqa_for_eval rule (drop trailing periods, lower-case).
+`normalize_text` is the light normalisation of deco's lenient parsers (lower-case, punctuation off,
+whitespace collapsed).
 """
 
 from __future__ import annotations
@@ -52,11 +58,15 @@ NUMBER_WORDS: dict[str, str] = {
 ARTICLES = frozenset({"a", "an", "the"})
 PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
 
-_PERIOD = re.compile(r"\.(?!\d)")  # a period not followed by a digit ("2.5" keeps its period)
-_DIGIT_COMMA = re.compile(r"(\d)(,)(\d)")  # "1,000"
+_PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")  # as written in both references: a period not before a digit
+_DIGIT_COMMA = re.compile(r"(\d)(\,)(\d)")  # "1,000"
+# Both references call `PERIOD.sub("", text, re.UNICODE)`: the flag lands in sub's `count` argument, so at
+# most 32 periods are removed. Kept for parity (it only matters for answers with more than 32 periods).
+_PERIOD_COUNT = int(re.UNICODE)
 
 
-def _process_punctuation(text: str) -> str:
+def process_punctuation(text: str) -> str:
+    """vqaEval.processPunctuation / EvalAIAnswerProcessor.process_punctuation."""
     out = text
     for p in PUNCTUATION:
         # Punctuation next to a space (or any text with a digit comma) is deleted; otherwise it
@@ -65,24 +75,34 @@ def _process_punctuation(text: str) -> str:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
-    return _PERIOD.sub("", out)
+    return _PERIOD.sub("", out, count=_PERIOD_COUNT)
 
 
-def _process_digits_articles(text: str) -> str:
+def process_digit_article(text: str) -> str:
+    """vqaEval.processDigitArticle: lower-case words, number words -> digits, articles out, contractions."""
     words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
     words = [CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES]
     return " ".join(words)
 
 
+def _clean_whitespace(text: str) -> str:
+    return str(text).replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_vqa(text: str) -> str:
-    """Official VQA answer normalisation: normalize_vqa("Two dogs.") == "2 dogs"."""
-    text = str(text).replace("\n", " ").replace("\t", " ").strip().lower()
-    return _process_digits_articles(_process_punctuation(text))
+    """vqaEval's full processing: normalize_vqa("Two dogs.") == "2 dogs"."""
+    return process_digit_article(process_punctuation(_clean_whitespace(text)))
+
+
+def m4c_answer(text: str) -> str:
+    """m4c EvalAIAnswerProcessor: m4c_answer("What's this?") == "what 's this"."""
+    word = str(text).lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+    return process_digit_article(process_punctuation(_clean_whitespace(word)))
 
 
 def normalize_gqa(text: str) -> str:
-    """LLaVA's GQA rule: strip, drop trailing periods, lower-case."""
-    return str(text).strip().rstrip(".").strip().lower()
+    """LLaVA's convert_gqa_for_eval.py: `text.rstrip('.').lower()` (answers arrive stripped)."""
+    return str(text).rstrip(".").lower()
 
 
 _NON_WORD = re.compile(r"[^\w\s]")

@@ -6,8 +6,9 @@ through `MLLM.generate` in left-padded batches (KV cache, stop at EOS or `max_ne
 a progress bar and decodes with `skip_special_tokens`. Left padding keeps every prompt ending at
 the last column, so a batch gives the same answers as one question at a time.
 `evaluate_benchmark` adds the metric and a predictions JSONL (one line per question: id, prompt,
-answer, reference). Under torch.distributed each rank answers a strided shard, the metric reduces
-across ranks and rank 0 writes the merged predictions.
+answer, reference), written before the answers are scored, and resumes from a previous one
+(`deco.eval.predictions`). Under torch.distributed each rank answers a strided shard, the metric
+reduces across ranks and rank 0 writes the merged predictions.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from deco.data.collate import Collator
 from deco.data.conversation import build_prompt, tokenize_prompt
 from deco.data.image import process_image, processor_size
 from deco.eval.benchmarks import Benchmark, EvalSample, load_image
+from deco.eval.predictions import finished_answers, id_key, jsonable
+from deco.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,12 @@ class PromptDataset(Dataset):
         input_ids = tokenize_prompt(self.prompts[i], self.tokenizer, self.template, with_image=with_image)
         pixels = None
         if with_image:
-            pixels = process_image(load_image(sample.image), self.image_processor, self.image_aspect)  # 3 S S
+            try:
+                image = load_image(sample.image)
+            except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError is an OSError
+                raise type(error)(f"{sample.where or sample.id}: image {sample.image} could not be read ({error}); "
+                                  "the answers so far are in predictions.jsonl and a rerun resumes from them") from None
+            pixels = process_image(image, self.image_processor, self.image_aspect)  # 3 S S
         return {"input_ids": input_ids, "pixel_values": pixels, "index": i}
 
 
@@ -133,21 +141,14 @@ class EvalResult:
         return self.num_questions / self.seconds if self.seconds > 0 else math.inf
 
 
-def _jsonable(value):
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def metric_values(values: dict) -> dict[str, float]:
     """compute() output -> plain floats (ints for counts)."""
     out = {}
     for key, value in values.items():
         value = value.item() if isinstance(value, torch.Tensor) else value
+        if isinstance(value, str):  # e.g. the caption tokenizer used
+            out[key] = value
+            continue
         out[key] = int(value) if key in ("n", "unparsed", "unclear", "questions") else round(float(value), 4)
     return out
 
@@ -172,39 +173,56 @@ def evaluate_benchmark(
     device: str | torch.device | None = None,
     predictions_path: str | Path | None = None,
     progress: bool = True,
+    resume_from: str | Path | None = None,
 ) -> EvalResult:
-    """Answer every question of `benchmark`, score the answers, optionally write predictions JSONL."""
+    """Answer every question of `benchmark`, score the answers, optionally write predictions JSONL.
+
+    Answers already in `resume_from` (default: `predictions_path` itself, if it exists) for the same
+    question and prompt are reused and not asked again.
+    """
     rank, world = _dist()
+    benchmark.use_image_aspect(image_aspect)
     samples = benchmark.samples()
-    shard = list(range(rank, len(samples), world))  # strided: each rank gets every world-th question
+    everything = PromptDataset(samples, [benchmark.prompt(s) for s in samples], tokenizer, image_processor,
+                               template, image_aspect)
+    path = Path(predictions_path) if predictions_path is not None else None
+    source = Path(resume_from) if resume_from is not None else path
+    done = finished_answers(source, [s.id for s in samples], [everything.prompt_text(i) for i in range(len(samples))]) \
+        if source is not None else {}
+    if done and rank == 0:
+        log.info("%s: resuming, %d of %d answers read from %s", benchmark.name, len(done), len(samples), source)
+    todo = [i for i, s in enumerate(samples) if id_key(s.id) not in done]
+    shard = todo[rank::world]  # strided: each rank gets every world-th open question
     shard_samples = [samples[i] for i in shard]
-    prompts = [benchmark.prompt(s) for s in shard_samples]
-    dataset = PromptDataset(shard_samples, prompts, tokenizer, image_processor, template, image_aspect)
+    dataset = PromptDataset(shard_samples, [everything.prompts[i] for i in shard], tokenizer, image_processor,
+                            template, image_aspect)
     metric = benchmark.build_metric() if benchmark.has_references else None
     if metric is not None:  # states on the model's device, so DDP (NCCL) can reduce them
         metric = metric.to(torch.device(device) if device is not None else next(model.parameters()).device)
+    reused = [done[id_key(s.id)] for s in samples if id_key(s.id) in done]  # in question order
+    if metric is not None and reused and rank == 0:  # counted once: the other ranks' metrics add to rank 0's
+        benchmark.update(metric, [r["answer"] for r in reused], [s for s in samples if id_key(s.id) in done])
     records: list[dict] = []
-    path = Path(predictions_path) if predictions_path is not None else None
     # One process: stream lines as batches finish (a killed run keeps what it answered). Several: gather at the end.
     stream = None
     if path is not None and world == 1:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        stream = path.open("w", encoding="utf-8")
+        atomic_write_text(path, "".join(_line(r) for r in reused))  # the reused answers first, never lost
+        stream = path.open("a", encoding="utf-8")
 
     def on_batch(indices: list[int], answers: list[str]) -> None:
         batch_samples = [shard_samples[i] for i in indices]
-        if metric is not None:
-            benchmark.update(metric, answers, batch_samples)
         for i, answer in zip(indices, answers):
             s = shard_samples[i]
-            record = {"id": _jsonable(s.id), "prompt": dataset.prompt_text(i), "answer": answer,
-                      "reference": _jsonable(s.reference), **{k: _jsonable(v) for k, v in s.meta.items()}}
+            record = {"id": jsonable(s.id), "prompt": dataset.prompt_text(i), "answer": answer,
+                      "reference": jsonable(s.reference), **{k: jsonable(v) for k, v in s.meta.items()}}
             if stream is not None:
-                stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                stream.write(_line(record))
             else:
                 records.append({"order": shard[i], **record})
         if stream is not None:
             stream.flush()
+        if metric is not None:  # scored after the lines are on disk: a scoring error loses no answer
+            benchmark.update(metric, answers, batch_samples)
 
     max_new = max_new_tokens or benchmark.max_new_tokens
     start = time.perf_counter()
@@ -222,14 +240,17 @@ def evaluate_benchmark(
         gathered: list = [None] * world
         torch.distributed.all_gather_object(gathered, records)
         if path is not None and rank == 0:
-            merged = sorted((r for part in gathered for r in part), key=lambda r: r["order"])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", encoding="utf-8") as f:
-                for record in merged:
-                    record.pop("order")
-                    f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            order = {id_key(s.id): k for k, s in enumerate(samples)}
+            merged = [{"order": order[id_key(r["id"])], **r} for r in reused] + [r for part in gathered for r in part]
+            merged.sort(key=lambda r: r["order"])
+            atomic_write_text(path, "".join(_line({k: v for k, v in r.items() if k != "order"}) for r in merged))
+    extra = {"scoring": benchmark.scoring(), "resumed": len(done)}
     return EvalResult(benchmark.name, benchmark.family, benchmark.headline, values, len(samples), seconds,
-                      str(predictions_path) if predictions_path is not None else None)
+                      str(predictions_path) if predictions_path is not None else None, extra)
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, default=str) + "\n"
 
 
 def format_table(results: Sequence[EvalResult]) -> str:

@@ -37,7 +37,7 @@ def _score(bench: B.Benchmark, answers: list[str]) -> dict:
     samples = bench.samples()
     metric = bench.build_metric()
     bench.update(metric, answers, samples)
-    return {k: v.item() for k, v in metric.compute().items()}
+    return {k: v if isinstance(v, str) else v.item() for k, v in metric.compute().items()}
 
 
 def test_vqav2_official_layout(tmp_path):
@@ -124,7 +124,9 @@ def test_mme_both_folder_layouts(tmp_path):
     bench = B.MME(str(root), categories=["existence", "artwork"])
     samples = bench.samples()
     assert [s.meta["image_id"] for s in samples] == [0, 0, 1, 1]
-    assert samples[3].reference == "No" and samples[3].image.name == "10002.jpg"
+    assert samples[3].reference == "no" and samples[3].image.name == "10002.jpg"
+    assert bench.prompt(samples[0]) == ("Is there a dog? Please answer yes or no.\n"
+                                        "Answer the question using a single word or phrase.")  # LLaVA's llava_mme.jsonl
     out = _score(bench, ["Yes", "No", "Yes", "Yes"])
     assert out["existence/score"] == 200.0 and out["artwork/score"] == 50.0 and out["perception"] == 250.0
 
@@ -156,6 +158,29 @@ def test_mmbench_tsv_circular(tmp_path):
     out = _score(bench, ["B", "A", "C", "A", "A"])  # question 12 wrong in round 1
     assert out["accuracy"] == 80.0 and out["circular_accuracy"] == 50.0
     assert bench.headline == "circular_accuracy"
+
+
+def test_mmbench_tsv_with_released_circular_copies(tmp_path):
+    """The released TSVs hold the copies (index + k * 1e6, rotated options, image by reference): asked as
+    they are, grouped by index mod 1e6."""
+    path = tmp_path / "mmbench_dev.tsv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image"])
+        writer.writerow([11, "Which colour?", "nan", "red", "blue", "green", "nan", "B", "colour", _b64_png()])
+        writer.writerow([1000011, "Which colour?", "nan", "blue", "green", "red", "nan", "A", "colour", "11"])
+        writer.writerow([2000011, "Which colour?", "nan", "green", "red", "blue", "nan", "C", "colour", "11"])
+        writer.writerow([12, "Which shape?", "nan", "circle", "square", "nan", "nan", "A", "shape", _b64_png()])
+        writer.writerow([1000012, "Which shape?", "nan", "square", "circle", "nan", "nan", "B", "shape", "12"])
+    bench = B.MMBench(str(path))
+    samples = bench.samples()
+    assert len(samples) == 5  # not rotated again (that would ask 3 * 3 + 2 * 2 = 13 prompts)
+    assert [s.id for s in samples] == [11, 1000011, 2000011, 12, 1000012]
+    assert [s.meta["question_index"] for s in samples] == [11, 11, 11, 12, 12]
+    assert load_image(samples[1].image).size == (4, 4)  # image "11" is row 11's image
+    out = _score(bench, ["B", "A", "C", "A", "A"])
+    assert out["questions"] == 2 and out["n"] == 5
+    assert out["accuracy"] == 80.0 and out["circular_accuracy"] == 50.0
 
 
 def test_seed_and_scienceqa(tmp_path):
@@ -199,13 +224,20 @@ def test_refcoco_mdetr_layout_and_box_frame(tmp_path):
     assert normalise_box([0, 0, 100, 100], 200, 100, "resize") == (0.0, 0.0, 0.5, 1.0)
     with pytest.raises(ValueError, match="crop"):
         normalise_box([0, 0, 1, 1], 2, 2, "crop")
-    bench = B.RefCOCO(str(ann), str(tmp_path / "train2014"))
+    bench = B.RefCOCO(str(ann), str(tmp_path / "train2014"))  # image_aspect null: the runner says which
     sample = bench.samples()[0]
     assert bench.prompt(sample) == ("Please provide the bounding box coordinate of the region this sentence "
                                     "describes: the man on the left.")
     assert sample.reference == [0.0, 0.25, 0.5, 0.75]
     assert _score(bench, ["[0.00, 0.25, 0.25, 0.75]"])["accuracy"] == 100.0  # IoU exactly 0.5
     assert bench.family == "localization"
+    bench.use_image_aspect("resize")  # what the runner does once the checkpoint's preprocessing is known
+    assert bench.samples()[0].reference == [0.0, 0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="crop"):
+        bench.use_image_aspect("crop")
+    fixed = B.RefCOCO(str(ann), str(tmp_path / "train2014"), image_aspect="pad")
+    with pytest.raises(ValueError, match="benchmark.image_aspect=pad"):
+        fixed.use_image_aspect("resize")
 
 
 def test_captioning_layouts(tmp_path):
@@ -253,3 +285,33 @@ def test_missing_files_name_the_path(tmp_path):
         B.GQA(str(bad), str(tmp_path)).samples()
     with pytest.raises(ValueError, match="unknown shapes task"):
         B.ShapesBenchmark("counting")
+
+
+def test_bad_rows_name_file_and_row(tmp_path):
+    """A missing image, answer, label or box stops the reader with the file and row, before any model."""
+    _image(tmp_path / "img" / "a.jpg")
+    pope = tmp_path / "pope"
+    _jsonl(pope / "coco_pope_random.json", [
+        {"question_id": 1, "image": "a.jpg", "text": "Is there a dog?", "label": "yes"},
+        {"question_id": 2, "image": "gone.jpg", "text": "Is there a cat?", "label": "no"},
+    ])
+    with pytest.raises(FileNotFoundError, match=r"1 of 2 images not found: .*coco_pope_random.json:2: .*gone.jpg"):
+        B.POPE(str(pope), str(tmp_path / "img"), splits=["random"]).samples()
+    _jsonl(pope / "coco_pope_random.json", [{"question_id": 1, "image": "a.jpg", "text": "Is there a dog?"}])
+    with pytest.raises(ValueError, match=r"coco_pope_random.json:1: missing 'label'"):
+        B.POPE(str(pope), str(tmp_path / "img"), splits=["random"]).samples()
+    _jsonl(pope / "coco_pope_random.json", [{"question_id": 1, "image": "a.jpg", "text": "?", "label": "maybe"}])
+    with pytest.raises(ValueError, match=r"coco_pope_random.json:1: label must be yes or no"):
+        B.POPE(str(pope), str(tmp_path / "img"), splits=["random"]).samples()
+    gqa = _json(tmp_path / "gqa.json", {"q1": {"imageId": "a", "question": "What?"}})
+    with pytest.raises(ValueError, match=r"gqa.json \['q1'\]: missing 'answer'"):
+        B.GQA(str(gqa), str(tmp_path / "img")).samples()
+    ref = _json(tmp_path / "final_refcoco_val.json", {
+        "images": [{"id": 0, "file_name": "a.jpg", "width": 8, "height": 6, "caption": "x"}],
+        "annotations": [{"id": 5, "image_id": 0, "category_id": 1}]})
+    with pytest.raises(ValueError, match=r"final_refcoco_val.json annotations\[0\]: missing 'bbox'"):
+        B.RefCOCO(str(ref), str(tmp_path / "img")).samples()
+    tsv = tmp_path / "mmb.tsv"
+    tsv.write_text("index\tquestion\tA\tB\tanswer\timage\n1\tq\tx\ty\tE\tZm9v\n")
+    with pytest.raises(ValueError, match=r"mmb.tsv:2: answer 'E' is not one of AB"):
+        B.MMBench(str(tsv)).samples()

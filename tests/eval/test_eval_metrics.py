@@ -43,7 +43,8 @@ def test_normalize_vqa(text, expected):
 
 
 def test_normalize_gqa_and_text():
-    assert normalize_gqa(" Yes.. ") == "yes"
+    assert normalize_gqa("Yes..") == "yes"
+    assert normalize_gqa("yes. .") == "yes. "  # LLaVA's rstrip('.') only (the answer arrives stripped)
     assert normalize_gqa("a dog") == "a dog"  # LLaVA's GQA rule keeps articles
     assert normalize_text("A small, red Circle.") == "a small red circle"
 
@@ -53,7 +54,8 @@ def test_vqa_accuracy_leave_one_out():
     assert vqa_accuracy("Two", ["2"] * 3 + ["3"] * 7) == pytest.approx((3 * 2 / 3 + 7 * 1) / 10)
     # 2 of 10: subsets hold 1 match (x2) or 2 matches (x8) -> (2/3 + 16/3) / 10 = 0.6
     assert vqa_accuracy("dog.", ["dog"] * 2 + ["cat"] * 8) == pytest.approx(0.6)
-    assert vqa_accuracy("a dog", ["dog"] * 10) == 1.0
+    assert vqa_accuracy("a dog", ["dog"] * 10) == 1.0  # m4c cleans the prediction before vqaEval
+    assert vqa_accuracy("dog", ["Dog"] * 10) == 0.0  # vqaEval leaves identical human answers as they are
     assert vqa_accuracy("cat", ["dog"] * 10) == 0.0
     assert vqa_accuracy("Dog", ["dog"]) == 1.0  # a single reference: exact match
 
@@ -107,13 +109,14 @@ def test_yes_no_metrics_rejects_bad_label():
 
 def test_mme_parsing_and_score():
     assert parse_yes_no_mme("Yes.") == "yes"
+    assert parse_yes_no_mme("...no") is None  # calculation.py: the first four characters, nothing stripped
     assert parse_yes_no_mme("Nope") == "no"
     assert parse_yes_no_mme("yes it is") == "yes"
     assert parse_yes_no_mme("maybe") is None
     metric = MMEScore()
     metric.update(
         ["Yes", "No", "Yes", "Yes", "maybe", "no", "yes it is", "Nope"],
-        ["Yes", "No", "Yes", "No", "Yes", "No", "Yes", "No"],
+        ["yes", "no", "yes", "no", "yes", "no", "yes", "no"],
         ["existence"] * 4 + ["count"] * 2 + ["code_reasoning"] * 2,
         [0, 0, 1, 1, 2, 2, 3, 3],
     )
@@ -132,6 +135,7 @@ def test_mme_parsing_and_score():
     [
         ("B", "B"),
         ("B.", "B"),
+        ("the answer is b", None),  # letters are upper case
         ("(C) blue", "C"),
         ("C. blue", "C"),
         ("The answer is D.", "D"),
@@ -142,8 +146,18 @@ def test_mme_parsing_and_score():
         ("I do not know", None),
     ],
 )
-def test_parse_option(text, expected):
-    assert parse_option(text, "ABCD", ["green square", "A red circle", "blue", "yellow"]) == expected
+def test_parse_option_lenient(text, expected):
+    assert parse_option(text, "ABCD", ["green square", "A red circle", "blue", "yellow"], "lenient") == expected
+
+
+@pytest.mark.parametrize(
+    "text, reference, exact",
+    [("B", "B", "B"), ("B.", None, None), ("B. blue", "B", None), ("The answer is C.", "C", None),
+     ("The answer is C", None, None), ("", None, None), ("E", None, None)],
+)
+def test_parse_option_reference_and_exact(text, reference, exact):
+    assert parse_option(text, "ABCD") == reference
+    assert parse_option(text, "ABCD", rule="exact") == exact
 
 
 def test_multiple_choice_accuracy_and_circular():
@@ -164,6 +178,7 @@ def test_parse_box_and_iou():
     assert parse_box("It is at [0.1, 0.20, 0.5, 1].") == (0.1, 0.2, 0.5, 1.0)
     assert parse_box("[0.1, 0.2, 0.5]") is None
     assert parse_box("box: [0.1, 0.1") is None
+    assert parse_box("[.1, 0.2, 0.5, 1]") is None and parse_box("[.1, 0.2, 0.5, 1]", "lenient") == (0.1, 0.2, 0.5, 1)
     assert box_iou((0, 0, 1, 1), (0, 0, 0.5, 1)) == 0.5
     assert box_iou((0, 0, 1, 1), (0.5, 0.5, 1, 1)) == 0.25
     assert box_iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
@@ -180,25 +195,15 @@ def test_grounding_accuracy():
     assert out["unparsed"] == 1 and out["n"] == 4
 
 
-def test_caption_metrics():
-    from pycocoevalcap.cider.cider import Cider
-    from torchmetrics.functional.text import bleu_score
-
+def test_caption_metrics_state_round_trips():
     preds = ["a red circle.", "A small blue square", "café au lait"]
     refs = [["A red circle here."], ["A small blue square.", "a blue square"], ["café"]]
     metric = CaptionMetrics()
     metric.update(preds[:2], refs[:2])
     metric.update(preds[2:], refs[2:])
     assert metric.records() == list(zip(preds, refs))  # the byte state round-trips (unicode included)
-    out = {k: v.item() for k, v in metric.compute().items()}
-    # ROUGE-L F, best reference: (LCS 3, P 1, R 3/4) -> 6/7; exact match -> 1; (LCS 1, P 1/3, R 1) -> 1/2
-    assert out["rougeL"] == pytest.approx(100 * (6 / 7 + 1 + 0.5) / 3, abs=1e-3)
-    norm_p = ["a red circle", "a small blue square", "café au lait"]
-    norm_r = [["a red circle here"], ["a small blue square", "a blue square"], ["café"]]
-    assert out["bleu4"] == pytest.approx(100 * bleu_score(norm_p, norm_r, n_gram=4).item(), abs=1e-4)
-    cider, _ = Cider().compute_score(dict(enumerate(norm_r)), {i: [p] for i, p in enumerate(norm_p)})
-    assert out["cider"] == pytest.approx(100 * cider, abs=1e-6)
-    assert out["n"] == 3
+    out = metric.compute()
+    assert out["n"].item() == 3 and out["tokenizer"] in ("ptb", "fallback")
 
 
 def test_metrics_reject_length_mismatch():
