@@ -7,7 +7,9 @@ Loads the model with `deco.models.loading.load_model`, builds the benchmark from
 (`configs/benchmark/<name>.yaml`, a `_target_` class in `deco.eval.benchmarks`), answers every
 question with batched greedy decoding, and writes `predictions.jsonl` and `metrics.json` into the
 run dir, logs the metrics to the configured loggers (CSV / W&B) and prints a table. Returns the
-benchmark's headline metric so sweeps can compare runs.
+benchmark's headline metric so sweeps can compare runs. A rerun into the same run dir (or with
+`resume_from=<predictions.jsonl>`) asks only the questions not answered yet. A sweep names its run
+dirs `<checkpoint>-<benchmark>` and ends with `summary.md` / `summary.csv` (checkpoints x benchmarks).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from deco.eval.tables import checkpoint_label, joint_table, read_summaries
 
 from deco.models.attention import IMPLEMENTATIONS, set_attention
 from deco.utils.config import looks_like_path
@@ -27,6 +32,24 @@ from deco.utils.io import atomic_write_text
 from deco.utils.run_info import write_run_info
 
 log = logging.getLogger(__name__)
+
+if not OmegaConf.has_resolver("ckpt_name"):  # names sweep run dirs: ${ckpt_name:${ckpt}}-${benchmark.name}
+    OmegaConf.register_new_resolver("ckpt_name", checkpoint_label)
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun: one table of every run's headline metric (summary.md, summary.csv)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        summaries = read_summaries(sweep_dir)
+        if not summaries:
+            log.warning("sweep %s: no metrics.json found, no summary written", sweep_dir)
+            return
+        markdown, table = joint_table(summaries)
+        atomic_write_text(sweep_dir / "summary.md", markdown)
+        atomic_write_text(sweep_dir / "summary.csv", table)
+        print(f"\n{markdown}\n(written to {sweep_dir / 'summary.md'} and summary.csv)")
 
 
 def _init_distributed() -> int:
@@ -77,6 +100,12 @@ def _validate(cfg: DictConfig) -> None:
                          "choose one with benchmark=<name> (configs/benchmark/)")
     if int(cfg.batch_size) < 1:
         raise SystemExit(f"Config error: batch_size={cfg.batch_size} must be >= 1")
+    aspects = ("pad", "resize", "crop")
+    if cfg.get("image_aspect") is not None and cfg.image_aspect not in aspects:
+        raise SystemExit(f"Config error: image_aspect={cfg.image_aspect} is unknown; allowed: null, {', '.join(aspects)}")
+    resume = cfg.get("resume_from")
+    if resume is not None and not Path(str(resume)).expanduser().is_file():
+        raise SystemExit(f"Config error: resume_from={resume}: no such predictions file")
 
 
 def _loggers(cfg: DictConfig, benchmark: str, tag: str) -> list:
@@ -109,7 +138,9 @@ def evaluate(cfg: DictConfig) -> float | None:
     info = write_run_info(output_dir, resolved, OmegaConf.to_yaml(cfg, resolve=True)) if rank == 0 else {}
 
     benchmark = instantiate(cfg.benchmark)
-    benchmark.samples()  # read the files now: a missing file fails before the model loads
+    benchmark.samples()  # read the files now: a missing file, image or answer fails before the model loads
+    if cfg.get("image_aspect") is not None:
+        benchmark.use_image_aspect(str(cfg.image_aspect))  # e.g. grounding boxes under "crop": fail now
     load_options = cfg.get("model") or {}
     loaded = load_model(str(cfg.ckpt), base=load_options.get("base"), vision_tower=load_options.get("vision_tower"),
                         merge_lora=bool(load_options.get("merge_lora", True)), dtype=_dtype(cfg.get("dtype")))
@@ -119,11 +150,13 @@ def evaluate(cfg: DictConfig) -> float | None:
     tag = loaded.projector_tag
     log.info("evaluating %s (%s) on %s: %d questions", cfg.ckpt, tag, benchmark.name, len(benchmark.samples()))
 
+    image_aspect = cfg.get("image_aspect") or loaded.config.get("image_aspect", "pad")
     result = evaluate_benchmark(
         model, loaded.tokenizer, loaded.image_processor, benchmark,
         batch_size=int(cfg.batch_size), max_new_tokens=cfg.get("max_new_tokens"), template=cfg.template,
-        image_aspect=cfg.image_aspect or loaded.config.get("image_aspect", "pad"), num_workers=int(cfg.num_workers), device=device,
+        image_aspect=image_aspect, num_workers=int(cfg.num_workers), device=device,
         predictions_path=output_dir / "predictions.jsonl", progress=bool(cfg.progress),
+        resume_from=cfg.get("resume_from"),
     )
     summary = {
         "benchmark": result.benchmark,
@@ -132,7 +165,10 @@ def evaluate(cfg: DictConfig) -> float | None:
         "ckpt": str(cfg.ckpt),
         "projector": tag,
         "metrics": result.metrics,
+        "scoring": result.extra.get("scoring", {}),
+        "image_aspect": image_aspect,
         "num_questions": result.num_questions,
+        "resumed_answers": result.extra.get("resumed", 0),
         "seconds": round(result.seconds, 3),
         "questions_per_s": round(result.questions_per_s, 3),
         "batch_size": int(cfg.batch_size),
@@ -144,7 +180,7 @@ def evaluate(cfg: DictConfig) -> float | None:
         return float(headline) if headline is not None else None
     atomic_write_text(output_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
 
-    flat = {f"eval/{result.benchmark}/{k}": float(v) for k, v in result.metrics.items()}
+    flat = {f"eval/{result.benchmark}/{k}": float(v) for k, v in result.metrics.items() if not isinstance(v, str)}
     flat[f"eval/{result.benchmark}/questions_per_s"] = result.questions_per_s
     for logger in _loggers(cfg, result.benchmark, tag):
         logger.log_hyperparams({"ckpt": str(cfg.ckpt), "projector": tag, "benchmark": result.benchmark})

@@ -103,12 +103,13 @@ def parse_option(text: str, letters: str | Sequence[str], options: Sequence[str]
     texts in letter order: "a red circle" for "B. A red circle") as that letter.
     """
     letters = "".join(letters)
-    answer = str(text).strip()
+    answer = str(text)  # the reference rules take the answer as given (the runner hands it over stripped)
     if rule == "reference":
         return _option_reference(answer, letters)
     if rule == "exact":
         return answer if answer in list(letters) else None
     if rule == "lenient":
+        answer = answer.strip()
         return _option_lenient(answer, letters, options) if answer else None
     raise ValueError(f"unknown option parser {rule!r}; allowed: {', '.join(OPTION_RULES)}")
 

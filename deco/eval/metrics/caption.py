@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 PTB_PUNCTUATIONS = ("''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--",
                     "...", ";")
 _FALLBACK_TOKEN = re.compile(r"n't|'\w*|\w+(?:[-.]\w+)*|\.\.\.|--|\S")
+# PTB writes brackets as -LRB- ...; with -lowerCase they become "-lrb-", which the (upper-case) list above
+# does not remove, so COCO scores keep them as tokens.
+_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "{": "-lcb-", "}": "-rcb-", "[": "-lsb-", "]": "-rsb-"}
 _warned_fallback = False
 
 
@@ -39,11 +42,11 @@ def java_available() -> bool:
 
 
 def fallback_tokenize(text: str) -> str:
-    """Lower-case, split words and punctuation as PTB does ("dog's" -> "dog 's", "don't" -> "do n't"),
-    drop the punctuation tokens pycocoevalcap drops."""
+    """Lower-case, split words and punctuation as PTB does ("dog's" -> "dog 's", "don't" -> "do n't",
+    "(" -> "-lrb-"), drop the punctuation tokens pycocoevalcap drops."""
     text = str(text).replace("\n", " ").lower()
     text = re.sub(r"(\w)n't\b", r"\1 n't", text)
-    tokens = _FALLBACK_TOKEN.findall(text)
+    tokens = [_BRACKETS.get(t, t) for t in _FALLBACK_TOKEN.findall(text)]
     return " ".join(t for t in tokens if t not in PTB_PUNCTUATIONS)
 
 
