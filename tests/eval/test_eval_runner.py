@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import TINY_RUN, compose_config
 from omegaconf import OmegaConf
+from PIL import Image
 
 from deco.eval.benchmarks import EvalSample, ShapesBenchmark
 from deco.eval.runner import PromptDataset, evaluate_benchmark, format_table, generate_answers
@@ -180,6 +181,97 @@ def test_every_benchmark_config_composes(tmp_path):
         assert cfg.benchmark.name.startswith(name.split("_")[0])
 
 
+def test_refcoco_runs_with_the_default_config(tiny_ckpt, tmp_path):
+    """benchmark=refcoco with no image_aspect: the files are read before the model loads, the box frame
+    comes from the checkpoint (deco: pad) once it is loaded."""
+    from deco.evaluate import evaluate
+
+    data = tmp_path / "data"
+    (data / "coco" / "train2014").mkdir(parents=True)
+    Image.new("RGB", (200, 100), (200, 10, 10)).save(data / "coco" / "train2014" / "a.jpg")
+    (data / "refcoco").mkdir()
+    (data / "refcoco" / "final_refcoco_testA.json").write_text(json.dumps({
+        "images": [{"id": 0, "file_name": "a.jpg", "width": 200, "height": 100, "caption": "the red thing"}],
+        "annotations": [{"id": 1, "image_id": 0, "bbox": [0, 0, 100, 100], "category_id": 1}]}))
+    out = tmp_path / "run"
+    cfg = compose_config("evaluate", [f"ckpt={tiny_ckpt}", "benchmark=refcoco", f"eval_data_dir={data}",
+                                      "max_new_tokens=4", "logger=none", "progress=false"], out)
+    assert cfg.image_aspect is None and "image_aspect" not in cfg.benchmark
+    evaluate(cfg)
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["benchmark"] == "refcoco_testA" and summary["image_aspect"] == "pad"
+    assert summary["scoring"]["parser"] == "reference" and summary["num_questions"] == 1
+    row = json.loads((out / "predictions.jsonl").read_text())
+    assert row["reference"] == [0.0, 0.25, 0.5, 0.75]  # the pad frame of a 200 x 100 image
+
+
+def test_resume_from_predictions_asks_only_the_rest(loaded, existence_run, tmp_path):
+    """A run killed after 2 of 4 answers (and half a line) resumes: 2 answers reused, same file, same metrics."""
+    single, single_path = existence_run
+    lines = single_path.read_text().splitlines(keepends=True)
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(lines[0] + lines[1] + lines[2][:20])  # torn third line
+    asked = []
+    bench = ShapesBenchmark("existence", num_samples=4)
+    import deco.eval.runner as runner
+
+    original = runner.generate_answers
+
+    def counting(model, tokenizer, dataset, **kwargs):
+        asked.append(len(dataset))
+        return original(model, tokenizer, dataset, **kwargs)
+
+    runner.generate_answers = counting
+    try:
+        result = evaluate_benchmark(loaded.model, loaded.tokenizer, loaded.image_processor, bench, batch_size=3,
+                                    predictions_path=path, progress=False)
+    finally:
+        runner.generate_answers = original
+    assert asked == [2] and result.extra["resumed"] == 2
+    assert path.read_text() == single_path.read_text()
+    assert result.metrics == single.metrics
+
+
+def test_a_bad_image_keeps_the_finished_answers(loaded, tmp_path):
+    """An unreadable image mid-run stops with its row; the answers before it stay in predictions.jsonl."""
+    good = ShapesBenchmark("existence", num_samples=3).samples()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    samples = good[:2] + [EvalSample("bad", "Is there a dog?", "yes", broken, where="q.jsonl:3")]
+
+    class Crafted(ShapesBenchmark):
+        def read(self):
+            return samples
+
+    path = tmp_path / "predictions.jsonl"
+    with pytest.raises(OSError, match=r"q.jsonl:3: image .*broken.jpg could not be read"):
+        evaluate_benchmark(loaded.model, loaded.tokenizer, loaded.image_processor, Crafted("existence"),
+                           batch_size=2, predictions_path=path, progress=False)
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == [good[0].id, good[1].id]
+
+
+def test_sweep_summary_table(tmp_path):
+    from deco.eval.tables import checkpoint_label
+    from deco.evaluate import SweepSummary
+
+    assert checkpoint_label("outputs/train/run1/checkpoints/last.ckpt") == "run1-last"
+    assert checkpoint_label("liuhaotian/llava-v1.5-7b") == "llava-v1.5-7b"
+    assert checkpoint_label("/x/my model/") == "my_model"
+    for ckpt, bench, headline, value in [("a/checkpoints/last.ckpt", "pope", "f1", 80.5),
+                                         ("a/checkpoints/last.ckpt", "gqa", "accuracy", 50.0),
+                                         ("b/checkpoints/last.ckpt", "pope", "f1", 70.25)]:
+        run = tmp_path / f"{checkpoint_label(ckpt)}-{bench}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"benchmark": bench, "headline": headline, "ckpt": ckpt,
+                                                      "projector": "avgpool2_16", "metrics": {headline: value}}))
+    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    md = (tmp_path / "summary.md").read_text().splitlines()
+    assert md[0] == "| checkpoint | projector | gqa (accuracy) | pope (f1) |"
+    assert md[2] == "| a-last | avgpool2_16 | 50.00 | 80.50 |" and md[3] == "| b-last | avgpool2_16 |  | 70.25 |"
+    rows = list(csv.reader((tmp_path / "summary.csv").open()))
+    assert rows[0] == ["checkpoint", "projector", "ckpt", "gqa", "pope"] and rows[2][-1] == "70.25"
+
+
 @pytest.mark.slow
 def test_cli_multirun(tiny_ckpt, tmp_path):
     cmd = [sys.executable, "-m", "deco.evaluate", "-m", f"ckpt={tiny_ckpt}",
@@ -188,3 +280,7 @@ def test_cli_multirun(tiny_ckpt, tmp_path):
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
     summaries = sorted(json.loads(p.read_text())["benchmark"] for p in tmp_path.glob("*/metrics.json"))
     assert summaries == ["shapes_attribute", "shapes_existence"]
+    run = tiny_ckpt.parent.parent.name
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and p.name != ".hydra") == [
+        f"{run}-last-shapes_attribute", f"{run}-last-shapes_existence"]
+    assert "shapes_existence" in (tmp_path / "summary.md").read_text()
