@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train zoo test test-full bench clean
+.PHONY: help install install-lmms train zoo test test-full bench clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -15,9 +15,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	# torch first: the CPU wheel on local disk. A bare `torch` resolved later would pull a multi-GB CUDA build.
 	$(VENV)/bin/pip install -q torch==2.13.0
 	$(VENV)/bin/pip install -q -e '.[dev,app]'
+	$(MAKE) install-lmms
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv and install deco (torch 2.13 CPU first, then deco[dev,app])
+install: $(VENV)/.installed ## Create .venv and install deco (torch 2.13 CPU first, then deco[dev,app], lmms-eval)
+
+# lmms-eval without its pins (wandb==0.25, newest torchvision -> newest torch), plus what its CLI imports.
+LMMS_DEPS := loguru sacrebleu evaluate datasets tenacity pytablewriter
+install-lmms: ## Install lmms-eval for the deco adapter without changing torch / wandb
+	$(VENV)/bin/pip install -q $(LMMS_DEPS)
+	$(VENV)/bin/pip install -q --no-deps 'lmms-eval==0.7.3'
 
 train: install ## Train the embedded tiny model on the shapes world (extra overrides: make train ARGS="projector=qformer")
 	$(PY) -m deco.train $(ARGS)

@@ -82,3 +82,13 @@ def write_llava_corpus(root: Path, n_images: int = 6) -> list[dict]:
         {"from": "human", "value": "Is there a blue square in the image?"}, {"from": "gpt", "value": "Yes."}]})
     (root / "data.json").write_text(json.dumps(records))
     return records
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A 3-step tiny run (avgpool, 16 visual tokens), trained once per session (evaluation and adapter tests)."""
+    from deco.train import train
+
+    out = tmp_path_factory.mktemp("tiny_train")
+    train(compose_config("train", [*TINY_RUN, "query_num=16"], out))
+    return out / "checkpoints" / "last.ckpt"

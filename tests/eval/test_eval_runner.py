@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN, compose_config
+from conftest import compose_config
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -19,16 +19,6 @@ from deco.eval.benchmarks import EvalSample, ShapesBenchmark
 from deco.eval.runner import PromptDataset, evaluate_benchmark, format_table, generate_answers
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    """A 3-step tiny run (avgpool, 16 visual tokens), trained once for this module."""
-    from deco.train import train
-
-    out = tmp_path_factory.mktemp("train")
-    train(compose_config("train", [*TINY_RUN, "query_num=16"], out))
-    return out / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="module")
