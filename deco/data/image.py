@@ -7,7 +7,14 @@ choices: "pad" (expand2square: centre the image on a square canvas filled with t
 colour, then the processor — LLaVA-1.5 finetuning), "crop" (the processor alone:
 shortest-edge resize + centre crop — LLaVA's default 'square') and "resize" (stretch to
 S x S, ignoring aspect). Images that are already S x S RGB skip the processor and are
-normalised with numpy (same values, several times faster).
+normalised with numpy (same values, several times faster). "pad" first shrinks an image whose
+longer side exceeds 2 S to 2 S (the square canvas of a 10000 x 50 strip alone is 300 MB); smaller
+images take LLaVA's exact path.
+
+The checks every image source shares (LLaVA JSON datasets, shards, `to_wds`): `image_path_problem`
+refuses names that leave the image root (`../x.jpg`; absolute paths unless allowed) and
+`image_size_problem` reads the header's size before decoding, so a decompression bomb (a few
+hundred bytes that decode to gigabytes) or an extreme aspect ratio is a counted skip.
 """
 
 from __future__ import annotations
@@ -26,6 +33,34 @@ from transformers import AutoImageProcessor
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 ASPECTS = ("pad", "resize", "crop")
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's own decompression-bomb warning threshold
+MAX_ASPECT_RATIO = 50  # longer side / shorter side; LLaVA-style data stays far below
+
+
+def image_path_problem(name: str, allow_absolute: bool = False) -> str | None:
+    """Why the image path `name` (from a record) may not be read below its image root, or None.
+
+    Lexical, so symlinks inside the root (a common way to lay out datasets) keep working.
+    """
+    if os.path.isabs(name) or name.startswith("~"):
+        return None if allow_absolute else (f"absolute image path {name!r} (allow_absolute_paths=true to read "
+                                             "it)")
+    norm = os.path.normpath(name)
+    if norm == ".." or norm.startswith(".." + os.sep):
+        return f"image path {name!r} leaves image_root"
+    return None
+
+
+def image_size_problem(size: tuple[int, int]) -> tuple[str, str] | None:
+    """(skip reason, detail) when an image of `size` (w, h) must not be decoded, else None."""
+    w, h = size
+    if w <= 0 or h <= 0:
+        return "corrupt_image", f"image size {w}x{h}"
+    if w * h > MAX_PIXELS:
+        return "oversized_image", f"{w}x{h} = {w * h:,} pixels > {MAX_PIXELS:,} (a decompression bomb?)"
+    if max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
+        return "extreme_aspect", f"{w}x{h}: aspect ratio {max(w, h) / min(w, h):.0f}:1 > {MAX_ASPECT_RATIO}:1"
+    return None
 
 
 def build_image_processor(
@@ -126,6 +161,10 @@ def process_image(img: Image.Image, processor, aspect: str = "pad") -> torch.Ten
     size = processor_size(processor)
     img = img.convert("RGB")
     if aspect == "pad":
+        w, h = img.size
+        if max(w, h) > 2 * size:  # resize before padding: the canvas is then at most 2S x 2S
+            scale = 2 * size / max(w, h)
+            img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
         img = expand_to_square(img, mean_fill(processor))
     elif aspect == "resize":
         img = img.resize((size, size), Image.BICUBIC)

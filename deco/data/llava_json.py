@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +33,7 @@ import torch
 from PIL import Image
 
 from deco.data.conversation import SampleTooLong, get_template, tokenize_conversation
-from deco.data.image import ASPECTS, process_image
+from deco.data.image import ASPECTS, image_path_problem, image_size_problem, process_image
 from deco.data.skips import SkipCounter, SkipSample
 from deco.data.tokenizer import IMAGE_TOKEN
 
@@ -84,7 +85,12 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
     if not isinstance(source, bytes) and not os.path.isfile(source):
         raise SkipSample("missing_image", f"no file {str(source)!r}")
     try:
-        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with warnings.catch_warnings():  # PIL warns of a likely bomb at open; it is skipped just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        problem = image_size_problem(img.size)  # from the header, before anything is decoded
+        if problem:
+            raise SkipSample(*problem)
         img.load()  # decode now: truncated files fail here, not later inside the processor
         return img
     except _IMAGE_ERRORS as error:
@@ -135,10 +141,13 @@ def check_dataset_args(tokenizer, template: str, max_length: int | None, image_a
     tokenize_conversation(probe, tokenizer, template, None)
 
 
-def read_json_records(path: str | os.PathLike, skips: SkipCounter | None) -> list[tuple[int, dict]]:
+def read_json_records(path: str | os.PathLike, skips: SkipCounter | None,
+                      allow_absolute_paths: bool = False) -> list[tuple[int, dict]]:
     """(position, record) for every structurally valid record of a .json array or .jsonl file.
 
-    Malformed lines / records are skipped and counted in `skips` (None: not counted).
+    Malformed lines / records, and records whose image path leaves the image root (`unsafe_path`:
+    `../x.jpg`, and absolute paths unless `allow_absolute_paths`), are skipped and counted in
+    `skips` (None: not counted).
     A missing file, or a .json file that is not a JSON array, raises.
     """
     path = Path(path).expanduser()
@@ -167,6 +176,9 @@ def read_json_records(path: str | os.PathLike, skips: SkipCounter | None) -> lis
     for pos, record in records:
         try:
             check_record(record)
+            problem = record.get("image") and image_path_problem(record["image"], allow_absolute_paths)
+            if problem:
+                raise SkipSample("unsafe_path", problem)
         except SkipSample as error:
             if skips is not None:
                 skips.skip(error, record_id(record, pos) if isinstance(record, dict) else f"#{pos}")
@@ -183,6 +195,8 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
     records of the split. split/val_size: "val" is the last `val_size` valid records, "train"
     the rest, "all" everything. check_images: test at start that every image file exists
     (one stat per record). max_retries: consecutive bad records tolerated before giving up.
+    allow_absolute_paths: read records whose `image` is an absolute path (refused by default, as
+    are paths that leave image_root, e.g. `../x.jpg`: skipped as `unsafe_path`).
     Items: input_ids (t), labels (t), pixel_values (3 S S float, None for text-only), id.
     """
 
@@ -195,6 +209,7 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
         val_size: int = 0,
         check_images: bool = True,
         max_retries: int = 32,
+        allow_absolute_paths: bool = False,
         *,
         tokenizer,
         image_processor,
@@ -208,6 +223,8 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
             raise ValueError(f"val_size and num_samples must be >= 0, got {val_size} and {num_samples}")
         check_dataset_args(tokenizer, template, max_length, image_aspect)
         self.json_path = Path(json_path).expanduser()
+        if not self.json_path.is_file():  # before image_root, which defaults to this file's folder
+            raise FileNotFoundError(f"data.json_path: LLaVA JSON file not found: {str(self.json_path)!r}")
         self.image_root = Path(image_root).expanduser() if image_root is not None else self.json_path.parent
         if not self.image_root.is_dir():
             raise FileNotFoundError(f"image_root is not a directory: {str(self.image_root)!r}")
@@ -217,7 +234,7 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
         self.skips = SkipCounter(f"llava_json[{split}]")
 
         # File-level skips are counted once: by the train (or all) split.
-        records = read_json_records(self.json_path, self.skips if split != "val" else None)
+        records = read_json_records(self.json_path, self.skips if split != "val" else None, allow_absolute_paths)
         if split != "all" and val_size >= len(records):
             raise ValueError(
                 f"data val_size={val_size} leaves no training records: "

@@ -31,6 +31,9 @@ SKIP_REASONS: tuple[str, ...] = (
     "corrupt_image",  # the image bytes do not decode (truncated, not an image)
     "too_long",  # more tokens than max_length (deco.data.conversation.SampleTooLong)
     "corrupt_shard",  # a sample the shard index lists but the tar file does not deliver (truncated shard)
+    "unsafe_path",  # an image path outside image_root (`../x.jpg`; absolute paths unless allowed)
+    "oversized_image",  # more pixels than deco decodes (a decompression bomb: a few bytes, gigabytes decoded)
+    "extreme_aspect",  # width:height beyond deco.data.image.MAX_ASPECT_RATIO (a 60000x4 strip)
 )
 MAX_WORKERS = 64  # rows for DataLoader workers 0..63 (plus the main process)
 
@@ -108,6 +111,18 @@ class SkipCounter:
         self._table.zero_()  # the per-sample marks are not restored: a bad sample may count again
         for reason, value in counts.items():
             self._table[0, SKIP_REASONS.index(reason)] = int(value)
+
+    def state(self) -> dict:
+        """Counts and the per-sample marks, for a checkpoint: `load_state` restores both exactly."""
+        seen = torch.nonzero(self._seen).flatten()
+        return {"counts": self.counts(), "seen": seen.tolist(), "reasons": self._seen[seen].tolist()}
+
+    def load_state(self, state: dict) -> None:
+        self.load(state["counts"])
+        self._seen.zero_()
+        for index, col in zip(state.get("seen", []), state.get("reasons", [])):
+            if index < len(self._seen):
+                self._seen[index] = col
 
     def summary(self) -> str:
         counts = {k: v for k, v in self.counts().items() if v}

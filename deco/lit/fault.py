@@ -3,7 +3,9 @@
 - `PreemptionCheckpoint`: on SIGTERM (what SLURM sends on preemption; Lightning records it in
   `trainer.received_sigterm`) or on the requeue signal submitit uses before a timeout (SIGUSR2
   by default), finish the current batch, write `last.ckpt` (atomically, through the trainer's
-  CheckpointIO), then stop with `Preempted`. A handler that was installed for that signal before
+  CheckpointIO), then stop with `Preempted` at the next hook (so the step's metrics are logged).
+  A signal during validation or between epochs saves the state of the last finished step, with
+  the loop state as of that step's end, so that the resumed run redoes the validation. A handler that was installed for that signal before
   the run (submitit's "checkpoint and requeue") is called after the checkpoint is on disk, so
   submitit requeues the job and the requeued job continues with `resume=auto`.
 - `loss_is_finite`: the NaN/inf test of the training step, agreed across ranks so that all
@@ -109,6 +111,8 @@ class PreemptionCheckpoint(L.Callback):
         self._previous: dict[int, object] = {}
         self._loops_before_val: dict | None = None  # fit-loop state at the last training batch's end
         self._saving_mid_validation = False
+        self._pending: str | None = None  # saved, stop at the next hook (message)
+        self._saved_step: int | None = None
 
     def _record(self, signum: int, frame) -> None:
         log.warning("received %s: saving a checkpoint at the end of this batch", signal.Signals(signum).name)
@@ -134,6 +138,8 @@ class PreemptionCheckpoint(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
         self._restore()  # Lightning skips `teardown` hooks when fit ends with an exception
         if isinstance(exception, SIGTERMException) and not isinstance(exception, Preempted):
+            if self._saved_step == trainer.global_step:
+                return  # saved at the batch boundary already; Lightning then stopped on its own
             # Lightning stopped on SIGTERM outside a training batch (during validation or between
             # epochs): the weights are those of the last finished step, save them too.
             self._saving_mid_validation = trainer.validating and self._loops_before_val is not None
@@ -152,20 +158,37 @@ class PreemptionCheckpoint(L.Callback):
         # state resumes into the wrong epoch (it skipped one); with this one the resumed run redoes
         # the validation and goes on exactly as an uninterrupted run (a small dict of counters).
         self._loops_before_val = copy.deepcopy(trainer.fit_loop.state_dict())
-        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches or self._pending is not None:
             return  # mid-accumulation: partial gradients are not checkpointed, wait for the step
         local = self._received is not None or bool(trainer.received_sigterm)
         if not _any_rank(trainer, local):
             return
         trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes
+        self._saved_step = trainer.global_step
         name = signal.Signals(self._received).name if self._received is not None else "SIGTERM"
-        message = (f"{name} received: saved {self.path} at global step {trainer.global_step}; "
-                   "rerun with resume=auto (and the same run dir) to continue")
-        log.warning(message)
+        self._pending = (f"{name} received: saved {self.path} at global step {trainer.global_step}; "
+                         "rerun with resume=auto (and the same run dir) to continue")
+        log.warning(self._pending)
+        # Stop at the next hook, not here: Lightning still logs this step's metrics (CSV, W&B) after
+        # this hook. (On SIGTERM it may stop by itself first: on_exception knows it was saved.)
+
+    def _stop_if_pending(self) -> None:
+        if self._pending is None:
+            return
+        message, self._pending = self._pending, None
         previous = self._previous.get(self._received) if self._received is not None else None
         if callable(previous):  # e.g. submitit: requeue this job, then exit
             previous(self._received, None)
         raise Preempted(message)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        self._stop_if_pending()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._stop_if_pending()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._stop_if_pending()
 
 
 class FaultInjection(L.Callback):

@@ -1,14 +1,18 @@
 """Experiment-logger builders.
 
 W&B runs offline (logs kept on disk, `wandb sync` later) when no API key is configured or the
-user asks for it, so a run never hangs waiting for a login or a network.
+user asks for it, so a run never hangs waiting for a login or a network. `ResumableCSVLogger` is
+Lightning's CSV logger without its habit of deleting `metrics.csv` when the run dir already has one:
+a resumed run keeps the rows from before the interruption (the steps it redoes replace theirs).
 """
 
 from __future__ import annotations
 
+import csv
 import os
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
 def wandb_has_key() -> bool:
@@ -36,3 +40,34 @@ def finish_runs(loggers) -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Keeps an existing metrics.csv; its first save drops the old rows of the steps being logged again."""
+
+    def _check_log_dir_exists(self) -> None:
+        self._resuming = self._fs.isfile(self.metrics_file_path)
+        if self._resuming:
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+
+    def save(self) -> None:
+        if getattr(self, "_resuming", False) and self.metrics:
+            self._resuming = False
+            first = min(int(m.get("step", 0)) for m in self.metrics)
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step") not in (None, "") and int(r["step"]) < first]
+            with self._fs.open(self.metrics_file_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(rows)
+        super().save()
+
+
+class ResumableCSVLogger(CSVLogger):
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -93,14 +93,29 @@ class ResumableDataLoader(DataLoader):
             yield batch
 
     def position(self) -> dict:
-        """{"epoch", "batches"}: how far the training loop got into the current epoch."""
-        return {"epoch": self.sampler.epoch, "batches": self._consumed}
+        """{"epoch", "batches"}: how far the training loop got into the current epoch, plus the dataset's
+        skip counts ("skips", deco.data.skips) so that a resumed run reports what an uninterrupted one would."""
+        out = {"epoch": self.sampler.epoch, "batches": self._consumed}
+        if hasattr(self.dataset, "skips"):
+            out["skips"] = self.dataset.skips.state()
+        return out
 
     def resume(self, position: dict | None, epoch: int) -> None:
         """Skip the batches `position` had consumed when it is from `epoch` (the iterator is lazy, so this
         still applies to the epoch about to start); a position from an earlier epoch skips nothing."""
+        if position is not None and position.get("skips") and hasattr(self.dataset, "skips"):
+            self.dataset.skips.load_state(position["skips"])
         if position is not None and int(position["epoch"]) == epoch:
             self.sampler.start_batch = int(position["batches"])
+
+    # Lightning's stateful-loader interface, so it knows this loader resumes (and does not warn that it
+    # cannot). The position itself travels with deco.lit.loader_position.LoaderPosition, which restores
+    # it after the loop state (Lightning's own call comes too early for the cosine schedule's set-up).
+    def state_dict(self) -> dict:
+        return self.position()
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 def train_loader(dataset: Dataset, *, batch_size: int, seed: int, trainer=None, drop_last: bool = False,
