@@ -135,10 +135,13 @@ def test_jacobian_relevance_sees_what_the_receptive_field_leaves_out():
 @pytest.mark.slow
 @pytest.mark.parametrize("projector", ZOO)
 def test_train_then_explain_cli(projector, tmp_path):
-    """`python -m deco.train projector=<each>` (3 steps) and `python -m deco.explain` on its checkpoint."""
+    """`python -m deco.train projector=<each>` (3 steps), `python -m deco.explain` on its checkpoint, and the
+    checkpoint exported as a deco save_pretrained directory that loads back with the same projector weights."""
     from conftest import TINY_RUN
 
     from deco.explain.__main__ import run
+    from deco.export import export
+    from deco.models.loading import load_model
     from deco.train import train
 
     train(compose_config("train", [*TINY_RUN, f"projector={projector}", "query_num=16"], tmp_path / "run"))
@@ -151,3 +154,7 @@ def test_train_then_explain_cli(projector, tmp_path):
     assert [r["method"] for r in records] == ["rgae", "rawattn"]
     for kind in ("R_t2i", "R_t2q", "R_q2i"):
         assert len(list((tmp_path / "out").glob(f"{kind}-rgae-*-{projector}*_16.png"))) == 1
+    trained = load_model(ckpt).model.projector.state_dict()
+    exported = load_model(export(str(ckpt), str(tmp_path / "exported"), "deco")).model.projector.state_dict()
+    assert sorted(exported) == sorted(trained)
+    assert all(torch.equal(exported[k], trained[k]) for k in trained)
