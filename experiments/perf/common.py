@@ -62,10 +62,12 @@ def projector_configs(size: str) -> dict[str, dict[str, Any]]:
 
 
 def model_config(size: str) -> dict[str, Any]:
-    """The tiny model config (configs/model/tiny.yaml) with the size's widths applied."""
+    """The tiny model config (configs/model/tiny_scratch.yaml) with the size's widths applied."""
     if size not in SIZES:
         raise ValueError(f"size='{size}' is unknown; choose one of: {', '.join(SIZES)}")
-    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"), resolve=True)
+    # tiny_scratch: the tiny architecture from configs (model=tiny now loads the pretrained zoo, which has no
+    # `config` sections to widen); step times and FLOPs do not depend on the weights
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / "tiny_scratch.yaml"), resolve=True)
     overrides = {"wide": WIDE_OVERRIDES, "smoke": SMOKE_OVERRIDES}.get(size, {})
     for part, values in overrides.items():
         cfg[part]["config"].update(values)

@@ -259,6 +259,7 @@ def test_dabstractor_reference_grid_and_gae():
     assert ref[0].tolist() == pytest.approx([1 / 6, 1 / 6]) and ref[5].tolist() == pytest.approx([5 / 6, 1 / 2])
     x = torch.randn(2, N, IN)
     tokens, self_maps, cross = proj.forward_with_attentions(x)
+    torch.testing.assert_close(tokens, proj(x))  # the dense map (explain) = grid_sample (training)
     assert len(self_maps) == len(cross) == 2 and cross[0].shape == (2, 2, 9, N)
     torch.testing.assert_close(self_maps[0].sum(-1), torch.ones(2, 2, 9))
     rel = proj.query_to_patch_relevance(self_maps, cross, *[grads_of(tokens, m) for m in (self_maps, cross)])

@@ -229,6 +229,7 @@ def test_honeybee_dabstractor_layer_is_transformers_deformable_detr(tmp_path):
                   level_start_index=torch.tensor([0]), encoder_hidden_states=feats)
     expected = expected[0] if isinstance(expected, tuple) else expected
     torch.testing.assert_close(layer(hidden, pos, feats, ref, 6)[0], expected)
+    torch.testing.assert_close(layer(hidden, pos, feats, ref, 6, dense=False)[0], expected)
     # Honeybee names: v_pos_emb, output_proj (the D-Abstractor's readout)
     state = {("v_pos_emb" if k == "pos_emb" else k.replace("readout.0.", "output_proj.")): v
              for k, v in source.state_dict().items()}

@@ -14,7 +14,8 @@ The deformable sampling is written as a dense attention map A (b h q n): A[q, i]
 point's weight times its bilinear weight on patch i, which `F.grid_sample(align_corners=False,
 padding_mode="zeros")` would apply (tested against it), so out = A V and R_q2i is GAE over A and the query
 self-attention (`attentive.gae_query_to_patch`). Rows of A sum to 1 minus the mass of points that fall
-outside the map.
+outside the map. A plain forward (training) samples with `grid_sample` instead, which is the same
+attention without building A; `forward_with_attentions` builds it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ def sampling_matrix(locations: torch.Tensor, weights: torch.Tensor, height: int,
     return val.new_zeros(b, h, q, height * width).scatter_add(-1, idx, val)
 
 
+def grid_sample_attention(value: torch.Tensor, locations: torch.Tensor, weights: torch.Tensor, grid: int):
+    """The same attention as `sampling_matrix(...) @ value` by F.grid_sample (faster, no map): value b h n e -> b q (h e)."""
+    b = value.shape[0]
+    v = rearrange(value, "b h (y x) e -> (b h) e y x", y=grid)
+    g = rearrange(2 * locations - 1, "b q h p c -> (b h) q p c")
+    sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (b h) e q p
+    out = (sampled * rearrange(weights, "b q h p -> (b h) 1 q p")).sum(-1)
+    return rearrange(out, "(b h) e q -> b q (h e)", b=b)
+
+
 class DeformableCrossAttention(nn.Module):
     """transformers' DeformableDetrMultiscaleDeformableAttention at one level, sampling written densely."""
 
@@ -74,13 +85,16 @@ class DeformableCrossAttention(nn.Module):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, hidden, pos, feats, reference, grid: int):  # b q d, b q d, b n d, b q 2
+    def forward(self, hidden, pos, feats, reference, grid: int, dense: bool = True):  # b q d, b q d, b n d, b q 2
+        """(out b q d, attention b h q n or None): `dense=False` samples with grid_sample and returns no map."""
         query = hidden + pos
         b, q, d = query.shape
         value = rearrange(self.value_proj(feats), "b n (h e) -> b h n e", h=self.heads)
         offsets = self.sampling_offsets(query).view(b, q, self.heads, self.points, 2)
         weights = self.attention_weights(query).view(b, q, self.heads, self.points).softmax(-1)
         locations = reference[:, :, None, None, :] + offsets / grid  # (x, y); offsets are in patches
+        if not dense:
+            return self.output_proj(grid_sample_attention(value, locations, weights, grid)), None
         attn = sampling_matrix(locations, weights, grid, grid)  # b h q n
         out = rearrange(attn @ value, "b h q e -> b q (h e)")
         return self.output_proj(out), attn
@@ -115,10 +129,10 @@ class DecoderLayer(nn.Module):
         self.fc2 = nn.Linear(ffn_dim, dim)
         self.final_layer_norm = nn.LayerNorm(dim)
 
-    def forward(self, hidden, pos, feats, reference, grid):
+    def forward(self, hidden, pos, feats, reference, grid, dense: bool = True):
         out, a_self = self.self_attn(hidden, pos)
         hidden = self.self_attn_layer_norm(hidden + out)
-        out, a_cross = self.encoder_attn(hidden, pos, feats, reference, grid)
+        out, a_cross = self.encoder_attn(hidden, pos, feats, reference, grid, dense)
         hidden = self.encoder_attn_layer_norm(hidden + out)
         hidden = self.final_layer_norm(hidden + self.fc2(F.relu(self.fc1(hidden))))
         return hidden, a_self, a_cross
@@ -159,8 +173,9 @@ class DAbstractorProjector(AttentiveProjector, CompressorProjector):
         pos = rearrange(pos, "b d h w -> b (h w) d")
         hidden = self.query_position_embeddings.weight.to(x.dtype).expand(b, -1, -1)
         reference = self.reference_points.to(x.dtype).expand(b, -1, -1)
+        dense = self._recording is not None  # the dense map only when relevance needs it
         for layer in self.layers:
-            hidden, a_self, a_cross = layer(hidden, pos, x, reference, self.grid)
+            hidden, a_self, a_cross = layer(hidden, pos, x, reference, self.grid, dense)
             self.keep("self", a_self)
             self.keep("cross", a_cross)
         return hidden
