@@ -112,11 +112,11 @@ def export(cfg: DictConfig, loaded, out_dir: Path, tag: str | None = None, ckpt:
     """Export mode for one loaded checkpoint; returns one record per written input. `tag`: the name in the
     files (default: the projector tag); `compare`: collects (tag, input, relevance) per method for the
     comparison figure (single-image mode); `shard`: this rank's share (dataset: its samples; one image: rank 0)."""
-    shard = shard or Shard()
     from deco.explain.export import export_relevance, slugify
     from deco.explain.inputs import build_input
     from deco.explain.methods import explain_all
 
+    shard = shard or Shard()
     methods = _as_list(cfg.method)
     template = _template(cfg, loaded)
     tag = tag or loaded.projector_tag
