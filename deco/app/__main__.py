@@ -59,8 +59,8 @@ def _embedded_default(cfg: DictConfig):
     torch.manual_seed(int(cfg.seed))
     model = build_mllm(model_cfg, projector_cfg, tokenizer).eval()
     log.warning("no ckpt= given: serving the embedded default (model=%s, projector=%s) as built from its "
-                "configs; its answers mean something only if those name trained weights", model_cfg.get("name"),
-                projector_cfg["name"])
+                "configs; its projector is untrained, so give ckpt= for answers that mean something",
+                model_cfg.get("name"), projector_cfg["name"])
     config = {"model": model_cfg, "projector": projector_cfg, "stage": {"template": "vicuna_v1"},
               "image_aspect": "pad", "source": {"format": "embedded", "path": None}}
     return LoadedModel(model, tokenizer, load_image_processor(**model_cfg["image_processor"]), config)
