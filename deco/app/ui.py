@@ -55,9 +55,10 @@ def ask(slots: Sequence[Slot], image, question: str, forced: str, method: str, v
                 continue
             view = session.explain_text(slot, picture, question, text, method, vision_relevance)
             source = "teacher-forced text" if forced else "generated answer"
+            side = "input patches (through the ViT)" if vision_relevance == "gae" else "patch features"
             results.append((view, f"{method}, {source}: log p = {view.rel.log_prob:.2f} over "
                                   f"{len(view.rel.target_tokens)} tokens; {view.rel.num_queries} queries, "
-                                  f"{view.rel.grid}x{view.rel.grid} patches"))
+                                  f"{view.rel.grid}x{view.rel.grid} {side}"))
         except AppInputError as err:
             results.append((None, f"**{err}**"))
         except Exception as err:  # one model failing must not take the page (or the other models) down

@@ -144,6 +144,9 @@ def _explore(browser, tmp_path):
     question = browser.find_element(By.CSS_SELECTOR, "#question textarea")
     question.clear()
     question.send_keys("What shape is green?")
+    vision = [e for e in browser.find_elements(By.CSS_SELECTOR, "#vision label") if "input patches" in e.text]
+    assert len(vision) == 1
+    vision[0].click()  # relevance through the vision tower
     browser.find_element(By.CSS_SELECTOR, "button#ask").click()
 
     def answers():
@@ -156,6 +159,8 @@ def _explore(browser, tmp_path):
         for elem in ("t2q", "q2i", "word-img"):
             _wait(f"model {i}'s {elem}", lambda i=i, elem=elem: _img(browser, f"m{i}-{elem}"), 60)
     assert "Image 320x200; 2 model(s)" in browser.find_element(By.ID, "status").text
+    assert "24x24 input patches (through the ViT)" in browser.find_element(By.ID, "m0-info").text
+    assert "4x4 input patches" in browser.find_element(By.ID, "m1-info").text
 
     # select the answer's last word: its R_t2i replaces the first word's
     word_before = _img(browser, "m0-word-img")
