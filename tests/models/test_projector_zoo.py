@@ -65,7 +65,8 @@ def test_parameter_counts_by_hand():
     # widening to 16: b1 of stage 1 gains a 1x1 shortcut conv + LN; stage 2 is 16 -> 16 with SE width 4
     s1 = 8 * 16 + 32 + 9 * 16 + 32 + (16 * 2 + 2) + (2 * 16 + 16) + 256 + 32 + (8 * 16 + 32)
     s2 = 256 + 32 + 9 * 16 + 32 + (16 * 4 + 4) + (4 * 16 + 16) + 256 + 32
-    assert n_params(make("cabstractor", layer_num=1, hidden_size=16)) == N * c + s1 + s2 + (16 * OUT + OUT) + 156 == 2414
+    wide = make("cabstractor", layer_num=1, hidden_size=16)
+    assert n_params(wide) == N * c + s1 + s2 + (16 * OUT + OUT) + 156 == 2414
     mlp_first = (c * OUT + OUT) + (OUT * OUT + OUT)  # 264
     # inverted residual at 12: dw 108 + LN 24 + SE (12*8+8, 8*12+12; 8 = make_divisible(3)) + pw 144 + LN 24
     inv = 108 + 24 + 104 + 108 + 144 + 24

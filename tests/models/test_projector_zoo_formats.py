@@ -38,7 +38,8 @@ IMAGE_ID = 4
 
 class RefLayerNorm2d(nn.LayerNorm):  # timm LayerNormAct2d(act_layer=None)
     def forward(self, x):
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
 
 
 class RefSE(nn.Module):  # torchvision SqueezeExcitation(scale_activation=Hardsigmoid)
@@ -204,8 +205,8 @@ def test_honeybee_cabstractor_matches_a_timm_transcription(tmp_path):
                   "conv2.bn.bias", "se.fc1.weight", "se.fc1.bias", "se.fc2.weight", "se.fc2.bias",
                   "conv3.conv.weight", "conv3.bn.weight", "conv3.bn.bias"]
     names = [k for k in projector.state_dict() if k.startswith("net.0.b1.")]
-    assert names == [f"net.0.b1.{k}" for k in timm_block] + ["net.0.b1.downsample.conv.weight",
-                                                             "net.0.b1.downsample.bn.weight", "net.0.b1.downsample.bn.bias"]
+    shortcut = ["downsample.conv.weight", "downsample.bn.weight", "downsample.bn.bias"]
+    assert names == [f"net.0.b1.{k}" for k in timm_block + shortcut]
 
 
 def test_honeybee_dabstractor_layer_is_transformers_deformable_detr(tmp_path):

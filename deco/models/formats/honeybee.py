@@ -42,10 +42,12 @@ def honeybee_projector_config(config: dict) -> dict:
                    prenorm=bool(proj.get("prenorm", False)), mlp_act="silu")
     else:
         if int(proj.get("num_feature_levels", 1)) != 1:
-            raise ValueError("Honeybee D-Abstractor with num_feature_levels > 1 (multi-level features) is not supported")
+            raise ValueError("Honeybee D-Abstractor with num_feature_levels > 1 (multi-level features) "
+                             "is not supported")
         if proj.get("pooled_v_target", "query") != "query":
             raise ValueError(f"Honeybee pooled_v_target='{proj['pooled_v_target']}' is not supported; only 'query'")
-        cfg.update(layer_num=int(proj.get("decoder_layers", 6)), num_attention_heads=int(proj.get("decoder_attention_heads", 8)),
+        cfg.update(layer_num=int(proj.get("decoder_layers", 6)),
+                   num_attention_heads=int(proj.get("decoder_attention_heads", 8)),
                    num_points=int(proj.get("decoder_n_points", 4)), ffn_dim=int(proj.get("decoder_ffn_dim", 1024)))
     return cfg
 

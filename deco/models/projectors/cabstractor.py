@@ -32,6 +32,7 @@ from deco.models.projectors.compressor import (
 from deco.models.projectors.conv_layers import RegStage
 from deco.models.projectors.pooling import adaptive_pool_matrix
 
+
 @register_projector("cabstractor")
 class CAbstractorProjector(ReceptiveFieldProjector):
     """ResNet blocks, adaptive average pool to sqrt(q) x sqrt(q), ResNet blocks, MLP."""

@@ -131,7 +131,8 @@ class CompressorProjector(Projector):
         """The readout MLP from the mixing step's width to d_out; call at the end of the subclass __init__."""
         check_positive("mlp_depth", mlp_depth, minimum=0)
         if mlp_depth == 0 and width != self.out_dim:
-            raise ValueError(f"mlp_depth=0 needs the mixing step to end at the LLM width {self.out_dim}, it ends at {width}")
+            raise ValueError(f"mlp_depth=0 needs the mixing step to end at the LLM width {self.out_dim}, "
+                             f"it ends at {width}")
         self.readout = build_mlp(mlp_depth, width, self.out_dim, mlp_act) if mlp_depth else None
 
     # -- the subclass's part ---------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def sampling_matrix(locations: torch.Tensor, weights: torch.Tensor, height: int,
 
 
 def grid_sample_attention(value: torch.Tensor, locations: torch.Tensor, weights: torch.Tensor, grid: int):
-    """The same attention as `sampling_matrix(...) @ value` by F.grid_sample (faster, no map): value b h n e -> b q (h e)."""
+    """`sampling_matrix(...) @ value` computed by F.grid_sample (faster, no map): value b h n e -> b q (h e)."""
     b = value.shape[0]
     v = rearrange(value, "b h (y x) e -> (b h) e y x", y=grid)
     g = rearrange(2 * locations - 1, "b q h p c -> (b h) q p c")
@@ -155,11 +155,14 @@ class DAbstractorProjector(AttentiveProjector, CompressorProjector):
         check_positive("layer_num", layer_num)
         check_positive("num_points", num_points)
         if in_dim % check_positive("num_attention_heads", num_attention_heads):
-            raise ValueError(f"dabstractor width {in_dim} is not divisible by num_attention_heads={num_attention_heads}")
+            raise ValueError(f"dabstractor width {in_dim} is not divisible by "
+                             f"num_attention_heads={num_attention_heads}")
         super().__init__(in_dim, out_dim, num_patches, query_num, prenorm=prenorm, pos_emb=pos_emb)
         self.layer_num = layer_num
         ffn = in_dim if ffn_dim is None else check_positive("ffn_dim", ffn_dim)
-        self.layers = nn.ModuleList(DecoderLayer(in_dim, num_attention_heads, num_points, ffn) for _ in range(layer_num))
+        self.layers = nn.ModuleList(
+            DecoderLayer(in_dim, num_attention_heads, num_points, ffn) for _ in range(layer_num)
+        )
         self.query_position_embeddings = nn.Embedding(query_num, in_dim)
         centres = (torch.arange(self.side, dtype=torch.float32) + 0.5) / self.side
         ref_y, ref_x = torch.meshgrid(centres, centres, indexing="ij")

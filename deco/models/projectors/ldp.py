@@ -73,7 +73,8 @@ class LDPProjector(_LDPBase):
         super().__init__(in_dim, out_dim, num_patches, query_num, layer_num, prenorm, pos_emb, relevance)
         self.stride = self.grid // self.side
         self.mlp = nn.Sequential(nn.Identity(), *build_mlp(layer_num, in_dim, out_dim))
-        self.mb_block = nn.Sequential(nn.Identity(), InvertedResidual(out_dim, 1), InvertedResidual(out_dim, self.stride))
+        self.mb_block = nn.Sequential(nn.Identity(), InvertedResidual(out_dim, 1),
+                                      InvertedResidual(out_dim, self.stride))
 
     def spatial(self, x: torch.Tensor) -> torch.Tensor:
         return self.mb_block(x)

@@ -72,7 +72,8 @@ class ResamplerProjector(AttentiveProjector, CompressorProjector):
                  mlp_depth: int = 1, num_attention_heads: int | None = None, ff_mult: int = 4,
                  prenorm: bool = False, pos_emb: bool = True, mlp_act: str = "gelu"):
         check_positive("layer_num", layer_num)
-        heads = _default_heads(in_dim) if num_attention_heads is None else check_positive("num_attention_heads", num_attention_heads)
+        heads = num_attention_heads
+        heads = _default_heads(in_dim) if heads is None else check_positive("num_attention_heads", heads)
         if in_dim % heads:
             raise ValueError(f"resampler width {in_dim} is not divisible by num_attention_heads={heads}")
         super().__init__(in_dim, out_dim, num_patches, query_num, prenorm=prenorm, pos_emb=pos_emb)
