@@ -25,7 +25,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deco.eval.tables import checkpoint_label, joint_table, read_summaries
-
 from deco.models.attention import IMPLEMENTATIONS, set_attention
 from deco.utils.config import looks_like_path
 from deco.utils.io import atomic_write_text

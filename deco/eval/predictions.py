@@ -2,8 +2,9 @@
 
 A run streams `predictions.jsonl` as batches finish, so a killed or failed run keeps every answer it
 finished. `finished_answers` reads such a file back (a torn last line from a kill is dropped) and keeps
-the answers whose id and prompt match the benchmark's questions now, so a rerun into the same run dir
-(or with `resume_from=`) asks only the rest.
+the answers whose id, prompt and reference match the benchmark's questions now (a changed reference,
+e.g. a grounding box in another image frame, means the answer is asked again), so a rerun into the same
+run dir (or with `resume_from=`) asks only the rest.
 """
 
 from __future__ import annotations
@@ -49,18 +50,18 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
-def finished_answers(path: Path, ids: Sequence, prompts: Sequence[str]) -> dict[str, dict]:
-    """{id_key: record} of the answers in `path` that belong to these questions (same id, same prompt)."""
+def finished_answers(path: Path, ids: Sequence, prompts: Sequence[str], references: Sequence) -> dict[str, dict]:
+    """{id_key: record} of the answers in `path` that belong to these questions (same id, prompt, reference)."""
     if not path.is_file():
         return {}
-    wanted = {id_key(i): p for i, p in zip(ids, prompts)}
+    wanted = {id_key(i): (p, id_key(r)) for i, p, r in zip(ids, prompts, references)}
     done, stale = {}, 0
     for record in read_records(path):
         k = id_key(record["id"])
-        if k in wanted and record.get("prompt") == wanted[k]:
+        if k in wanted and (record.get("prompt"), id_key(record.get("reference"))) == wanted[k]:
             done[k] = record
         elif k in wanted:
             stale += 1
     if stale:
-        log.warning("%s: %d answers were asked with another prompt; asking them again", path, stale)
+        log.warning("%s: %d answers were asked with another prompt or reference; asking them again", path, stale)
     return done

@@ -178,7 +178,7 @@ def evaluate_benchmark(
     """Answer every question of `benchmark`, score the answers, optionally write predictions JSONL.
 
     Answers already in `resume_from` (default: `predictions_path` itself, if it exists) for the same
-    question and prompt are reused and not asked again.
+    question, prompt and reference are reused and not asked again.
     """
     rank, world = _dist()
     benchmark.use_image_aspect(image_aspect)
@@ -187,8 +187,9 @@ def evaluate_benchmark(
                                template, image_aspect)
     path = Path(predictions_path) if predictions_path is not None else None
     source = Path(resume_from) if resume_from is not None else path
-    done = finished_answers(source, [s.id for s in samples], [everything.prompt_text(i) for i in range(len(samples))]) \
-        if source is not None else {}
+    done = {} if source is None else finished_answers(
+        source, [s.id for s in samples], [everything.prompt_text(i) for i in range(len(samples))],
+        [jsonable(s.reference) for s in samples])
     if done and rank == 0:
         log.info("%s: resuming, %d of %d answers read from %s", benchmark.name, len(done), len(samples), source)
     todo = [i for i, s in enumerate(samples) if id_key(s.id) not in done]

@@ -274,3 +274,17 @@ def test_cli_multirun(tiny_ckpt, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and p.name != ".hydra") == [
         f"{run}-last-shapes_attribute", f"{run}-last-shapes_existence"]
     assert "shapes_existence" in (tmp_path / "summary.md").read_text()
+
+
+def test_finished_answers_keep_only_matching_questions(tmp_path):
+    from deco.eval.predictions import finished_answers
+
+    path = tmp_path / "predictions.jsonl"
+    lines = [{"id": 1, "prompt": "p1", "answer": "yes", "reference": [0.0, 0.25, 0.5, 0.75]},
+             {"id": 2, "prompt": "old prompt", "answer": "no", "reference": "no"},
+             {"id": 3, "prompt": "p3", "answer": "no", "reference": [0, 0, 1, 1]},  # another box frame
+             {"id": "1", "prompt": "p1", "answer": "x", "reference": [0.0, 0.25, 0.5, 0.75]}]  # "1" is not 1
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"id": 4, "pro')
+    done = finished_answers(path, [1, 2, 3, 4], ["p1", "p2", "p3", "p4"],
+                            [[0.0, 0.25, 0.5, 0.75], "no", [0.0, 0.0, 0.5, 0.5], "yes"])
+    assert [r["id"] for r in done.values()] == [1] and next(iter(done.values()))["answer"] == "yes"
