@@ -181,6 +181,11 @@ def test_mmbench_tsv_with_released_circular_copies(tmp_path):
     out = _score(bench, ["B", "A", "C", "A", "A"])
     assert out["questions"] == 2 and out["n"] == 5
     assert out["accuracy"] == 80.0 and out["circular_accuracy"] == 50.0
+    test_tsv = tmp_path / "mmbench_test.tsv"  # the test split has no answers: predictions only
+    rows = [line.split("\t") for line in path.read_text().splitlines()]
+    test_tsv.write_text("\n".join("\t".join(r[:7] + r[8:]) for r in rows) + "\n")
+    test_bench = B.MMBench(str(test_tsv))
+    assert len(test_bench.samples()) == 5 and not test_bench.has_references
 
 
 def test_seed_and_scienceqa(tmp_path):

@@ -88,22 +88,23 @@ def _cell(value: str | None) -> str:
 
 class MMBench(_MultipleChoice):
     """MMBench dev TSV; with `circular` a question counts only if all its circular copies are right
-    (headline: circular accuracy over questions)."""
+    (headline: circular accuracy over questions). A test TSV (no `answer` column) gives predictions only."""
 
     def __init__(self, tsv_file: str, circular: bool = True, name: str = "mmbench",
                  prompt_suffix: str = MULTIPLE_CHOICE, max_new_tokens: int = 8, limit: int | None = None,
                  parser: str = "reference"):
         super().__init__(name, prompt_suffix, max_new_tokens, limit, parser)
-        self.tsv_file, self.circular = tsv_file, circular
+        self.tsv_file, self.circular, self._has_answers = tsv_file, circular, True
         self.headline = "circular_accuracy" if circular else "accuracy"
 
     def _rows(self, path: Path) -> list[tuple[str, dict]]:
         csv.field_size_limit(sys.maxsize)  # base64 images are long fields
         with path.open(encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f, delimiter="\t")
-            for column in ("index", "question", "A", "B", "answer", "image"):
+            for column in ("index", "question", "A", "B", "image"):
                 if column not in (reader.fieldnames or []):
                     raise ValueError(f"{path}: missing column {column!r} (columns: {reader.fieldnames})")
+            self._has_answers = "answer" in (reader.fieldnames or [])  # the test TSVs have none (server-scored)
             return [(f"{path}:{number}", row) for number, row in enumerate(reader, 2)]
 
     def read(self) -> list[EvalSample]:
@@ -120,7 +121,7 @@ class MMBench(_MultipleChoice):
         samples = []
         for index, (where, row) in zip(indices, rows):
             options = [_cell(row.get(letter)) for letter in "ABCDEFGHI" if _cell(row.get(letter))]
-            answer = _check_answer(_cell(row["answer"]), options, where)
+            answer = _check_answer(_cell(row["answer"]), options, where) if self._has_answers else None
             image = images[index]
             if image.isdigit() and int(image) in images:  # a copy pointing at the row that holds the image
                 image = images[int(image)]
@@ -132,12 +133,16 @@ class MMBench(_MultipleChoice):
             rounds = len(options) if self.circular and not has_copies else 1
             for r in range(rounds):
                 rotated = options[r:] + options[:r]
-                letter = LETTERS[(LETTERS.index(answer) - r) % len(options)]
+                letter = LETTERS[(LETTERS.index(answer) - r) % len(options)] if answer else None
                 meta = {"options": rotated, "question_index": index % CIRCULAR_STRIDE, "round": r,
                         "category": _cell(row.get("category"))}
                 sample_id = f"{index}-{r}" if rounds > 1 else index
                 samples.append(EvalSample(sample_id, question, letter, load, meta, where=where))
         return samples
+
+    @property
+    def has_references(self) -> bool:
+        return all(s.reference is not None for s in self.samples())
 
     def build_metric(self) -> Metric:
         return MultipleChoiceAccuracy(circular=self.circular, rule=self.rule)
