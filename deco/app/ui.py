@@ -110,7 +110,10 @@ def build_ui(slots: Sequence[Slot], *, method: str = "rgae", vision_relevance: s
                     }
                     columns.append(col)
 
-        def on_ask(image_path, question_text, forced_text, method_name, vision_name):
+        def on_ask(image_data, question_text, forced_text, method_name, vision_name):
+            # preprocess=False: the upload arrives as Gradio's file record, read by us, so a broken file
+            # gets our message rather than Gradio's preprocessing error
+            image_path = image_data.get("path") if isinstance(image_data, dict) else image_data
             message, results = ask(slots, image_path, question_text, forced_text, method_name, vision_name,
                                    max_new_tokens, max_text_tokens)
             outputs = [message]
@@ -119,7 +122,8 @@ def build_ui(slots: Sequence[Slot], *, method: str = "rgae", vision_relevance: s
             return outputs
 
         outputs = [status] + [col[f] for col in columns for f in FIELDS]
-        button.click(on_ask, [image, question_box, forced, method_box, vision], outputs, concurrency_limit=1)
+        button.click(on_ask, [image, question_box, forced, method_box, vision], outputs, concurrency_limit=1,
+                     preprocess=False)
         for col in columns:
             col["word"].input(lambda view, k: None if view is None or k is None else session.t2i_picture(view, int(k)),
                                [col["state"], col["word"]], col["word_img"])

@@ -139,6 +139,15 @@ def _explore(browser, tmp_path):
     image = tmp_path / "photo.png"
     render_scene(1000, 3).image.resize((320, 200)).save(image)  # not square: padded as each model was trained
     _wait("the upload field", lambda: browser.find_elements(By.CSS_SELECTOR, "#image-input input[type=file]"), 60)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"this is not a picture")
+    browser.find_element(By.CSS_SELECTOR, "#image-input input[type=file]").send_keys(str(bad))
+    _wait("the broken upload to arrive", lambda: browser.find_elements(By.CSS_SELECTOR, "#image-input img"), 60)
+    browser.find_element(By.CSS_SELECTOR, "button#ask").click()
+    _wait("the unreadable-image message", lambda: "Could not read 'broken.png' as an image"
+          in browser.find_element(By.ID, "status").text, 120)
+    browser.find_element(By.CSS_SELECTOR, "#image-input button[aria-label='Remove Image']").click()
+    _wait("the broken upload to go", lambda: not browser.find_elements(By.CSS_SELECTOR, "#image-input img"), 30)
     browser.find_element(By.CSS_SELECTOR, "#image-input input[type=file]").send_keys(str(image))
     _wait("the uploaded image preview", lambda: browser.find_elements(By.CSS_SELECTOR, "#image-input img"), 60)
     question = browser.find_element(By.CSS_SELECTOR, "#question textarea")
