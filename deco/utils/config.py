@@ -28,6 +28,32 @@ def looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or os.path.isabs(name)
 
 
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether a TCP connection to the Hugging Face hub (HF_ENDPOINT or huggingface.co) opens in time."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds files of `repo_id`."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return True  # cannot tell: let from_pretrained decide
+    names = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "adapter_config.json")
+    cache_dir = os.environ.get("HF_HUB_CACHE")  # read now: huggingface_hub reads it once, at import
+    return any(isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir), str) for name in names)
+
+
 def check_model_path(key: str, name_or_path: str | None) -> None:
     if name_or_path is None:
         return
@@ -35,6 +61,14 @@ def check_model_path(key: str, name_or_path: str | None) -> None:
     expanded = os.path.expanduser(str(name_or_path))
     if looks_like_path(str(name_or_path)) and not os.path.exists(expanded):
         raise ConfigError(f"{key}={name_or_path}: no such file or directory")
+    if str(name_or_path).count("/") == 1 and not os.path.exists(expanded) and not hub_cached(str(name_or_path)) \
+            and not hub_reachable():
+        # Without this, transformers retries for about a minute and ends in a traceback that names no key.
+        raise ConfigError(
+            f"{key}={name_or_path}: not a local directory, not in the Hugging Face cache, and the hub cannot be "
+            "reached (offline, or HF_HUB_OFFLINE=1). Download it where there is network (`huggingface-cli "
+            f"download {name_or_path}`) or point {key} at a local directory"
+        )
 
 
 def vision_patch_count(vision_cfg: Mapping) -> int | None:
