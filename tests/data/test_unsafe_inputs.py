@@ -106,7 +106,7 @@ def test_too_long_counts_the_visual_tokens(train_config, tmp_path):
     (root / "data.json").write_text(json.dumps(records))
     cfg = train_config("data=llava_json", f"data.json_path={root / 'data.json'}", "data.val_size=2",
                        "data.train.num_samples=null", "data.max_length=128", "query_num=16",
-                       "model.tokenizer.model_max_length=80", "model.vision.config.image_size=56",
+                       "model=tiny_scratch", "model.tokenizer.model_max_length=80", "model.vision.config.image_size=56",
                        "model.image_processor.image_size=56", "trainer.max_steps=1")
     train(cfg)
     report = json.loads((tmp_path / "data_skips.json").read_text())

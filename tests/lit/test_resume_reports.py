@@ -28,7 +28,8 @@ def _corpus(root):
 def _run(corpus):
     return ["data=llava_json", f"data.json_path={corpus}", "data.val_size=2", "data.train.num_samples=null",
             "data.batch_size=4", "data.eval_batch_size=2", "data.num_workers=0", "data.max_length=128",
-            "query_num=16", "model.vision.config.image_size=56", "model.image_processor.image_size=56",
+            "query_num=16", "model=tiny_scratch", "model.vision.config.image_size=56",
+            "model.image_processor.image_size=56",
             "stage=pretrain", "trainer.max_steps=6", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
             "logger=csv"]
 
