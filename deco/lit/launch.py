@@ -69,6 +69,8 @@ def _online_or_none(init_timeout_s: float, base_url: str, **kwargs):
     """An online W&B logger whose run has started, or None when starting it failed in any way."""
     import wandb
 
+    if wandb.run is None:  # settings of an earlier run in this process (an in-process sweep) must not apply
+        wandb.teardown()
     try:
         settings = kwargs.pop("settings", None) or wandb.Settings(init_timeout=init_timeout_s)
         logger = loggers.wandb_logger(offline=False, settings=settings, **kwargs)
