@@ -181,7 +181,8 @@ def score(cfg: DictConfig, loaded, shard: Shard | None = None) -> list[dict]:
     probes = [p for k, p in enumerate(probes) if (shard or Shard()).mine(k)]
     tag = loaded.projector_tag
     return score_model(loaded.model, loaded.tokenizer, probes, _as_list(cfg.score.methods), tag,
-                       perturbation=bool(cfg.score.perturbation), progress=_progress(cfg, f"score {tag}"))
+                       perturbation=bool(cfg.score.perturbation), progress=_progress(cfg, f"score {tag}"),
+                       vision_relevance=str(cfg.vision_relevance))
 
 
 def _csv_text(rows: list[dict]) -> str:

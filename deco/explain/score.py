@@ -213,14 +213,18 @@ def score_map(model: nn.Module, probe: Probe, rel: torch.Tensor, perturbation: b
 
 
 def score_model(model: nn.Module, tokenizer, probes: Iterable[Probe], methods: Sequence[str], tag: str,
-                perturbation: bool = True, steps: Sequence[float] = STEPS, progress=None) -> list[dict]:
-    """One row per (probe, method), plus the `random` baseline; `progress` wraps the probe iterable (e.g. tqdm)."""
+                perturbation: bool = True, steps: Sequence[float] = STEPS, progress=None,
+                vision_relevance: str = "none") -> list[dict]:
+    """One row per (probe, method), plus the `random` baseline; `progress` wraps the probe iterable (e.g. tqdm).
+
+    `vision_relevance="gae"` scores the maps carried through the vision tower (over the input patches).
+    """
     from deco.explain.methods import explain_all
 
     rows = []
     probes = list(probes)
     for probe in progress(probes) if progress else probes:
-        results = explain_all(model, probe.inp, list(methods), tokenizer)
+        results = explain_all(model, probe.inp, list(methods), tokenizer, vision_relevance=vision_relevance)
         maps = {m: r.r_t2i for m, r in results.items()}
         grid = next(iter(maps.values())).shape[0] if maps else 24
         maps["random"] = random_map(grid, probe.index)

@@ -129,5 +129,13 @@ def test_cli_exports_maps_over_the_input_patches(tmp_path):
     assert (flat["vision_relevance"], deep["vision_relevance"]) == ("none", "gae")
     torch.testing.assert_close(deep["r_t2i"].sum(), flat["r_t2i"].sum())
     assert not torch.allclose(deep["r_q2i"], flat["r_q2i"])
+    scores = {}
+    for setting in ("none", "gae"):
+        cfg = compose_config("explain", [f"ckpt={ckpt}", "mode=score", "score.num_samples=2", "score.methods=[rgae]",
+                                         "score.perturbation=false", f"vision_relevance={setting}", "device=cpu",
+                                         "progress=false"], out / f"score-{setting}")
+        scores[setting] = {s["method"]: s for s in run(cfg)["summary"]}
+    assert scores["gae"]["random"]["energy"] == scores["none"]["random"]["energy"]  # same probes, same noise
+    assert scores["gae"]["rgae"]["energy"] != scores["none"]["rgae"]["energy"]  # scored over the input patches
     with pytest.raises(SystemExit, match="vision_relevance=lrp is unknown"):
         run(compose_config("explain", [f"ckpt={ckpt}", "text=hi", "vision_relevance=lrp"], out / "bad"))
