@@ -24,6 +24,7 @@ from deco.train import train
     (["+fault.on_nann=skip"], "fault.on_nann is not a setting deco knows"),
     (["+seeed=1"], "seeed is not a setting deco knows"),
     (["resume=sometimes"], "resume=sometimes is not supported"),
+    (["data.image_aspect=stretch"], "data.image_aspect=stretch is unknown; choose one of: pad, resize, crop"),
 ])
 def test_bad_setting_is_a_config_error_naming_the_key(train_config, tmp_path, overrides, message):
     with pytest.raises(SystemExit, match="Config error: ") as info:

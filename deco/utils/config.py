@@ -157,5 +157,10 @@ def validate_train_config(cfg: Mapping) -> None:
     stage = cfg["stage"]
     from deco.data.conversation import TEMPLATES
 
+    from deco.data.image import ASPECTS
+
+    aspect = (cfg.get("data") or {}).get("image_aspect", "pad")
+    if aspect not in ASPECTS:
+        raise ConfigError(f"data.image_aspect={aspect} is unknown; choose one of: {', '.join(ASPECTS)}")
     if stage["template"] not in TEMPLATES:
         raise ConfigError(f"stage.template={stage['template']} is unknown; choose one of: {', '.join(TEMPLATES)}")
