@@ -132,6 +132,15 @@ def test_jacobian_relevance_sees_what_the_receptive_field_leaves_out():
     assert float(r_q2i[field > 0].sum()) > float(r_q2i[field == 0].sum())  # most of it inside
 
 
+@pytest.mark.parametrize("projector", ["dabstractor", "ldpv2"])
+def test_relevance_through_the_vision_tower(projector):
+    """vision_relevance=gae carries each zoo R_q2i on to the input patches (R_q2i @ R_f2i)."""
+    model, tokenizer, processor, _ = tiny(projector)
+    inp = build_input(tokenizer, processor, render_scene(1000, 3).image, "A pot of green plants")
+    rel = explain_all(model.eval(), inp, ["rgae"], tokenizer, vision_relevance="gae")["rgae"]
+    assert rel.vision_relevance == "gae" and rel.r_q2i.shape == (16, 576) and float(rel.r_q2i.sum()) > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("projector", ZOO)
 def test_train_then_explain_cli(projector, tmp_path):
