@@ -101,7 +101,8 @@ def _validate(cfg: DictConfig) -> None:
         raise SystemExit(f"Config error: batch_size={cfg.batch_size} must be >= 1")
     aspects = ("pad", "resize", "crop")
     if cfg.get("image_aspect") is not None and cfg.image_aspect not in aspects:
-        raise SystemExit(f"Config error: image_aspect={cfg.image_aspect} is unknown; allowed: null, {', '.join(aspects)}")
+        raise SystemExit(f"Config error: image_aspect={cfg.image_aspect} is unknown; "
+                         f"allowed: null, {', '.join(aspects)}")
     resume = cfg.get("resume_from")
     if resume is not None and not Path(str(resume)).expanduser().is_file():
         raise SystemExit(f"Config error: resume_from={resume}: no such predictions file")

@@ -112,7 +112,8 @@ class MMEScore(Metric):
         self.parsed.append(torch.tensor(parsed, dtype=torch.long, device=self.device))
 
     def compute(self) -> dict[str, torch.Tensor]:
-        category, image, correct, parsed = (cat_state(s) for s in (self.category, self.image, self.correct, self.parsed))
+        states = (self.category, self.image, self.correct, self.parsed)
+        category, image, correct, parsed = (cat_state(s) for s in states)
         out: dict[str, torch.Tensor] = {}
         groups = {"perception": 0.0, "cognition": 0.0}
         for index, name in enumerate(self.categories):
