@@ -151,6 +151,11 @@ def test_evaluate_entry_point_rejects_bad_config(tmp_path):
     cfg = compose_config("evaluate", [], tmp_path)
     with pytest.raises(SystemExit, match="ckpt is required"):
         evaluate(cfg)
+    (tmp_path / "x.ckpt").write_bytes(b"")
+    for override, message in [("image_aspect=square", "image_aspect=square is unknown"),
+                              (f"resume_from={tmp_path / 'gone.jsonl'}", "gone.jsonl: no such predictions file")]:
+        with pytest.raises(SystemExit, match=message):
+            evaluate(compose_config("evaluate", [f"ckpt={tmp_path / 'x.ckpt'}", override], tmp_path))
 
 
 def test_every_benchmark_config_composes(tmp_path):
