@@ -9,21 +9,15 @@ right-aligned after the merge, text-only rows included) is for batched greedy ge
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 
+from deco.models.generation import greedy_decode, position_ids_from_mask
 from deco.models.projectors.base import Projector
 from deco.models.vision import VisionTower
 
 PADDING_SIDES = ("right", "left")
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that count only attended tokens (b t), so left-padded rows start at 0."""
-    mask = attention_mask.long()
-    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+__all__ = ["MLLM", "PADDING_SIDES", "position_ids_from_mask"]
 
 
 class MLLM(nn.Module):
@@ -199,59 +193,20 @@ class MLLM(nn.Module):
         eos_token_id: int | list[int] | None = None,
         pad_token_id: int | None = None,
         image_tokens: torch.Tensor | None = None,
+        cache: str = "static",
+        prefill: str = "auto",
     ) -> torch.Tensor:
         """Greedy decoding with a KV cache on left-padded prompts; returns the new tokens (b, <= max_new_tokens).
 
         Rows that produced EOS are filled with `pad_token_id` (default: the first EOS id, else 0); decoding
-        stops early once every row has produced EOS.
+        stops early once every row has produced EOS. `cache` ("static" | "dynamic") and `prefill` ("auto" |
+        "batched" | "rows") change the speed, not the tokens (deco/models/generation.py).
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         embeds, mask, _, _ = self.prepare_inputs_embeds(
             input_ids, attention_mask, pixel_values, padding_side="left", image_tokens=image_tokens
         )
-        device = embeds.device
         eos_ids = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
-        eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
         pad = pad_token_id if pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
-        positions = position_ids_from_mask(mask)
-        cache_kw, extra = self._cache_keyword(), self._last_logits_only()
-        out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
-        past = self._cache_of(out)
-        next_positions = positions[:, -1:] + 1  # left padding: the last column is a real token in every row
-        finished = torch.zeros(embeds.shape[0], dtype=torch.bool, device=device)
-        embed = self.llm.get_input_embeddings()
-        new_tokens = []
-        for step in range(max_new_tokens):
-            token = out.logits[:, -1].argmax(-1)
-            token = torch.where(finished, torch.full_like(token, pad), token)
-            new_tokens.append(token)
-            if eos.numel():
-                finished |= torch.isin(token, eos)
-            if bool(finished.all()) or step == max_new_tokens - 1:
-                break
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            out = self.llm(inputs_embeds=embed(token)[:, None], attention_mask=mask, position_ids=next_positions,
-                           use_cache=True, **{cache_kw: past})
-            past = self._cache_of(out)
-            next_positions = next_positions + 1
-        return torch.stack(new_tokens, dim=1)
-
-    def _cache_keyword(self) -> str:
-        """transformers >= 5.2x names the KV cache `cache`; earlier versions `past_key_values`."""
-        base = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
-        return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-    def _last_logits_only(self) -> dict[str, int]:
-        """Ask the LLM for the last position's logits only (saves a b x T x vocab tensor on the prompt)."""
-        base = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
-        params = inspect.signature(base.forward).parameters
-        for name in ("logits_to_keep", "num_logits_to_keep"):
-            if name in params:
-                return {name: 1}
-        return {}
-
-    @staticmethod
-    def _cache_of(output):
-        cache = getattr(output, "cache", None)
-        return cache if cache is not None else output.past_key_values
+        return greedy_decode(self.llm, embeds, mask, max_new_tokens, eos_ids, pad, cache=cache, prefill=prefill)
