@@ -8,6 +8,7 @@ of the shapes gives.
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -99,6 +100,14 @@ def test_generation_and_relevance(results):
     if "skipped" not in rel:
         assert set(rel["projectors"]) == {"linear_16", "avgpool_4", "qformer_4"}
         assert all(r["ratio"] > 0 for r in rel["projectors"].values())
+
+
+def test_transformers_peer(results):
+    row = results["figures"]["transformers"]["sizes"]["smoke"]
+    # same weights through the llava-hf export: transformers decodes deco's tokens, old path and new path agree
+    assert row["tokens_equal"] == {"deco_vs_transformers": True, "deco_vs_before": True}
+    assert row["visual_tokens"] == 16 and row["ratio"] > 0 and row["meets_goal"] == (row["ratio"] <= 0.80)
+    assert row["ratio"] == pytest.approx(statistics.median(row["ratio_rounds"]))
 
 
 def test_gpu_smoke(results):

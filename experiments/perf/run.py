@@ -8,7 +8,8 @@ Every figure is a ratio of two things measured in this one process, interleaved,
 common.py), so the numbers compare across machines better than the absolute times next to them. Figures:
 1 overhead (Lightning step / bare step), 2 compression (step-time ratio vs FLOP ratio per projector),
 3 parameters and peak memory, 4 batched generation, 5 R-GAE cost, 6 data loader (experiments/perf/bench_data.py,
-when present), and gpu (gpu.py at LLaVA-1.5-7B dimensions on a CUDA device; its CPU smoke mode otherwise).
+when present), 7 batched generation against transformers' LlavaForConditionalGeneration (hf_peer.py), and gpu
+(gpu.py at LLaVA-1.5-7B dimensions on a CUDA device; its CPU smoke mode otherwise).
 A figure that fails is recorded with its error and the others still run; the exit status is then 1.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-FIGURES = ("overhead", "compression", "generation", "relevance", "data", "gpu")
+FIGURES = ("overhead", "compression", "generation", "transformers", "relevance", "data", "gpu")
 DEFAULT_OUT = Path(__file__).with_name("results.json")
 SMOKE_OUT = Path(__file__).with_name("results_smoke.json")
 
@@ -67,6 +68,10 @@ def run_figure(name: str, smoke: bool, generation_attn: tuple[str | None, ...]) 
         out[f"{generation_attn[-1] or 'as_built'}_llm_only"] = generation.run(smoke=smoke, attn=generation_attn[-1],
                                                                              llm_only=True)
         return out
+    if name == "transformers":
+        from experiments.perf import hf_peer
+
+        return hf_peer.run(smoke=smoke)
     module = importlib.import_module(f"experiments.perf.{name}")
     return module.run(smoke=smoke)
 
@@ -143,6 +148,17 @@ def table(results: dict) -> str:
                              f"{f['ratio']:.2f}x", f["goal"], _ok(f["meets_goal"])))
             else:
                 skipped("4 generation", f)
+    if "transformers" in figs:
+        f = figs["transformers"]
+        if "sizes" in f:
+            for size, row in f["sizes"].items():
+                same = "same tokens" if all(row["tokens_equal"].values()) else "TOKENS DIFFER"
+                rows.append(("7 vs transformers", f"deco / LlavaForConditionalGeneration generate ({size}, "
+                             f"b{row['batch_size']}, {row['visual_tokens']} visual tokens, {same})",
+                             f"{row['ratio']:.3f}x (before: {row['before_ratio']:.3f}x)", row["goal"],
+                             _ok(row["meets_goal"])))
+        else:
+            skipped("7 vs transformers", f)
     if "relevance" in figs:
         f = figs["relevance"]
         if "projectors" in f:
