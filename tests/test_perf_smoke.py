@@ -63,7 +63,7 @@ def test_results_have_every_figure(results):
 def test_overhead_figure(results):
     f = results["figures"]["overhead"]
     assert f["lightning_step_s"] > 0 and f["bare_step_s"] > 0
-    assert f["ratio"] > 0 and f["meets_goal"] == (f["ratio"] <= 1.05)
+    assert f["ratio"] > 0 and f["meets_goal"] == (f["ratio"] <= 1.03)
     assert f["gradient_clip_val"] == 1.0  # the bare loop clips like trainer=cpu does
 
 

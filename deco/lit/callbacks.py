@@ -16,6 +16,18 @@ import lightning as L
 import torch
 
 
+def logs_this_step(trainer: L.Trainer) -> bool:
+    """Whether this training step's logged values reach the loggers (and JsonlMetrics' record).
+
+    Lightning writes per-step metrics every `log_every_n_steps` steps; a `self.log` call costs ~0.3-0.6 ms
+    of Python on a CPU whether or not its value is written (experiments/perf/README.md, figure 1), so
+    per-step metrics other than the progress bar's loss are logged only on these steps (same values written).
+    """
+    if trainer.log_every_n_steps == 0 or trainer.fast_dev_run:
+        return True
+    return bool(trainer._logger_connector.should_update_logs)
+
+
 def _plain(value):
     return value.item() if isinstance(value, torch.Tensor) else value
 
@@ -47,7 +59,7 @@ class JsonlMetrics(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Logs `train/tokens_per_s` and `train/step_time_s`; list it before JsonlMetrics."""
+    """Logs `train/tokens_per_s` and `train/step_time_s` on logging steps; list it before JsonlMetrics."""
 
     def __init__(self):
         self._started: float | None = None
@@ -56,7 +68,7 @@ class Throughput(L.Callback):
         self._started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._started is None:
+        if self._started is None or not logs_this_step(trainer):
             return
         seconds = time.perf_counter() - self._started
         model = pl_module.model

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import get_cosine_schedule_with_warmup
 
+from deco.lit.callbacks import logs_this_step
 from deco.lit.fault import ON_NAN_CHOICES, check_gradients, loss_is_finite
 from deco.models.loss import REDUCTIONS, next_token_loss
 from deco.models.mllm import position_ids_from_mask
@@ -83,9 +84,11 @@ class MLLMModule(L.LightningModule):
             )
         batch_size = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        # Learning rate per optimizer group (the module logs it so it works with any or no logger).
-        for group in self.optimizers().optimizer.param_groups:
-            self.log(f"train/lr_{group.get('name', 'group')}", group["lr"], batch_size=batch_size)
+        # Learning rate per optimizer group (the module logs it so it works with any or no logger), on the
+        # steps whose values are written: each self.log call costs ~0.5 ms of Python (figure 1 of make bench).
+        if logs_this_step(self.trainer):
+            for group in self.optimizers().optimizer.param_groups:
+                self.log(f"train/lr_{group.get('name', 'group')}", group["lr"], batch_size=batch_size)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
