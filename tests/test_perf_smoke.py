@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from experiments.perf import gpu, run
+from experiments.perf.profile_ops import op_category
 from experiments.perf.common import (
     SMOKE_OVERRIDES,
     Bench,
@@ -78,6 +79,23 @@ def test_compression_flop_ratios_are_consistent(results):
             assert row["flop_ratio"] == pytest.approx(row["flops"] / base)
             assert row["rel_diff"] == pytest.approx(row["time_ratio"] / row["flop_ratio"] - 1)
     assert rows["avgpool_4"]["visual_tokens"] == 4 and rows["linear_16"]["visual_tokens"] == 16
+    # the profile split: categories add up to the total; the like-with-like ratio is the paired median
+    for label, row in rows.items():
+        parts = {k: v for k, v in row["profile_ms"].items() if k != "total"}
+        assert set(parts) == {"counted", "dropout", "softmax", "layer_norm", "optimizer", "other"}
+        assert sum(parts.values()) == pytest.approx(row["profile_ms"]["total"]) and parts["counted"] > 0
+        if label != "linear_16":
+            assert row["counted_time_ratio"] == pytest.approx(statistics.median(row["counted_ratio_rounds"]))
+            assert row["counted_meets_goal"] == (abs(row["counted_rel_diff"]) <= 0.10)
+    # only the Q-Former has dropout (BLIP-2's 0.1 on attention probabilities and hidden states)
+    assert rows["qformer_4"]["profile_ms"]["dropout"] > 0
+    assert rows["avgpool_4"]["profile_ms"]["dropout"] == rows["linear_16"]["profile_ms"]["dropout"] == 0
+
+
+def test_op_categories():
+    assert op_category("aten::mm") == op_category("aten::_scaled_dot_product_flash_attention_for_cpu") == "counted"
+    assert op_category("aten::bernoulli_") == "dropout" and op_category("aten::_softmax_backward_data") == "softmax"
+    assert op_category("aten::native_layer_norm_backward") == "layer_norm" and op_category("aten::mul") == "other"
 
 
 def test_params_and_memory(results, bench):
@@ -119,6 +137,13 @@ def test_gpu_smoke(results):
         assert row["seq_len"] == f["text_len"] - 1 + row["visual_tokens"]
         assert row["flops_per_step"] > 0
     assert f["projectors"]["avgpool_4"]["flops_per_step"] < f["projectors"]["linear_16"]["flops_per_step"]
+    # the Lightning part: trainer=cpu fitted (trainer=gpu on a GPU), the FSDP strategy composed from its config
+    light = f["lightning"]
+    assert light["cpu"]["fitted"] and light["cpu"]["steps_timed"] >= 1 and light["cpu"]["samples_per_s"] > 0
+    assert light["fsdp"] == {"trainer": "fsdp", "strategy": "FSDPStrategy", "precision": "bf16-mixed", "fitted": False}
+    for label in ("linear_16", "avgpool_4"):
+        assert f["generation"][label]["same_tokens"] is True
+        assert f["generation"][label]["now_new_tokens_per_s"] > 0
 
 
 def test_bf16_peaks():

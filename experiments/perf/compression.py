@@ -10,6 +10,8 @@ Figure 3: trainable parameters (finetune stage; projector alone too) and the pea
 
 from __future__ import annotations
 
+import statistics
+
 from experiments.perf.common import (
     Bench,
     interleaved,
@@ -21,12 +23,28 @@ from experiments.perf.common import (
     train_step_flops,
     train_step_fn,
 )
+from experiments.perf.profile_ops import profile_step
 
 TOLERANCE = 0.10
 
 
-def step_ratios(size: str, batch_size: int, repeats: int, warmup: int = 1, attn: str | None = None) -> dict:
-    """Time and FLOP ratios vs the linear projector for one model size (`attn`: switch the LLM's attention)."""
+def profiled_rounds(steps: dict, rounds: int) -> dict[str, list[dict[str, float]]]:
+    """`rounds` profiled steps of each model, interleaved (order flipped every round): seconds per category."""
+    names = list(steps)
+    out: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            out[name].append(profile_step(steps[name], steps=1))
+    return out
+
+
+def step_ratios(size: str, batch_size: int, repeats: int, warmup: int = 1, attn: str | None = None,
+                profile_rounds: int = 0) -> dict:
+    """Time and FLOP ratios vs the linear projector for one model size (`attn`: switch the LLM's attention).
+
+    profile_rounds > 0 adds the profile split (`profile_ops`) of each projector's step and the like-with-like
+    comparison: the time of the ops FlopCounterMode counts, projector / linear, against the FLOP ratio.
+    """
     bench = Bench(size)
     batch = bench.train_batch(batch_size)
     configs = projector_configs(size)
@@ -40,6 +58,7 @@ def step_ratios(size: str, batch_size: int, repeats: int, warmup: int = 1, attn:
         optimizer, _ = make_optimizer(model, bench.stage)
         steps[label] = train_step_fn(model, batch, optimizer)
     times = interleaved(steps, repeats=repeats, warmup=warmup)
+    profiles = profiled_rounds(steps, profile_rounds) if profile_rounds else {}
     base = next(label for label in configs if label.startswith("linear"))
     rows = {}
     for label in configs:
@@ -51,6 +70,15 @@ def step_ratios(size: str, batch_size: int, repeats: int, warmup: int = 1, attn:
             rel = time_ratio / flop_ratio - 1
             row.update(time_ratio=time_ratio, flop_ratio=flop_ratio, rel_diff=rel,
                        meets_goal=abs(rel) <= TOLERANCE)
+        if profiles:
+            row["profile_ms"] = {k: 1e3 * statistics.median(p[k] for p in profiles[label]) for k in profiles[label][0]}
+            row["uncounted_share"] = 1 - row["profile_ms"]["counted"] / row["profile_ms"]["total"]
+            if label != base:
+                counted = paired_ratio([p["counted"] for p in profiles[label]], [p["counted"] for p in profiles[base]])
+                rel = counted / row["flop_ratio"] - 1
+                row.update(counted_time_ratio=counted, counted_rel_diff=rel, counted_meets_goal=abs(rel) <= TOLERANCE,
+                           counted_ratio_rounds=[p["counted"] / q["counted"]
+                                                 for p, q in zip(profiles[label], profiles[base])])
         rows[label] = row
     built = next(iter(models.values())).llm.config._attn_implementation
     return {"size": size, "llm_attention": attn or f"{built} (as built)", "batch_size": batch_size,
@@ -80,10 +108,10 @@ def run(smoke: bool = False) -> dict:
     from experiments.perf.gpu import llava_flop_ratios
 
     if smoke:
-        sizes = {"smoke": (2, 2)}
+        sizes = {"smoke": (2, 2, 1)}
     else:
-        sizes = {"tiny": (4, 9), "wide": (2, 5)}  # size: (batch, repeats)
-    figure2 = {size: step_ratios(size, b, r) for size, (b, r) in sizes.items()}
+        sizes = {"tiny": (4, 9, 5), "wide": (2, 5, 3)}  # size: (batch, repeats, profiled rounds)
+    figure2 = {size: step_ratios(size, b, r, profile_rounds=p) for size, (b, r, p) in sizes.items()}
     if not smoke:
         figure2["llava15_7b_flops_only"] = llava_flop_ratios(batch_size=1, text_len=256)
     figure3 = params_and_memory("smoke" if smoke else "tiny", 2 if smoke else 4)

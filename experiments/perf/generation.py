@@ -92,3 +92,33 @@ def run(smoke: bool = False, batch_size: int = 16, max_new_tokens: int | None = 
         "goal": f">= {GOAL}",
         "meets_goal": ratio >= GOAL,
     }
+
+
+def throughput(model, batch_size: int, prompt_len: int, max_new_tokens: int, repeats: int = 3) -> dict:
+    """Batched greedy generation on random prompts (one `<image>` each, equal lengths): new tokens/s per path.
+
+    For gpu.py at LLaVA-1.5-7B dimensions: the default path (static cache, prefill chosen per device) against
+    the previous one (dynamic cache, one padded call), interleaved; both must decode the same tokens.
+    """
+    param = next(model.parameters())
+    size = model.vision.config.image_size
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, model.image_token_id, (batch_size, prompt_len), generator=gen)
+    ids[:, 1] = model.image_token_id
+    ids = ids.to(param.device)
+    pixels = torch.randn(batch_size, 3, size, size, generator=gen).to(device=param.device, dtype=param.dtype)
+    mask = torch.ones_like(ids)
+    paths = {"now": {}, "before": {"cache": "dynamic", "prefill": "batched"}}
+
+    def generate(path):
+        return model.generate(ids, mask, pixels, max_new_tokens=max_new_tokens, eos_token_id=None,
+                              pad_token_id=0, **paths[path])
+
+    with torch.no_grad():
+        same = torch.equal(generate("now"), generate("before"))
+        times = interleaved({name: (lambda name=name: generate(name)) for name in paths}, repeats=repeats)
+    new = batch_size * max_new_tokens
+    return {"batch_size": batch_size, "prompt_tokens": prompt_len - 1 + model.num_visual_tokens,
+            "max_new_tokens": max_new_tokens, "same_tokens": same,
+            **{f"{name}_new_tokens_per_s": new / summary(t)["median_s"] for name, t in times.items()},
+            "before_over_now": paired_ratio(times["before"], times["now"])}

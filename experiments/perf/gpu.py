@@ -204,8 +204,17 @@ def bench_projector(dims: dict, label: str, projector_cfg: dict, batches: list[i
     }
 
 
+MFU_GOAL = 0.45
+
+
+def _grid(dims: dict) -> int:
+    return dims["vision"]["image_size"] // dims["vision"]["patch_size"]
+
+
 def run(smoke: bool = False, batches: list[int] | None = None, text_len: int | None = None, steps: int | None = None,
-        attn: str = "sdpa", peak_tflops: float | None = None, device: str | None = None) -> dict:
+        attn: str = "sdpa", peak_tflops: float | None = None, device: str | None = None,
+        parts: tuple[str, ...] = ("steps", "lightning", "generation")) -> dict:
+    """The bare finetune step per projector ("steps"), then "lightning" and "generation" (see the module doc)."""
     if smoke:
         dims, device = SMOKE, device or "cpu"
         batches, text_len, steps = batches or [1, 2], text_len or 16, steps or 2
@@ -217,14 +226,24 @@ def run(smoke: bool = False, batches: list[int] | None = None, text_len: int | N
         batches, text_len, steps = batches or [1, 2, 4, 8, 16, 32], text_len or 256, steps or 5
     name = torch.cuda.get_device_name(0) if torch.device(device).type == "cuda" else "cpu"
     peak = peak_tflops * 1e12 if peak_tflops else (bf16_peak(name) if name != "cpu" else None)
-    grid = dims["vision"]["image_size"] // dims["vision"]["patch_size"]
     results = {}
-    for label, cfg in projector_settings(grid * grid).items():
-        results[label] = bench_projector(dims, label, cfg, batches, text_len, steps, device, torch.bfloat16, attn, peak)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    return {"figure": "gpu finetune step", "smoke": smoke, "device": name, "dtype": "bfloat16", "attn": attn,
-            "bf16_peak_flops": peak, "text_len": text_len, "projectors": results}
+    if "steps" in parts:
+        for label, cfg in projector_settings(_grid(dims) ** 2).items():
+            results[label] = bench_projector(dims, label, cfg, batches, text_len, steps, device, torch.bfloat16, attn,
+                                             peak)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    out = {"figure": "gpu finetune step", "smoke": smoke, "device": name, "dtype": "bfloat16", "attn": attn,
+           "bf16_peak_flops": peak, "mfu_goal": MFU_GOAL, "text_len": text_len, "projectors": results}
+    from experiments.perf.gpu_parts import run_generation, run_lightning
+
+    if "lightning" in parts:
+        fitted = [r["batch_size"] for k, r in results.items() if k.startswith("avgpool") and "batch_size" in r]
+        batch = 2 if smoke else min(fitted[0] if fitted else 4, 8)
+        out["lightning"] = run_lightning(dims, device, smoke, batch, text_len, steps=4 if smoke else 6)
+    if "generation" in parts:
+        out["generation"] = run_generation(dims, device, smoke)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -235,9 +254,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, help="timed steps per projector (median)")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     parser.add_argument("--peak-tflops", type=float, help="bf16 peak of the device when its name is not known")
+    parser.add_argument("--parts", nargs="+", default=["steps", "lightning", "generation"],
+                        choices=["steps", "lightning", "generation"])
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("gpu_results.json"))
     args = parser.parse_args(argv)
-    result = run(args.smoke, args.batches, args.text_len, args.steps, args.attn, args.peak_tflops)
+    result = run(args.smoke, args.batches, args.text_len, args.steps, args.attn, args.peak_tflops,
+                 parts=tuple(args.parts))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for label, row in result["projectors"].items():
         if "error" in row:
@@ -246,6 +268,15 @@ def main(argv: list[str] | None = None) -> dict:
         mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "n/a"
         print(f"{label:>12}: batch {row['batch_size']:>3}  {row['samples_per_s']:8.2f} samples/s  "
               f"{row['tokens_per_s']:10.0f} tokens/s  peak {row['peak_memory_bytes'] / 2**20:9.1f} MiB  MFU {mfu}")
+    for trainer, row in result.get("lightning", {}).items():
+        if isinstance(row, dict) and "step_s" in row:
+            print(f"{'lightning ' + trainer:>16}: {row['samples_per_s']:8.2f} samples/s  {row['step_s']:.3f} s/step  "
+                  f"({row['strategy']}, {row['precision']})")
+        elif isinstance(row, dict):
+            print(f"{'lightning ' + trainer:>16}: {row.get('error', 'composed only (' + str(row.get('strategy')) + ')')}")
+    for label, row in result.get("generation", {}).items():
+        print(f"{'generate ' + label:>16}: {row['now_new_tokens_per_s']:9.1f} new tokens/s (before: "
+              f"{row['before_new_tokens_per_s']:.1f}; same tokens: {row['same_tokens']})")
     print(f"wrote {args.out}")
     return result
 

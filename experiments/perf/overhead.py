@@ -7,8 +7,8 @@ person would write: the same module's model, the same AdamW groups and cosine sc
 at the trainer's `gradient_clip_val`, the same DataLoader over the same pre-collated batches. Step time is
 everything the loop does per step, fetching the batch included, measured step by step in one fit: a bare
 step runs (and is timed) at the start of every Lightning step, so the pairs run back to back; the figure is
-the median over steps of Lightning / bare. `python -m experiments.perf.overhead` compares per-step metrics
-logged on every step (before) with logging them on the steps the loggers write (now; README.md, figure 1).
+the median over steps of Lightning / bare. `python -m experiments.perf.overhead` compares the step before the
+per-step fixes (every metric logged every step, torch.manual_seed) with now (README.md, figure 1).
 Goal: Lightning / bare <= 1.03.
 """
 
@@ -172,30 +172,32 @@ def timed_module(model, stage):
 
 
 @contextlib.contextmanager
-def log_every_step():
+def before_fixes():
     """The previous behaviour, for before/after numbers: learning rates, tokens/s and step time passed to
-    `self.log` on every step, not only on the steps the loggers write (`deco.lit.callbacks.logs_this_step`)."""
-    from deco.lit import callbacks, module
+    `self.log` on every step, not only on the steps the loggers write (`deco.lit.callbacks.logs_this_step`),
+    and StepSeed reseeding through `torch.manual_seed` (which also queues lazy CUDA/XPU seeds)."""
+    from deco.lit import callbacks, checkpointing, module
 
-    saved = module.logs_this_step, callbacks.logs_this_step
+    saved = module.logs_this_step, callbacks.logs_this_step, checkpointing._accelerator_available
     module.logs_this_step = callbacks.logs_this_step = lambda trainer: True
+    checkpointing._accelerator_available = lambda: True
     try:
         yield
     finally:
-        module.logs_this_step, callbacks.logs_this_step = saved
+        module.logs_this_step, callbacks.logs_this_step, checkpointing._accelerator_available = saved
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m experiments.perf.overhead [--smoke] [--rounds N]`: logging every step vs on logging steps."""
+    """`python -m experiments.perf.overhead [--smoke] [--rounds N]`: before vs after the per-step fixes."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="framework overhead: per-step logging every step vs logging steps only")
+    parser = argparse.ArgumentParser(description="framework overhead before vs after the per-step fixes")
     parser.add_argument("--smoke", action="store_true", help="the smoke model: overhead dominates, ms are visible")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    variants = (("every step (before)", log_every_step), ("logging steps (now)", contextlib.nullcontext))
+    variants = (("before", before_fixes), ("now", contextlib.nullcontext))
     for r in range(args.rounds):
         for label, context in variants if r % 2 == 0 else variants[::-1]:
             modules = []
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
             with context():
                 result = run(smoke=args.smoke, module_factory=make)
             spent = modules[0].log_seconds
-            print(f"{label:>20}: lightning {1e3 * result['lightning_step_s']:7.1f} ms  "
+            print(f"{label:>6}: lightning {1e3 * result['lightning_step_s']:7.1f} ms  "
                   f"bare {1e3 * result['bare_step_s']:7.1f} ms  overhead {result['overhead_ms']:+6.1f} ms  "
                   f"ratio {result['ratio']:.3f}  in self.log: {1e3 * sum(spent) / result['steps']:.1f} ms/step "
                   f"({len(spent) / result['steps']:.1f} calls, median {1e3 * statistics.median(spent):.2f} ms)",
