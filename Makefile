@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-lmms train zoo test test-full bench clean
+.PHONY: help install install-lmms train zoo test test-full bench bench-gpu clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,8 +38,11 @@ test: install ## Run the default test suite (not slow)
 test-full: install ## Run every test, slow ones included
 	$(PY) -m pytest -q $(ARGS)
 
-bench: install ## Run the performance benchmarks (prints ratios, writes experiments/perf/results.json)
+bench: install ## Run the performance benchmarks (prints ratios and goals, writes experiments/perf/results.json)
 	$(PY) -m experiments.perf.run $(ARGS)
+
+bench-gpu: install ## On a CUDA machine: LLaVA-1.5-7B-sized steps, trainer=gpu/fsdp, generation (experiments/perf/gpu.py)
+	$(PY) -m experiments.perf.gpu $(ARGS)
 
 clean: ## Remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache

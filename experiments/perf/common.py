@@ -156,8 +156,13 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds per call of each fn, measured round-robin (order reversed every other round)."""
+def interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+                cpu_times: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Seconds per call of each fn, measured round-robin (order reversed every other round).
+
+    cpu_times: a dict to fill with this process's CPU seconds per call as well (`time.process_time`): with one
+    thread on a shared CPU it leaves out the time other jobs held the core, so its ratios drift less.
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     names = list(fns)
@@ -168,10 +173,12 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int, warmup: int 
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             fns[name]()
             sync()
             times[name].append(time.perf_counter() - start)
+            if cpu_times is not None:
+                cpu_times.setdefault(name, []).append(time.process_time() - cpu)
     return times
 
 
