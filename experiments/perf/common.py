@@ -33,8 +33,9 @@ from deco.models.stages import apply_stage, parameter_groups
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 
-# Model sizes by name. "tiny" is configs/model/tiny.yaml itself; "wide" is the widest that trains a step in
-# ~1 s on 2 CPU cores; "smoke" shrinks the patch grid to 4x4 (56 px / 14) so tests run in a second.
+# Model sizes by name. "tiny" is configs/model/tiny_scratch.yaml itself (the tiny architecture, random init: a
+# benchmark needs no trained weights); "wide" is the widest that trains a step in ~1 s on 2 CPU cores; "smoke"
+# shrinks the patch grid to 4x4 (56 px / 14) so tests run in a second.
 WIDE_OVERRIDES = {
     "vision": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4},
     "llm": {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 4, "num_attention_heads": 8,
