@@ -23,7 +23,7 @@ from experiments.perf.common import (
     train_step_flops,
     train_step_fn,
 )
-from experiments.perf.profile_ops import profile_step
+from experiments.perf.profile_ops import NAMES, profile_step
 
 TOLERANCE = 0.10
 
@@ -71,7 +71,9 @@ def step_ratios(size: str, batch_size: int, repeats: int, warmup: int = 1, attn:
             row.update(time_ratio=time_ratio, flop_ratio=flop_ratio, rel_diff=rel,
                        meets_goal=abs(rel) <= TOLERANCE)
         if profiles:
-            row["profile_ms"] = {k: 1e3 * statistics.median(p[k] for p in profiles[label]) for k in profiles[label][0]}
+            # median of each category over the rounds; the total is their sum, so the parts add up
+            row["profile_ms"] = {k: 1e3 * statistics.median(p[k] for p in profiles[label]) for k in NAMES}
+            row["profile_ms"]["total"] = sum(row["profile_ms"].values())
             row["uncounted_share"] = 1 - row["profile_ms"]["counted"] / row["profile_ms"]["total"]
             if label != base:
                 counted = paired_ratio([p["counted"] for p in profiles[label]], [p["counted"] for p in profiles[base]])
