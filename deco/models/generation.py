@@ -110,16 +110,33 @@ def prefill_rows(call: _LLMCalls, embeds: torch.Tensor, mask: torch.Tensor, cach
         logits[rows] = row_logits
         parts.append((rows, length, row_cache))
     for layer in range(len(parts[0][2].layers)):
-        keys = values = None
-        for rows, length, row_cache in parts:
-            k, v = row_cache.layers[layer].keys, row_cache.layers[layer].values
-            if keys is None:
-                keys = k.new_zeros(b, k.shape[1], n, k.shape[-1])
-                values = v.new_zeros(b, v.shape[1], n, v.shape[-1])
-            keys[rows, :, n - length :] = k
-            values[rows, :, n - length :] = v
-        cache.update(keys, values, layer)
+        rows_kv = [(rows, length, c.layers[layer].keys, c.layers[layer].values) for rows, length, c in parts]
+        if not _write_static_layer(cache, layer, rows_kv, b, n):
+            k0, v0 = rows_kv[0][2], rows_kv[0][3]
+            keys = k0.new_zeros(b, k0.shape[1], n, k0.shape[-1])
+            values = v0.new_zeros(b, v0.shape[1], n, v0.shape[-1])
+            for rows, length, k, v in rows_kv:
+                keys[rows, :, n - length :] = k
+                values[rows, :, n - length :] = v
+            cache.update(keys, values, layer)
     return logits
+
+
+def _write_static_layer(cache, layer: int, rows_kv: list, b: int, n: int) -> bool:
+    """Write the rows' keys/values straight into a StaticCache layer's zeroed buffers (one copy instead of
+    three: ~7 % of a CPU prefill at 600 tokens); False for other caches, which take `update`."""
+    lay = cache.layers[layer] if len(getattr(cache, "layers", ())) > layer else None
+    if lay is None or not all(hasattr(lay, a) for a in ("max_cache_len", "cumulative_length", "lazy_initialization")):
+        return False
+    k0, v0 = rows_kv[0][2], rows_kv[0][3]
+    if not lay.is_initialized:  # allocates zeros: b heads max_cache_len head_dim
+        lay.lazy_initialization(k0.new_empty(b, k0.shape[1], 1, k0.shape[-1]),
+                                v0.new_empty(b, v0.shape[1], 1, v0.shape[-1]))
+    for rows, length, k, v in rows_kv:
+        lay.keys[rows, :, n - length : n] = k
+        lay.values[rows, :, n - length : n] = v
+    lay.cumulative_length.fill_(n)
+    return True
 
 
 @torch.no_grad()
