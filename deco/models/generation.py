@@ -10,7 +10,7 @@ into the same cache. Two choices change the cost, not the tokens:
   "rows" runs each distinct prompt length once without padding (rows of equal length share a call) and
   copies the keys and values into the batch's cache, right-aligned as the padded call would have put them.
   On a CPU a padded call pays for its padding and, with padding present, loses SDPA's causal fast path:
-  prefilling rows one by one cost 1/1.24-1/1.76 of the padded call at 576 visual tokens.
+  at 576 visual tokens it cost 1.24-1.76x as much as prefilling the rows one by one.
   "auto" (default) picks "batched" on CUDA and "rows" elsewhere.
 
 Both paths compute every real token's keys and values from the same inputs and positions, and padding is
