@@ -4,10 +4,13 @@ Trains, on CPU and from the shapes world alone: the tokenizer (a BPE, seconds), 
 per-patch supervision, `deco.zoo.train_vision`) and the LLM (symbolic scenes, `deco.zoo.train_llm`), then
 writes safetensors and `manifest.json` (recipe, git commit, seeds, metrics, sha256 per file) to
 `deco/zoo/<name>/` or `out_dir`. `smoke=true` shrinks every stage to a few steps (the tests run it).
+`parts=[llm]` retrains one part and keeps the other from `out_dir` (its recipe and metrics stay in the
+manifest): the two parts are independent (seeded separately), so this equals a full run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -20,6 +23,7 @@ from deco.zoo import ZOO_ROOT
 from deco.zoo.manifest import write_manifest
 
 log = logging.getLogger(__name__)
+PARTS = ("vision", "llm")
 SMOKE = {"vision": {"steps": 3, "batch_size": 4, "eval_every": 3},
          "llm": {"steps": 3, "batch_size": 4, "eval_every": 3, "eval_questions": 4}}
 
@@ -27,9 +31,7 @@ SMOKE = {"vision": {"steps": 3, "batch_size": 4, "eval_every": 3},
 def build_zoo(cfg: DictConfig) -> Path:
     from deco.data.image import load_image_processor
     from deco.models.build import build_mllm
-    from deco.zoo.evaluate import shapes_accuracy
     from deco.zoo.tokenizer import train_tiny_tokenizer
-    from deco.zoo.train_llm import symbolic_tokens, train_llm
     from deco.zoo.train_vision import train_vision
 
     if cfg.smoke:
@@ -38,16 +40,40 @@ def build_zoo(cfg: DictConfig) -> Path:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.out_dir) if cfg.out_dir else ZOO_ROOT / cfg.name
+    parts = set(cfg.parts)
+    if not parts or parts - set(PARTS):
+        raise ValueError(f"parts={list(cfg.parts)}: choose among {list(PARTS)}")
+    old = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else None
+    if parts != set(PARTS) and old is None:
+        raise FileNotFoundError(f"parts={sorted(parts)} keeps the other parts from {out}, which holds no zoo")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     tokenizer = train_tiny_tokenizer(model_max_length=int(model_cfg["tokenizer"]["model_max_length"]))
     model_cfg["tokenizer"]["name_or_path"] = None
     model = build_mllm(model_cfg, {"name": "linear"}, tokenizer)  # the projector is a placeholder here
+    config = OmegaConf.to_container(cfg, resolve=True)
     metrics, times = {}, {}
 
-    start = time.monotonic()
-    processor = load_image_processor(None, int(model_cfg["image_processor"]["image_size"]))
-    metrics["vision"] = train_vision(model.vision, processor, {**cfg.vision, "seed": cfg.seed})
-    times["vision_s"] = round(time.monotonic() - start, 1)
+    if "vision" in parts:
+        start = time.monotonic()
+        processor = load_image_processor(None, int(model_cfg["image_processor"]["image_size"]))
+        metrics["vision"] = train_vision(model.vision, processor, {**cfg.vision, "seed": cfg.seed})
+        times["vision_s"] = round(time.monotonic() - start, 1)
+        _save_vision(model, out)
+    if "llm" in parts:
+        _save_llm(*_pretrain_llm(model, tokenizer, cfg, metrics, times), out)
+    tokenizer.save_pretrained(out / "tokenizer")
+    if parts != set(PARTS):  # read now, not at the start: another part may have finished meanwhile
+        old = json.loads((out / "manifest.json").read_text())
+        for part in set(PARTS) - parts:  # kept as they are: their recipe, metrics and times come along
+            config[part], metrics[part] = old["config"][part], old["metrics"][part]
+            times[f"{part}_s"] = old["times"].get(f"{part}_s")
+    write_manifest(out, config, metrics, times)
+    return out
+
+
+def _pretrain_llm(model, tokenizer, cfg, metrics, times):
+    from deco.zoo.evaluate import shapes_accuracy
+    from deco.zoo.train_llm import symbolic_tokens, train_llm
 
     llm_cfg = {**OmegaConf.to_container(cfg.llm), "seed": cfg.seed}
 
@@ -58,17 +84,19 @@ def build_zoo(cfg: DictConfig) -> Path:
     start = time.monotonic()
     symbolic, metrics["llm"] = train_llm(model, tokenizer, llm_cfg, evaluate)
     times["llm_s"] = round(time.monotonic() - start, 1)
+    return model, symbolic
 
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(out / "tokenizer")
+
+def _save_vision(model, out: Path) -> None:
     model.vision.model.save_pretrained(out / "vision", safe_serialization=True)
-    model.llm.save_pretrained(out / "llm", safe_serialization=True)
+
+
+def _save_llm(model, symbolic, out: Path) -> None:
     from safetensors.torch import save_file
 
-    (out / "symbolic").mkdir(exist_ok=True)
+    model.llm.save_pretrained(out / "llm", safe_serialization=True)
+    (out / "symbolic").mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in symbolic.state_dict().items()}, out / "symbolic" / "model.safetensors")
-    write_manifest(out, OmegaConf.to_container(cfg, resolve=True), metrics, times)
-    return out
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="zoo")
