@@ -151,9 +151,12 @@ def evaluate(cfg: DictConfig) -> float | None:
     log.info("evaluating %s (%s) on %s: %d questions", cfg.ckpt, tag, benchmark.name, len(benchmark.samples()))
 
     image_aspect = cfg.get("image_aspect") or loaded.config.get("image_aspect", "pad")
+    # null: the template the checkpoint was finetuned with (e.g. the zoo's question-first vicuna_v1_qfirst)
+    trained = (loaded.config.get("stage") or {}).get("template")
+    template = cfg.template or (trained if trained and trained != "plain" else "vicuna_v1")
     result = evaluate_benchmark(
         model, loaded.tokenizer, loaded.image_processor, benchmark,
-        batch_size=int(cfg.batch_size), max_new_tokens=cfg.get("max_new_tokens"), template=cfg.template,
+        batch_size=int(cfg.batch_size), max_new_tokens=cfg.get("max_new_tokens"), template=template,
         image_aspect=image_aspect, num_workers=int(cfg.num_workers), device=device,
         predictions_path=output_dir / "predictions.jsonl", progress=bool(cfg.progress),
         resume_from=cfg.get("resume_from"),

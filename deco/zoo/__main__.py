@@ -59,19 +59,28 @@ def build_zoo(cfg: DictConfig) -> Path:
         metrics["vision"] = train_vision(model.vision, processor, {**cfg.vision, "seed": cfg.seed})
         times["vision_s"] = round(time.monotonic() - start, 1)
         _save_vision(model, out)
-    if "llm" in parts:
-        _save_llm(*_pretrain_llm(model, tokenizer, cfg, metrics, times), out)
     tokenizer.save_pretrained(out / "tokenizer")
+
+    def save_llm(step, symbolic, curve):  # after every evaluation: a stopped run leaves a complete zoo
+        _save_llm(model, symbolic, out)
+        _write(out, parts, config, {**metrics, "llm": curve}, times)
+
+    if "llm" in parts:
+        _pretrain_llm(model, tokenizer, cfg, metrics, times, save_llm)
+    _write(out, parts, config, metrics, times)
+    return out
+
+
+def _write(out: Path, parts: set, config: dict, metrics: dict, times: dict) -> None:
     if parts != set(PARTS):  # read now, not at the start: another part may have finished meanwhile
         old = json.loads((out / "manifest.json").read_text())
         for part in set(PARTS) - parts:  # kept as they are: their recipe, metrics and times come along
             config[part], metrics[part] = old["config"][part], old["metrics"][part]
             times[f"{part}_s"] = old["times"].get(f"{part}_s")
     write_manifest(out, config, metrics, times)
-    return out
 
 
-def _pretrain_llm(model, tokenizer, cfg, metrics, times):
+def _pretrain_llm(model, tokenizer, cfg, metrics, times, on_eval):
     from deco.zoo.evaluate import shapes_accuracy
     from deco.zoo.train_llm import symbolic_tokens, train_llm
 
@@ -82,9 +91,8 @@ def _pretrain_llm(model, tokenizer, cfg, metrics, times):
                                llm_cfg["template"], num=int(llm_cfg["eval_questions"]))
 
     start = time.monotonic()
-    symbolic, metrics["llm"] = train_llm(model, tokenizer, llm_cfg, evaluate)
+    _, metrics["llm"] = train_llm(model, tokenizer, llm_cfg, evaluate, on_eval)
     times["llm_s"] = round(time.monotonic() - start, 1)
-    return model, symbolic
 
 
 def _save_vision(model, out: Path) -> None:

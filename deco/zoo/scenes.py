@@ -3,10 +3,16 @@
 Batches of `batch_size` consecutive indices share one grid size (drawn from `grids` by the batch
 number), so their coverage grids stack. Captions use the `plain` template with probability
 `plain_fraction` (what LLaVA's projector pretraining feeds a frozen LLM), the other tasks `template`.
+
+Sparse curriculum (`sparse_until` > 0): early batches keep only the cells an object touches plus a share of
+the background cells that grows linearly from 0 to all of them at fraction `sparse_until` of the run (cells
+stay in raster order and keep their position code). A small LLM learns to find the asked object among a
+few cells in a few hundred steps; among 64 mostly empty ones it sits on the blind answer much longer.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 
@@ -21,11 +27,12 @@ from deco.zoo.symbolic import coverage_grid, label_mask
 class SymbolicScenes(torch.utils.data.Dataset):
     def __init__(self, num_samples: int, seed: int, tokenizer, tasks: Sequence[str], grids: Sequence[int],
                  batch_size: int, template: str, plain_fraction: float = 0.0, max_length: int = 256,
-                 grid_weights: Sequence[float] | None = None):
+                 grid_weights: Sequence[float] | None = None, sparse_until: float = 0.0):
         self.num_samples, self.seed, self.tokenizer = num_samples, seed, tokenizer
         self.tasks, self.grids, self.batch_size = tuple(tasks), tuple(grids), batch_size
         self.grid_weights = list(grid_weights) if grid_weights is not None else None
         self.template, self.plain_fraction, self.max_length = template, plain_fraction, max_length
+        self.sparse_until = sparse_until
 
     def __len__(self) -> int:
         return self.num_samples
@@ -39,10 +46,44 @@ class SymbolicScenes(torch.utils.data.Dataset):
         tok = tokenize_conversation(conv, self.tokenizer, "plain" if plain else self.template, self.max_length)
         grid = self.grid_of_batch(i // self.batch_size)
         coverage = torch.from_numpy(coverage_grid(label_mask(scene), grid))
-        return {**tok, "coverage": coverage, "meta": meta, "scene": scene}
+        return {**tok, "coverage": coverage, "meta": meta, "scene": scene, "index": i,
+                "background_share": self.background_share(i)}
+
+    def background_share(self, i: int) -> float:
+        """Share of background cells kept for sample i (1.0: the dense grid)."""
+        if self.sparse_until <= 0:
+            return 1.0
+        return min(1.0, (i / max(self.num_samples, 1)) / self.sparse_until)
 
 
-def collate(samples: list[dict], pad_token_id: int) -> dict:
+def keep_cells(coverage: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Indices (raster order) of the object cells plus `share` of the background cells (at random)."""
+    on_object = coverage[:, 0] < 1.0
+    background = (~on_object).nonzero().flatten()
+    extra = background[torch.randperm(len(background), generator=generator)[: round(share * len(background))]]
+    return torch.cat([on_object.nonzero().flatten(), extra]).sort().values
+
+
+def sparsify(coverage: torch.Tensor, shares: list[float], seed: int):
+    """(b, n, C) grids -> the kept cells of each row, left-aligned and padded to one length k: coverage
+    (b, k, C), cell indices (b, k) for the position code, and valid (b, k), False on padding (masked out)."""
+    b, n, _ = coverage.shape
+    if all(share >= 1.0 for share in shares):
+        return coverage, torch.arange(n).expand(b, n), torch.ones(b, n, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(seed)
+    kept = [keep_cells(c, share, gen) for c, share in zip(coverage, shares)]
+    k = max(len(x) for x in kept)
+    index = torch.zeros(b, k, dtype=torch.long)
+    valid = torch.zeros(b, k, dtype=torch.bool)
+    for row, idx in enumerate(kept):
+        index[row, : len(idx)], valid[row, : len(idx)] = idx, True
+    return torch.gather(coverage, 1, index[..., None].expand(-1, -1, coverage.shape[-1])), index, valid
+
+
+def collate(samples: list[dict], pad_token_id: int, seed: int = 0) -> dict:
     batch = Collator(pad_token_id=pad_token_id)([{k: s[k] for k in ("input_ids", "labels")} for s in samples])
-    batch["coverage"] = torch.stack([s["coverage"] for s in samples])
+    coverage = torch.stack([s["coverage"] for s in samples])
+    batch["coverage"], batch["cells"], batch["cell_valid"] = sparsify(coverage, [s["background_share"] for s in samples],
+                                                 seed + int(samples[0].get("index", 0)))
+    batch["grid"] = math.isqrt(coverage.shape[1])
     return batch

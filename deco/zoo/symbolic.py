@@ -77,9 +77,11 @@ class SymbolicScene(nn.Module):
         self.position = nn.Linear(4 * num_freqs, dim, bias=False)
         nn.init.normal_(self.position.weight, std=init_std)
 
-    def forward(self, coverage: torch.Tensor) -> torch.Tensor:
-        grid = math.isqrt(coverage.shape[1])
-        if grid * grid != coverage.shape[1] or coverage.shape[-1] != NUM_CLASSES:
+    def forward(self, coverage: torch.Tensor, cells: torch.Tensor | None = None, grid: int | None = None) -> torch.Tensor:
+        """coverage (b, k, C) of the cells `cells` (b, k) of a grid x grid scene; all g*g cells when cells is None."""
+        grid = math.isqrt(coverage.shape[1]) if grid is None else grid
+        if coverage.shape[-1] != NUM_CLASSES or (cells is None and grid * grid != coverage.shape[1]):
             raise ValueError(f"coverage must be (b, g*g, {NUM_CLASSES}), got {tuple(coverage.shape)}")
-        pos = self.position(fourier_features(cell_centres(grid).to(coverage), self.num_freqs))
+        pos = self.position(fourier_features(cell_centres(grid).to(coverage), self.num_freqs))  # g*g d
+        pos = pos.expand(len(coverage), -1, -1) if cells is None else pos[cells]
         return coverage @ self.content + pos

@@ -7,6 +7,7 @@ projector to speak the same language from pixels. Plain PyTorch (no Lightning): 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from deco.models.loss import next_token_loss
+from deco.models.mllm import position_ids_from_mask
 from deco.zoo.progress import progress
 from deco.zoo.scenes import SymbolicScenes, collate
 from deco.zoo.symbolic import SymbolicScene, coverage_grid, label_mask
@@ -30,12 +32,13 @@ def symbolic_tokens(symbolic: SymbolicScene, grid: int):
     return encode
 
 
-def train_llm(model, tokenizer, cfg: Mapping, evaluate=None) -> tuple[SymbolicScene, list[dict]]:
+def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None) -> tuple[SymbolicScene, list[dict]]:
     """Train `model.llm` (an MLLM's) and a SymbolicScene embedder; returns the embedder and the eval curve.
 
     cfg keys: steps, batch_size, lr, warmup_ratio, seed, tasks, grids, grid_weights, plain_fraction, template,
     max_length, eval_every, eval_grid, num_workers. `evaluate(step, symbolic) -> dict` is called every
-    eval_every steps and at the end.
+    eval_every steps and at the end; `on_eval(step, symbolic, curve)` after it (e.g. to save the weights, so a
+    long run that is stopped leaves its latest evaluated state).
     """
     torch.manual_seed(int(cfg["seed"]))
     llm = model.llm
@@ -43,9 +46,10 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None) -> tuple[SymbolicSc
     steps, bs = int(cfg["steps"]), int(cfg["batch_size"])
     data = SymbolicScenes(steps * bs, int(cfg["seed"]), tokenizer, cfg["tasks"], cfg["grids"], bs,
                           cfg["template"], float(cfg["plain_fraction"]), int(cfg["max_length"]),
-                          cfg.get("grid_weights"))
+                          cfg.get("grid_weights"), float(cfg.get("sparse_until") or 0.0))
     loader = torch.utils.data.DataLoader(data, batch_size=bs, shuffle=False, num_workers=int(cfg["num_workers"]),
-                                         collate_fn=lambda s: collate(s, tokenizer.pad_token_id))
+                                         collate_fn=functools.partial(collate, pad_token_id=tokenizer.pad_token_id,
+                                                                                seed=int(cfg["seed"])))
     params = list(llm.parameters()) + list(symbolic.parameters())
     opt = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(steps * float(cfg["warmup_ratio"])), steps)
@@ -53,10 +57,12 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None) -> tuple[SymbolicSc
     llm.train()
     bar = progress(total=steps, desc="zoo llm")
     for step, batch in enumerate(loader, start=1):
-        embeds, mask, labels, _ = model.prepare_inputs_embeds(
-            batch["input_ids"], batch["attention_mask"], labels=batch["labels"], image_tokens=symbolic(batch["coverage"]))
-        from deco.models.mllm import position_ids_from_mask
-
+        embeds, mask, labels, image_at = model.prepare_inputs_embeds(
+            batch["input_ids"], batch["attention_mask"], labels=batch["labels"],
+            image_tokens=symbolic(batch["coverage"], batch["cells"], batch["grid"]))
+        valid = batch["cell_valid"]  # b k: padding cells of the sparse curriculum are masked out
+        cols = image_at[:, None] + torch.arange(valid.shape[1])
+        mask = mask.scatter(1, cols, valid.to(mask.dtype))
         logits = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
         loss = next_token_loss(logits, labels, reduction="sample")
         if not torch.isfinite(loss):
@@ -71,6 +77,8 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None) -> tuple[SymbolicSc
             scores = evaluate(step, symbolic)
             curve.append({"step": step, "loss": float(loss), **scores})
             log.info("zoo llm step %d: loss %.4f %s", step, float(loss), scores)
+            if on_eval is not None:
+                on_eval(step, symbolic, curve)
             llm.train()
     bar.close()
     return symbolic, curve
