@@ -70,12 +70,12 @@ def fourier_features(xy: torch.Tensor, num_freqs: int = 8) -> torch.Tensor:
 class SymbolicScene(nn.Module):
     """Coverage grids (b, g*g, NUM_CLASSES) -> LLM input embeddings (b, g*g, dim)."""
 
-    def __init__(self, dim: int, num_freqs: int = 8, init_std: float = 0.02):
+    def __init__(self, dim: int, num_freqs: int = 8, content_std: float = 0.02, position_std: float = 0.02):
         super().__init__()
         self.num_freqs = num_freqs
-        self.content = nn.Parameter(torch.randn(NUM_CLASSES, dim) * init_std)
+        self.content = nn.Parameter(torch.randn(NUM_CLASSES, dim) * content_std)
         self.position = nn.Linear(4 * num_freqs, dim, bias=False)
-        nn.init.normal_(self.position.weight, std=init_std)
+        nn.init.normal_(self.position.weight, std=position_std)
 
     def forward(self, coverage: torch.Tensor, cells: torch.Tensor | None = None, grid: int | None = None) -> torch.Tensor:
         """coverage (b, k, C) of the cells `cells` (b, k) of a grid x grid scene; all g*g cells when cells is None."""

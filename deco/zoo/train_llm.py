@@ -42,7 +42,8 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None) -> tu
     """
     torch.manual_seed(int(cfg["seed"]))
     llm = model.llm
-    symbolic = SymbolicScene(llm.get_input_embeddings().embedding_dim)
+    symbolic = SymbolicScene(llm.get_input_embeddings().embedding_dim, content_std=float(cfg.get("content_std", 0.02)),
+                             position_std=float(cfg.get("position_std", 0.02)))
     steps, bs = int(cfg["steps"]), int(cfg["batch_size"])
     data = SymbolicScenes(steps * bs, int(cfg["seed"]), tokenizer, cfg["tasks"], cfg["grids"], bs,
                           cfg["template"], float(cfg["plain_fraction"]), int(cfg["max_length"]),

@@ -53,3 +53,26 @@ def test_symbolic_scene_is_coverage_times_table_plus_a_position_code():
     assert torch.allclose(out[1, 3] - out[0, 3], sym.content[5] - sym.content[0], atol=1e-6)
     # same content, different cells: positions differ
     assert not torch.allclose(out[0, 0], out[0, 3])
+
+
+def test_sparse_curriculum_keeps_every_object_cell_and_masks_the_padding():
+    from deco.zoo.scenes import keep_cells, sparsify
+
+    cov = torch.zeros(2, 16, NUM_CLASSES)
+    cov[..., 0] = 1.0
+    for row, cells in ((0, [1, 5]), (1, [2, 3, 7, 11])):
+        cov[row, cells, 0] = 0.4
+        cov[row, cells, 3] = 0.6
+    gen = torch.Generator().manual_seed(0)
+    assert keep_cells(cov[0], 0.0, gen).tolist() == [1, 5]
+    assert len(keep_cells(cov[0], 1.0, gen)) == 16
+    half = keep_cells(cov[1], 0.5, gen)
+    assert {2, 3, 7, 11} <= set(half.tolist()) and len(half) == 4 + 6 and half.tolist() == sorted(half.tolist())
+    kept, cells, valid = sparsify(cov, [0.0, 0.0], seed=0)
+    assert cells.tolist() == [[1, 5, 0, 0], [2, 3, 7, 11]] and valid.tolist() == [[True, True, False, False], [True] * 4]
+    assert torch.equal(kept[1], cov[1, [2, 3, 7, 11]])
+    dense, all_cells, all_valid = sparsify(cov, [1.0, 1.0], seed=0)
+    assert dense is cov and all_cells.shape == (2, 16) and bool(all_valid.all())
+    # the embedder puts each kept cell at its own grid position
+    sym = SymbolicScene(8)
+    assert torch.allclose(sym(kept, cells, 4)[1], sym(cov)[1, [2, 3, 7, 11]], atol=1e-6)
