@@ -1,9 +1,9 @@
-"""End to end: the tiny model, trained briefly on the shapes world, answers existence questions above chance.
+"""End to end: `make train` as typed (the default config: the zoo finetuned on the shapes world) reads the image.
 
-`experiment=shapes_existence` (~5 min on 2 CPU cores) then `deco.evaluate benchmark=shapes_existence` on 200
-held-out questions, half of them about absent objects. A model that ignores the image can only answer by
-the question's words and scores ~50% (in the same run without looking it stays at the text-only loss),
-with all or none of its answers "yes"; P(accuracy > 0.6 | coin flips) < 0.3%.
+The default run (~8-10 min on 2 CPU cores), then `deco.evaluate` on 200 held-out questions per task. A model
+that ignores the image scores ~50% on existence (half the questions are about absent objects, answered
+all-yes or all-no) and ~25% on attribute (the blind best over colours and shapes); grounding needs the
+object's place. Thresholds sit below the measured values (experiments/zoo/README.md) so noise does not flake.
 """
 
 from __future__ import annotations
@@ -16,18 +16,23 @@ from conftest import compose_config
 from deco.evaluate import evaluate
 from deco.train import train
 
+# benchmark -> (headline metric, threshold); measured values are in the closing comment of each
+THRESHOLDS = {"shapes_existence": ("accuracy", EXISTENCE_MIN := 60.0),
+              "shapes_attribute": ("accuracy", ATTRIBUTE_MIN := 60.0)}
+
 
 @pytest.mark.slow
-def test_briefly_trained_tiny_model_answers_existence_above_chance(tmp_path):
-    train(compose_config("train", ["experiment=shapes_existence", "logger=none"], tmp_path / "train"))
+def test_make_train_as_typed_reads_the_image(tmp_path):
+    train(compose_config("train", ["logger=none"], tmp_path / "train"))
     ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
-    evaluate(compose_config("evaluate", [f"ckpt={ckpt}", "benchmark=shapes_existence", "logger=none",
-                                         "progress=false"], tmp_path / "eval"))
-
-    summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    metrics = summary["metrics"]
-    assert summary["num_questions"] == 200
-    # percentages; measured: accuracy 69, yes_ratio 68 (seed 42, 2 CPU cores)
-    assert metrics["accuracy"] > 60, metrics
-    assert 20 < metrics["yes_ratio"] < 80, metrics  # it answers both ways, by what it sees
-    assert metrics["unclear"] == 0, metrics  # every answer read as yes or no
+    results = {}
+    for bench in (*THRESHOLDS, "shapes_grounding"):
+        evaluate(compose_config("evaluate", [f"ckpt={ckpt}", f"benchmark={bench}", "logger=none", "progress=false"],
+                                tmp_path / bench))
+        results[bench] = json.loads((tmp_path / bench / "metrics.json").read_text())
+    for bench, (metric, minimum) in THRESHOLDS.items():
+        assert results[bench]["num_questions"] == 200
+        assert results[bench]["metrics"][metric] > minimum, (bench, results[bench]["metrics"])
+    existence = results["shapes_existence"]["metrics"]
+    assert 20 < existence["yes_ratio"] < 80, existence  # it answers both ways, by what it sees
+    assert results["shapes_grounding"]["metrics"]["unparsed"] < 20  # boxes come out well formed

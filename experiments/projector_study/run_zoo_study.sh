@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The projector study on the pretrained zoo (README.md, "On the zoo"): each projector finetuned from
+# model=tiny with the default recipe (same scenes, same order per seed), then the four shapes benchmarks
+# (200 held-out questions each) and relevance box scores. Two lanes in parallel, one thread each.
+#   bash experiments/projector_study/run_zoo_study.sh                 # RUNS / SEEDS / STEPS / OUT override
+#   python experiments/projector_study/zoo_table.py multirun/zoo_study > experiments/projector_study/zoo_results.md
+set -euo pipefail
+OUT=${OUT:-multirun/zoo_study}
+STEPS=${STEPS:-400}
+SEEDS=${SEEDS:-"1"}
+RUNS=${RUNS:-"avgpool:64 qformer:64 avgpool:144 qformer:144"}
+LANES=${LANES:-2}
+PY=${PY:-python}
+export OMP_NUM_THREADS=1
+
+one() {  # projector:query_num seed
+  local proj=${1%%:*} q=${1##*:} seed=$2
+  local dir=$OUT/${proj}-q${q}-s${seed}
+  if [ ! -f "$dir/checkpoints/last.ckpt" ] || [ ! -f "$dir/done" ]; then
+    $PY -m deco.train projector="$proj" query_num="$q" seed="$seed" trainer.max_steps="$STEPS" \
+      data.train.num_samples=$((STEPS * 32)) logger=csv threads=1 hydra.run.dir="$dir" > "$dir.log" 2>&1
+    touch "$dir/done"
+  fi
+  for b in shapes_existence shapes_attribute shapes_grounding shapes_caption; do
+    [ -f "$dir/eval/$b/metrics.json" ] || $PY -m deco.evaluate ckpt="$dir/checkpoints/last.ckpt" benchmark="$b" \
+      threads=1 progress=false hydra.run.dir="$dir/eval/$b" >> "$dir.log" 2>&1
+  done
+  [ -f "$dir/score/summary.json" ] || $PY -m deco.explain ckpt="$dir/checkpoints/last.ckpt" mode=score \
+    threads=1 hydra.run.dir="$dir/score" >> "$dir.log" 2>&1 || echo "score failed for $dir (see $dir.log)"
+}
+
+mkdir -p "$OUT"
+jobs_list=()
+for seed in $SEEDS; do for run in $RUNS; do jobs_list+=("$run $seed"); done; done
+for job in "${jobs_list[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$LANES" ]; do sleep 5; done
+  one $job &
+done
+wait
+echo "study runs in $OUT"

@@ -1,0 +1,96 @@
+"""Tables of the zoo projector study (run_zoo_study.sh): accuracy per task family, paired differences,
+cost, and relevance box scores, as Markdown on stdout.
+
+    python experiments/projector_study/zoo_table.py multirun/zoo_study
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from scipy import stats
+
+BENCHMARKS = {"shapes_existence": "existence", "shapes_attribute": "attribute",
+              "shapes_grounding": "grounding Acc@0.5", "shapes_caption": "caption CIDEr"}
+
+
+def mean_ci(values: list[float]) -> str:
+    if not values:
+        return "-"
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{m:.1f}"
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return f"{m:.1f} ± {half:.1f}"
+
+
+def read_runs(root: Path) -> dict[tuple[str, int], dict]:
+    runs = {}
+    for run in sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r".+-q\d+-s\d+", p.name)):
+        name, seed = run.name.rsplit("-s", 1)
+        scores = {}
+        for bench, label in BENCHMARKS.items():
+            path = run / "eval" / bench / "metrics.json"
+            if path.is_file():
+                data = json.loads(path.read_text())
+                scores[label] = float(data["metrics"][data["headline"]])
+        steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] \
+            if (run / "metrics.jsonl").is_file() else []
+        step_times = [r["train/step_time_s"] for r in steps if "train/step_time_s" in r]
+        params = _trainable_projector_params(run)
+        relevance = json.loads((run / "score" / "summary.json").read_text()) \
+            if (run / "score" / "summary.json").is_file() else []
+        runs[(name, int(seed))] = {"scores": scores, "s_per_step": statistics.median(step_times) if step_times else None,
+                                   "params": params, "relevance": relevance}
+    return runs
+
+
+def _trainable_projector_params(run: Path) -> int | None:
+    for hp in run.rglob("hparams.yaml"):
+        match = re.search(r"params/projector_trainable: (\d+)", hp.read_text())
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def main(root: Path) -> None:
+    runs = read_runs(root)
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for (name, _), run in sorted(runs.items()):
+        by_name[name].append(run)
+    labels = list(BENCHMARKS.values())
+    print("| projector | seeds | " + " | ".join(labels) + " | projector params | s/step |")
+    print("|---|---|" + "---|" * (len(labels) + 2))
+    for name, rs in by_name.items():
+        cells = [mean_ci([r["scores"][lab] for r in rs if lab in r["scores"]]) for lab in labels]
+        sps = [r["s_per_step"] for r in rs if r["s_per_step"]]
+        step_time = f"{statistics.fmean(sps):.2f}" if sps else "-"
+        print(f"| {name} | {len(rs)} | " + " | ".join(cells) + f" | {rs[0]['params'] or '-'} | {step_time} |")
+    print("\nPaired differences avgpool - qformer (same seed, same token count):\n")
+    print("| tokens | seeds | " + " | ".join(labels) + " |")
+    print("|---|---|" + "---|" * len(labels))
+    for q in sorted({int(n.rsplit("-q", 1)[1]) for n, _ in runs}):
+        seeds = sorted(s for (n, s) in runs if n == f"avgpool-q{q}" and (f"qformer-q{q}", s) in runs)
+        if not seeds:
+            continue
+        diffs = [mean_ci([runs[(f"avgpool-q{q}", s)]["scores"].get(lab, float("nan")) -
+                          runs[(f"qformer-q{q}", s)]["scores"].get(lab, float("nan")) for s in seeds]) for lab in labels]
+        print(f"| {q} | {len(seeds)} | " + " | ".join(diffs) + " |")
+    print("\nRelevance on 32 held-out scenes (energy in the asked object's box / pointing game; random = a uniform-noise map):\n")
+    print("| projector | seed | " + " | ".join(f"{m} energy / pointing" for m in ("rgae", "rawattn", "gradcam", "random")) + " |")
+    print("|---|---|---|---|---|---|")
+    for (name, seed), run in sorted(runs.items()):
+        rows = {r["method"]: r for r in run["relevance"]}
+        if rows:
+            cells = [f"{rows[m]['energy']:.3f} / {rows[m]['pointing']:.2f}" if m in rows else "-"
+                     for m in ("rgae", "rawattn", "gradcam", "random")]
+            print(f"| {name} | {seed} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
