@@ -7,9 +7,9 @@
 set -euo pipefail
 OUT=${OUT:-multirun/zoo_study}
 STEPS=${STEPS:-400}
-SEEDS=${SEEDS:-"1"}
-RUNS=${RUNS:-"avgpool:64 qformer:64 avgpool:144 qformer:144"}
-LANES=${LANES:-2}
+SEEDS=${SEEDS:-"42"}
+RUNS=${RUNS:-"avgpool:64 qformer:64 avgpool:144 qformer:144 pixelshuffle:64 cabstractor:64"}
+LANES=${LANES:-3}
 PY=${PY:-python}
 export OMP_NUM_THREADS=1
 
