@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Mapping
 
 import torch
-from transformers import get_cosine_schedule_with_warmup
 
 from deco.models.loss import next_token_loss
 from deco.models.mllm import position_ids_from_mask
-from deco.zoo.progress import progress
+from deco.utils.progress import track
+from deco.zoo.optim import adamw_cosine, optimizer_step
 from deco.zoo.scenes import SymbolicScenes, collate
 from deco.zoo.symbolic import SymbolicScene, coverage_grid, label_mask
 
@@ -52,12 +51,10 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None) -> tu
                                          collate_fn=functools.partial(collate, pad_token_id=tokenizer.pad_token_id,
                                                                                 seed=int(cfg["seed"])))
     params = list(llm.parameters()) + list(symbolic.parameters())
-    opt = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=0.0)
-    sched = get_cosine_schedule_with_warmup(opt, math.ceil(steps * float(cfg["warmup_ratio"])), steps)
+    opt, sched = adamw_cosine(params, float(cfg["lr"]), steps, float(cfg["warmup_ratio"]))
     curve: list[dict] = []
     llm.train()
-    bar = progress(total=steps, desc="zoo llm")
-    for step, batch in enumerate(loader, start=1):
+    for step, batch in enumerate(track(loader, "zoo llm", total=steps), start=1):
         embeds, mask, labels, image_at = model.prepare_inputs_embeds(
             batch["input_ids"], batch["attention_mask"], labels=batch["labels"],
             image_tokens=symbolic(batch["coverage"], batch["cells"], batch["grid"]))
@@ -68,12 +65,7 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None) -> tu
         loss = next_token_loss(logits, labels, reduction="sample")
         if not torch.isfinite(loss):
             raise FloatingPointError(f"zoo LLM pretraining: loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        bar.update(1, loss=loss.item())
+        optimizer_step(loss, params, opt, sched)
         if evaluate is not None and (step % int(cfg["eval_every"]) == 0 or step == steps):
             scores = evaluate(step, symbolic)
             curve.append({"step": step, "loss": float(loss), **scores})
@@ -81,5 +73,4 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None) -> tu
             if on_eval is not None:
                 on_eval(step, symbolic, curve)
             llm.train()
-    bar.close()
     return symbolic, curve

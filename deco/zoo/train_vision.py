@@ -9,17 +9,16 @@ patch of solid colour can only know from its context). The heads are dropped aft
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import get_cosine_schedule_with_warmup
 
 from deco.data.image import process_image
 from deco.data.shapes import render_scene
-from deco.zoo.progress import progress
+from deco.utils.progress import track
+from deco.zoo.optim import adamw_cosine, optimizer_step
 from deco.zoo.symbolic import NUM_CLASSES, cell_centres, class_index, coverage_grid, label_mask
 
 
@@ -72,13 +71,11 @@ def train_vision(tower, image_processor, cfg: Mapping) -> list[dict]:
                                          batch_size=bs, num_workers=int(cfg["num_workers"]))
     held_out = [PatchScenes(64, int(cfg["seed"]) + 50_000, image_processor, grid)[i] for i in range(64)]
     params = list(tower.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=0.0)
-    sched = get_cosine_schedule_with_warmup(opt, math.ceil(steps * float(cfg["warmup_ratio"])), steps)
+    opt, sched = adamw_cosine(params, float(cfg["lr"]), steps, float(cfg["warmup_ratio"]))
     xy = cell_centres(grid)  # n 2
     curve = []
     tower.train()
-    bar = progress(total=steps, desc="zoo vision")
-    for step, (pixels, target, part) in enumerate(loader, start=1):
+    for step, (pixels, target, part) in enumerate(track(loader, "zoo vision", total=steps), start=1):
         feats = tower(pixels)  # b n d
         logits = heads["cls"](feats)
         loss = -(target * F.log_softmax(logits, -1)).sum(-1).mean()
@@ -86,12 +83,7 @@ def train_vision(tower, image_processor, cfg: Mapping) -> list[dict]:
         on_object = part[..., 2:]
         part_err = ((heads["part"](feats) - part[..., :2]) ** 2 * on_object).sum() / on_object.sum().clamp(min=1)
         loss = loss + part_err * float(cfg["part_weight"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        bar.update(1, loss=loss.item())
+        optimizer_step(loss, params, opt, sched)
         if step % int(cfg["eval_every"]) == 0 or step == steps:
             with torch.no_grad():
                 tower.eval()
@@ -99,6 +91,5 @@ def train_vision(tower, image_processor, cfg: Mapping) -> list[dict]:
                 tg = torch.stack([t for _, t, _ in held_out])
                 curve.append({"step": step, "loss": float(loss), "patch_acc": patch_accuracy(heads["cls"](tower(px)), tg)})
                 tower.train()
-    bar.close()
     tower.eval()
     return curve
