@@ -26,7 +26,7 @@ install-lmms: ## Install lmms-eval for the deco adapter without changing torch /
 	$(VENV)/bin/pip install -q $(LMMS_DEPS)
 	$(VENV)/bin/pip install -q --no-deps 'lmms-eval==0.7.3'
 
-train: install ## Train the embedded tiny model on the shapes world (extra overrides: make train ARGS="projector=qformer")
+train: install ## Finetune the embedded tiny zoo on the shapes world (~10 min on 2 cores) (extra overrides: make train ARGS="projector=qformer")
 	$(PY) -m deco.train $(ARGS)
 
 zoo: install ## Regenerate the pretrained tiny zoo in deco/zoo/tiny/ on CPU (~1 h on 2 cores; ARGS="smoke=true" for a check)
