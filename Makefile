@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-lmms train zoo test test-full bench bench-gpu clean
+.PHONY: help install install-lmms train zoo test test-full bench bench-gpu figure clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ bench: install ## Run the performance benchmarks (prints ratios and goals, write
 
 bench-gpu: install ## On a CUDA machine: LLaVA-1.5-7B-sized steps, trainer=gpu/fsdp, generation (experiments/perf/gpu.py)
 	$(PY) -m experiments.perf.gpu $(ARGS)
+
+figure: install ## Remake the README's comparison figure (docs/img/comparison.png; STEPS=60 x BATCH=16 per projector)
+	PY=$(PY) bash experiments/readme_figure/make.sh
 
 clean: ## Remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -187,13 +188,31 @@ def read_json_records(path: str | os.PathLike, skips: SkipCounter | None,
     return good
 
 
+# val_size=auto: 1% of the valid records, at least 1 and at most this many.
+AUTO_VAL_MAX = 1000
+
+
+def resolve_val_size(val_size: int | float | str, num_records: int) -> int:
+    """Held-out records for `val_size`: an int is a count; a float in (0, 1) a fraction (rounded up);
+    "auto" 1% of the records, at least 1, at most AUTO_VAL_MAX (so any dataset of 2+ records splits)."""
+    if val_size == "auto":
+        return min(AUTO_VAL_MAX, max(1, num_records // 100)) if num_records > 1 else 0
+    if isinstance(val_size, float) and not isinstance(val_size, bool):
+        if not 0 < val_size < 1:
+            raise ValueError(f"data.val_size={val_size}: a fraction must be in (0, 1); or give a count or auto")
+        return max(1, math.ceil(val_size * num_records)) if num_records > 1 else 0
+    if isinstance(val_size, int) and not isinstance(val_size, bool) and val_size >= 0:
+        return val_size
+    raise ValueError(f"data.val_size={val_size!r}: use a count >= 0, a fraction in (0, 1) or auto")
+
+
 class LlavaJsonDataset(torch.utils.data.Dataset):
     """LLaVA-format records + an image folder, tokenized and preprocessed on access.
 
     json_path: .json (array) or .jsonl file. image_root: folder the records' `image` paths are
     relative to (default: the JSON file's folder). num_samples: keep at most the first N
     records of the split. split/val_size: "val" is the last `val_size` valid records, "train"
-    the rest, "all" everything. check_images: test at start that every image file exists
+    the rest, "all" everything; val_size is a count, a fraction in (0, 1), or "auto" (see `resolve_val_size`). check_images: test at start that every image file exists
     (one stat per record). max_retries: consecutive bad records tolerated before giving up.
     allow_absolute_paths: read records whose `image` is an absolute path (refused by default, as
     are paths that leave image_root, e.g. `../x.jpg`: skipped as `unsafe_path`).
@@ -206,7 +225,7 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
         image_root: str | None = None,
         num_samples: int | None = None,
         split: str = "all",
-        val_size: int = 0,
+        val_size: int | float | str = 0,
         check_images: bool = True,
         max_retries: int = 32,
         allow_absolute_paths: bool = False,
@@ -219,8 +238,9 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-        if val_size < 0 or (num_samples is not None and num_samples < 0):
-            raise ValueError(f"val_size and num_samples must be >= 0, got {val_size} and {num_samples}")
+        if num_samples is not None and num_samples < 0:
+            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        resolve_val_size(val_size, 2)  # a bad value fails before the file is read
         check_dataset_args(tokenizer, template, max_length, image_aspect)
         self.json_path = Path(json_path).expanduser()
         if not self.json_path.is_file():  # before image_root, which defaults to this file's folder
@@ -235,6 +255,7 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
 
         # File-level skips are counted once: by the train (or all) split.
         records = read_json_records(self.json_path, self.skips if split != "val" else None, allow_absolute_paths)
+        val_size = resolve_val_size(val_size, len(records))
         if split != "all" and val_size >= len(records):
             raise ValueError(
                 f"data val_size={val_size} leaves no training records: "

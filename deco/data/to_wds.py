@@ -20,19 +20,18 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 from webdataset import TarWriter
 
 from deco.data.llava_json import open_image, read_json_records, record_id
 from deco.data.skips import SkipCounter, SkipSample
 from deco.data.wds import INDEX_FORMAT, INDEX_NAME
 from deco.utils.io import atomic_write_text
+from deco.utils.progress import track
 
 # key -> type of the config keys (configs/to_wds.yaml); Hydra parses `key=value`, this checks the types.
 ARG_TYPES: dict[str, type] = {
@@ -195,7 +194,7 @@ def convert(
         if num_samples is not None:
             samples = (s for _, s in zip(range(num_samples), samples))
         total = num_samples
-    bar = tqdm(samples, total=total, unit="sample", desc="to_wds", disable=not progress, file=sys.stderr)
+    bar = track(samples, "to_wds", total=total) if progress else samples  # a bar, or a log line every 30 s
     shards = write_shards(bar, out_dir, shard_size, prefix)
     if not shards:
         raise ValueError(f"no usable samples in {input!r}: {skips.summary()}")

@@ -1,0 +1,57 @@
+"""`ProgressLog`: training progress as plain log lines when stderr is not a terminal.
+
+Under SLURM, nohup or CI the rich/tqdm bar redraws one line with carriage returns, so a log file shows
+nothing until the end. This callback logs `step 120/800 (15%), loss 1.234, 0.61 s/step, ETA 6.9 min`
+every `interval_s` seconds instead (rank zero only), and stays silent on a terminal, where the bar shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import lightning as L
+import torch
+
+from deco.utils.progress import interval_s, on_tty
+
+log = logging.getLogger("deco.progress")
+
+
+class ProgressLog(L.Callback):
+    def __init__(self, interval_s: float | None = None, force: bool = False):
+        self.interval_s = interval_s
+        self.force = force  # log even on a terminal (tests)
+        self._start = self._last = None
+
+    def _active(self, trainer: L.Trainer) -> bool:
+        return trainer.is_global_zero and (self.force or not on_tty())
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = self._last = time.monotonic()
+        self._first_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._active(trainer) or self._start is None:
+            return
+        now = time.monotonic()
+        every = self.interval_s if self.interval_s is not None else interval_s()
+        if now - self._last < every:
+            return
+        self._last = now
+        log.info(progress_line(trainer.global_step, trainer.max_steps, self._first_step, now - self._start,
+                               trainer.callback_metrics.get("train/loss")))
+
+
+def progress_line(step: int, max_steps: int, first_step: int, elapsed: float, loss=None) -> str:
+    """'step 120/800 (15%), loss 1.234, 0.61 s/step, ETA 6.9 min' (no total / ETA when max_steps < 1)."""
+    done = step - first_step
+    per_step = elapsed / done if done > 0 else float("nan")
+    parts = [f"step {step}/{max_steps} ({100 * step / max_steps:.0f}%)" if max_steps and max_steps > 0 else f"step {step}"]
+    if loss is not None:
+        parts.append(f"loss {float(loss.item() if isinstance(loss, torch.Tensor) else loss):.3f}")
+    if done > 0:
+        parts.append(f"{per_step:.2f} s/step")
+        if max_steps and max_steps > 0:
+            parts.append(f"ETA {per_step * (max_steps - step) / 60:.1f} min")
+    return ", ".join(parts)

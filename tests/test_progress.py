@@ -1,0 +1,24 @@
+"""Progress in log files: a line at a fixed interval when not on a TTY (deco.utils.progress, ProgressLog)."""
+
+from __future__ import annotations
+
+import logging
+
+from deco.lit.progress_log import progress_line
+from deco.utils.progress import eta_text, track
+
+
+def test_track_logs_at_a_fixed_interval_off_a_tty(caplog):
+    ticks = iter(range(0, 100, 10))  # the clock advances 10 s per call
+    with caplog.at_level(logging.INFO, logger="deco.progress"):
+        assert list(track(range(5), "convert", interval=25, tty=False, clock=lambda: next(ticks))) == [0, 1, 2, 3, 4]
+    lines = [r.getMessage() for r in caplog.records]
+    # start at 0 s; items end at 10, 20, 30 (30 - 0 >= 25: a line), 40, 50 (50 - 30 < 25); then the final line at 60 s
+    assert lines == ["convert: 3/5 (60%), 30.0 s elapsed, ETA 20.0 s", "convert: 5/5 (100%), 60.0 s elapsed, ETA 0.0 s"]
+
+
+def test_eta_and_training_lines():
+    assert eta_text(0, None, 1.0) == "0 done, 1.0 s elapsed"
+    assert eta_text(0, 4, 1.0) == "0/4 (0%), 1.0 s elapsed"
+    assert progress_line(120, 800, 20, 50.0, loss=1.2345) == "step 120/800 (15%), loss 1.234, 0.50 s/step, ETA 5.7 min"
+    assert progress_line(5, -1, 0, 2.0) == "step 5, 0.40 s/step"
