@@ -3,7 +3,8 @@
 `Threads` sets torch's CPU thread count from the job's `threads` key before the job runs (see
 deco/utils/threads.py for the measured default). `OutputsLine` makes the last line of every job name where its outputs are (the run dir, or the
 job's `result_dir` where that is elsewhere, e.g. `deco.export out=...`), and a sweep end with its sweep
-dir, so a user never has to search for them.
+dir, so a user never has to search for them. `ExplainComparison` (configs/explain.yaml) draws the
+comparison figure of a `deco.explain -m ckpt=a,b,c ...` sweep from its job dirs.
 """
 
 from __future__ import annotations
@@ -46,3 +47,15 @@ class OutputsLine(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         log.info("sweep done; one run dir per job under %s", config.hydra.sweep.dir)
+
+
+class ExplainComparison(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from pathlib import Path
+
+        from deco.explain.compare import compare_job_dirs
+
+        sweep = Path(config.hydra.sweep.dir)
+        jobs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: p.name) if sweep.is_dir() else []
+        for path in compare_job_dirs(jobs, sweep):
+            log.info("comparison of the sweep's checkpoints: %s", path)

@@ -115,3 +115,56 @@ def render_comparison(rows: list[Row], text: str, question: str | None = None, m
     fig.suptitle(f"Relevance per projector, same image and text. {heading}", fontsize=12)
     return figure_to_image(fig)
 
+
+
+def square_view(image: Image.Image, aspect: str = "pad", size: int = 336,
+                fill: tuple[int, int, int] = (122, 116, 104)) -> Image.Image:
+    """The square picture a model sees of `image` (pad: centred on `fill`, CLIP's mean colour; resize:
+    stretched; crop: the centre square), for drawing maps read back from files."""
+    from deco.data.image import expand_to_square
+
+    image = image.convert("RGB")
+    if aspect == "pad":
+        image = expand_to_square(image, fill)
+    elif aspect == "crop":
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    return image.resize((size, size), Image.BICUBIC)
+
+
+def compare_job_dirs(job_dirs: list, out_dir) -> list:
+    """The comparison figure of a `deco.explain -m ckpt=a,b,c ...` sweep: one row per job dir, from each
+    job's `index.jsonl`, tensor files and `.hydra/config.yaml` (image, text, question); one figure per
+    method and text shared by two or more jobs. Returns the written paths."""
+    import json
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from deco.explain.export import load_relevance, slugify
+    from deco.explain.render import png_bytes
+    from deco.utils.io import atomic_write_bytes
+
+    groups: dict[tuple, list] = {}
+    for job in map(Path, job_dirs):
+        index, config = job / "index.jsonl", job / ".hydra" / "config.yaml"
+        if not index.is_file() or not config.is_file():
+            continue
+        cfg = OmegaConf.load(config)
+        if cfg.get("image") is None or cfg.get("data") is not None:
+            continue  # dataset mode: no one shared input
+        aspect = cfg.get("image_aspect") or "pad"
+        for record in map(json.loads, index.read_text().splitlines()):
+            data = load_relevance(job / record["files"]["tensors"])
+            image = square_view(Image.open(cfg.image), aspect)
+            key = (record["method"], record["text"], cfg.get("question"))
+            groups.setdefault(key, []).append(Row.from_tensors(record.get("tag", record["projector"]), data, image))
+    written = []
+    for (method, text, question), rows in groups.items():
+        if len(rows) < 2:
+            continue
+        path = Path(out_dir) / f"comparison-{method}-{slugify(text)}.png"
+        atomic_write_bytes(path, png_bytes(render_comparison(rows, text, question, method)))
+        written.append(path)
+    return written

@@ -136,3 +136,30 @@ def test_comparison_figure_one_row_per_projector(avgpool_relevance):
     assert abs(three.size[0] - one.size[0]) < 0.05 * one.size[0] and three.size[1] > 2 * one.size[1]  # rows stack
     with pytest.raises(ValueError, match="at least one row"):
         render_comparison([], "x")
+
+
+def test_comparison_of_a_multirun_from_its_job_dirs(avgpool_relevance, tmp_path):
+    """`deco.explain -m ckpt=a,b ...`: the sweep's callback draws one comparison from the job dirs' files."""
+    import json
+
+    from deco.explain.compare import compare_job_dirs, square_view
+
+    inp, rel = avgpool_relevance
+    image = tmp_path / "wide.png"
+    Image.new("RGB", (200, 100), (200, 30, 30)).save(image)
+    jobs = []
+    for k, tag in enumerate(["avgpool2_16", "qformer2_16"]):
+        job = tmp_path / "sweep" / str(k)
+        files = export_relevance(rel, inp, job, tag, images=False)
+        (job / "index.jsonl").write_text(json.dumps({"method": "rgae", "text": inp.text, "projector": tag, "tag": tag,
+                                                     "files": {"tensors": files["tensors"].name}}) + "\n")
+        (job / ".hydra").mkdir()
+        (job / ".hydra" / "config.yaml").write_text(f"image: {image}\nquestion: What is it?\ndata: null\n")
+        jobs.append(job)
+    (tmp_path / "sweep" / "multirun.yaml").write_text("{}")
+    written = compare_job_dirs([*jobs, tmp_path / "sweep" / "multirun.yaml"], tmp_path / "sweep")
+    assert written == [tmp_path / "sweep" / "comparison-rgae-A-pot-of-green-plants.png"]
+    assert compare_job_dirs(jobs[:1], tmp_path / "one") == []  # one checkpoint: nothing to compare
+    # pad: the 200 x 100 red image sits in the middle of a square of the mean colour
+    view = np.asarray(square_view(Image.open(image), "pad", size=100))
+    assert tuple(view[50, 50]) == (200, 30, 30) and tuple(view[5, 50]) == (122, 116, 104)
