@@ -201,13 +201,8 @@ def find_runs(sweep_dir: Path) -> list[Run]:
 
 def load_relevance(path: Path) -> dict:
     """A relevance tensor file (.pt or .npz, as deco.explain writes) -> dict of numpy arrays / metadata."""
-    path = Path(path)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    if path.suffix == ".pt":
-        import torch
+    import torch
 
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        return {k: v.detach().float().numpy() if isinstance(v, torch.Tensor) else v for k, v in data.items()}
-    raise ValueError(f"{path}: unknown relevance file type (expected .pt or .npz)")
+    from deco.explain.export import load_relevance as load_tensors
+
+    return {k: v.detach().float().numpy() if isinstance(v, torch.Tensor) else v for k, v in load_tensors(path).items()}
