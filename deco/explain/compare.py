@@ -71,7 +71,7 @@ def render_comparison(rows: list[Row], text: str, question: str | None = None, m
     vmax = {"t2i": max(float(m.max()) for m in t2i) or 1.0, "tok": max(float(m.max()) for m in t2q_tok) or 1.0,
             "t2q": max(float(m.max()) for m in t2q) or 1.0, "q2i": max(q2i_peak, 1.0 + 1e-3)}
 
-    fig = Figure(figsize=(17, 3.6 * len(rows) + 0.9))
+    fig = Figure(figsize=(17, 3.4 * len(rows) + 1.0), layout="constrained")  # room for colour bars and labels
     axes = fig.subplots(len(rows), 4, squeeze=False, gridspec_kw={"width_ratios": [1, 1.3, 1, 1.1]})
     for i, (row, ax) in enumerate(zip(rows, axes)):
         size = row.image.size[0]
@@ -109,7 +109,7 @@ def render_comparison(rows: list[Row], text: str, question: str | None = None, m
               ("t2q", Normalize(0, vmax["t2q"])), ("q2i", LogNorm(1, vmax["q2i"]))]
     for col, (_, norm) in enumerate(scales):
         bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[:, col]), orientation="horizontal",
-                           fraction=0.04 / max(1, len(rows)) + 0.02, pad=0.03)
+                           shrink=0.9, aspect=30)
         bar.set_label("relevance / mean (1 = uniform)" + (", log" if col == 3 else ""), fontsize=8)
     heading = f"{method}: {text!r}" + (f"   Q: {question!r}" if question else "")
     fig.suptitle(f"Relevance per projector, same image and text. {heading}", fontsize=12)
