@@ -2,7 +2,7 @@
 
 `+stage.lrr=1e-3` adds a key nothing reads, so the run would silently train with the old learning
 rate. The keys deco knows are read from the shipped configs themselves (train.yaml, every file of
-the stage / data groups and the global experiment presets), so a new key in any of them is known at
+the stage / data groups and the global experiment and debug presets), so a new key in any of them is known at
 once and no second list has to be kept in sync. Free-form groups (model, projector, trainer,
 callbacks, logger, paths) are left to the code that builds them.
 """
@@ -45,7 +45,8 @@ def known_keys() -> frozenset[str]:
     for group in ("stage", "data"):
         for file in sorted((CONFIG_DIR / group).glob("*.yaml")):
             _keys(yaml.safe_load(file.read_text()) or {}, group, known)
-    for file in sorted((CONFIG_DIR / "experiment").glob("*.yaml")):
+    # global presets: experiment=..., and debug=... (whose keys for evaluate / explain train ignores)
+    for file in sorted([*(CONFIG_DIR / "experiment").glob("*.yaml"), *(CONFIG_DIR / "debug").glob("*.yaml")]):
         _keys(yaml.safe_load(file.read_text()) or {}, "", known)
     return frozenset(known)
 
