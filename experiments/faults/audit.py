@@ -31,6 +31,12 @@ ROOT = Path(__file__).resolve().parents[2]
 TO_WDS_REASONS = {"missing_image", "corrupt_image", "oversized_image", "extreme_aspect", "unsafe_path"}
 
 
+def _add(results: list[dict], section: str, case: str, why: str, **extra) -> None:
+    """Record one case and print it at once (a long run shows its progress)."""
+    results.append({"case": case, "ok": not why, "why": why, **extra})
+    print(f"{section:>8} {'ok  ' if not why else 'FAIL'} {case}" + (f": {why}" if why else ""), flush=True)
+
+
 def _compose(overrides: list[str], run_dir: Path):
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import compose_config
@@ -86,7 +92,7 @@ def audit_inputs(work: Path) -> list[dict]:
         grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
         if not why and (seconds > 10 or grown_mb > 1024):
             why = f"took {seconds:.1f} s, peak memory +{grown_mb:.0f} MB"
-        results.append({"case": kind, "expected": expected, "ok": not why, "why": why})
+        _add(results, "inputs", kind, why, expected=expected)
     return results
 
 
@@ -113,7 +119,7 @@ def audit_configs(work: Path) -> list[dict]:
             why = "" if key in message else f"{type(error).__name__} not naming {key!r}: {message[:160]}"
         if not why and time.perf_counter() - start > 30:
             why = f"took {time.perf_counter() - start:.0f} s"
-        results.append({"case": " ".join(overrides), "ok": not why, "why": why})
+        _add(results, "configs", " ".join(overrides), why)
     return results
 
 
@@ -159,10 +165,13 @@ def audit_kills(work: Path, trials: int, seed: int = 0) -> list[dict]:
         proc.send_signal(sig)
         code = proc.wait()
         why = ""
-        resumed = _cli(run_dir)
-        if resumed.wait() != 0:
-            why = f"resume failed: {resumed.stderr.read()[-300:]}"
-        else:
+        try:  # the resume runs in this process (one start-up less per trial)
+            from deco.train import train
+
+            train(_compose(RUN, run_dir))
+        except BaseException as error:
+            why = f"resume failed: {type(error).__name__}: {error}"
+        if not why:
             state = _state(run_dir)
             diffs = _differ(state, reference)
             tmps = list((run_dir / "checkpoints").glob(".*.tmp"))
@@ -170,7 +179,7 @@ def audit_kills(work: Path, trials: int, seed: int = 0) -> list[dict]:
                 why = f"step {state['global_step']}, {len(diffs)} tensors differ, e.g. {diffs[:2]}"
             elif tmps:
                 why = f"orphan temp files left: {[p.name for p in tmps]}"
-        results.append({"case": f"{signal.Signals(sig).name} trial {trial} (exit {code})", "ok": not why, "why": why})
+        _add(results, "kills", f"{signal.Signals(sig).name} trial {trial} (exit {code})", why)
     return results
 
 
@@ -198,7 +207,7 @@ def audit_nan(work: Path) -> list[dict]:
         tensors += [t for s in state["optimizer_states"][0]["state"].values() for t in (s["exp_avg"], s["exp_avg_sq"])]
         if not why and not all(bool(torch.isfinite(t).all()) for t in tensors):
             why = "last.ckpt holds NaN/inf"
-        results.append({"case": f"on_nan={policy}", "ok": not why, "why": why})
+        _add(results, "nan", f"on_nan={policy}", why)
     return results
 
 
@@ -216,8 +225,6 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         for name in args.only:
             rows = sections[name]()
-            for row in rows:
-                print(f"{name:>8} {'ok  ' if row['ok'] else 'FAIL'} {row['case']}" + (f": {row['why']}" if row["why"] else ""))
             report[name] = {"handled": sum(r["ok"] for r in rows), "total": len(rows), "cases": rows}
     finally:
         shutil.rmtree(work, ignore_errors=True)
