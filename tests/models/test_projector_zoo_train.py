@@ -95,7 +95,9 @@ def test_a_few_projector_steps_lower_the_loss(projector):
 
 @pytest.mark.parametrize("projector", ZOO)
 def test_explain_writes_the_three_maps(projector, tmp_path):
-    model, tokenizer, processor, cfg = tiny(projector)
+    # random tower and LLM (as the maps' structure was checked): GAE's positive clamp can zero a cross-attention
+    # projector's whole R_q2i on some trained models (tokenpacker on the zoo), which is a property, not a bug
+    model, tokenizer, processor, cfg = tiny(projector, 16, "model=tiny_scratch")
     inp = build_input(tokenizer, processor, render_scene(1000, 3).image, "A pot of green plants")
     results = explain_all(model.eval(), inp, ["rgae", "rawattn", "gradcam"], tokenizer)
     for method, rel in results.items():
