@@ -153,6 +153,11 @@ class EpochEndResume(L.Callback):
         if not fit:
             return
         epoch = fit["epoch_progress"]["current"]
+        if epoch["ready"] == epoch["started"] == epoch["processed"] == epoch["completed"] + 1:
+            # Saved in on_train_epoch_end (ModelCheckpoint, a kill right after): training and validation
+            # of the epoch are done, only its completion count is not; count it, as the loop would have.
+            for part in ("total", "current"):
+                fit["epoch_progress"][part]["completed"] = fit["epoch_progress"][part]["processed"]
         if not epoch["ready"] == epoch["started"] == epoch["processed"] == epoch["completed"] > 0:
             return  # the epoch was unfinished: Lightning's restart logic applies
         for key in ("epoch_loop.batch_progress", "epoch_loop.scheduler_progress",

@@ -51,3 +51,21 @@ def test_sigterm_then_resume_is_bitwise_equal(tmp_path, straight, where):
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(opt_a[key][name], opt_b[key][name]), (key, name)
     assert resumed["lr_schedulers"] == straight["lr_schedulers"]
+
+
+def test_sigkill_after_the_epoch_end_save_resumes_bitwise(tmp_path, straight):
+    """Killed at the start of epoch 1: last.ckpt is the one saved in on_train_epoch_end of epoch 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "deco.train", *RUN, "data.eval_batch_size=4", INJECT,
+                             "+callbacks.inject.kill_at_step=4", f"hydra.run.dir={tmp_path}"],
+                            cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert _state(tmp_path)["global_step"] == 4
+    train(compose_config("train", [*RUN, "data.eval_batch_size=4"], tmp_path))
+    resumed = _state(tmp_path)
+    assert resumed["global_step"] == 6  # before the fix: 4 (the resumed epoch trained nothing)
+    assert all(torch.equal(resumed["state_dict"][k], v) for k, v in straight["state_dict"].items())
