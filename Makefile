@@ -44,7 +44,7 @@ bench: install ## Run the performance benchmarks (prints ratios and goals, write
 bench-gpu: install ## On a CUDA machine: LLaVA-1.5-7B-sized steps, trainer=gpu/fsdp, generation (experiments/perf/gpu.py)
 	$(PY) -m experiments.perf.gpu $(ARGS)
 
-figure: install ## Remake the README's comparison figure (docs/img/comparison.png; STEPS=60 x BATCH=16 per projector)
+figure: install ## Remake the README's comparison figure (docs/img/comparison.png; STUDY=multirun/zoo_study reuses the study's checkpoints)
 	PY=$(PY) bash experiments/readme_figure/make.sh
 
 clean: ## Remove run outputs and caches (keeps .venv)

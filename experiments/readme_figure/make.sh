@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# The README's comparison figure, made with the project's own commands on the embedded default:
-# train linear / qformer / avgpool on the shapes world (experiment=shapes_existence, STEPS steps of BATCH
-# scenes each; the default 60 x 16 is a few minutes on 2 CPU cores, the linear projector's 576 tokens
-# being the slow one, and shows models that have barely started to look),
-# explain the same probe with all three checkpoints in one call, copy the comparison figure to docs/img/.
-#   make figure                 # = bash experiments/readme_figure/make.sh
-#   STEPS=800 BATCH=32 make figure   # the full shapes_existence budget (an hour or more on 2 CPU cores)
+# The README's comparison figure, made with the project's own commands on the embedded default (the zoo):
+# finetune qformer / avgpool / pixelshuffle at 64 tokens with the default recipe (STEPS steps of 32 scenes;
+# 400 = `make train`'s budget, ~10 min per projector on 2 CPU cores), explain the same probe with the three
+# checkpoints in one call, copy the comparison figure to docs/img/. STUDY=<dir> reuses the checkpoints of
+# experiments/projector_study/run_zoo_study.sh instead of training (how docs/img/comparison.png was made).
+#   make figure                                   # = bash experiments/readme_figure/make.sh
+#   STUDY=multirun/zoo_study make figure
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
-STEPS=${STEPS:-60}
-BATCH=${BATCH:-16}
+STEPS=${STEPS:-400}
 OUT=${OUT:-outputs/readme_figure}
 PROBE=experiments/projector_study/probe.png
 
-"$PY" -m deco.train -m experiment=shapes_existence projector=linear,qformer,avgpool \
-    trainer.max_steps="$STEPS" data.batch_size="$BATCH" logger=none hydra.sweep.dir="$OUT/runs"
-runs="$OUT/runs"
-ckpts="[$runs/0-linear-q64/checkpoints/last.ckpt,$runs/1-qformer-q64/checkpoints/last.ckpt,$runs/2-avgpool-q64/checkpoints/last.ckpt]"
+if [ -n "${STUDY:-}" ]; then
+    ckpts="[$STUDY/qformer-q64-s42/checkpoints/last.ckpt,$STUDY/avgpool-q64-s42/checkpoints/last.ckpt,$STUDY/pixelshuffle-q64-s42/checkpoints/last.ckpt]"
+else
+    "$PY" -m deco.train -m projector=qformer,avgpool,pixelshuffle query_num=64 trainer.max_steps="$STEPS" \
+        data.train.num_samples=$((STEPS * 32)) logger=none hydra.sweep.dir="$OUT/runs"
+    runs="$OUT/runs"
+    ckpts="[$runs/0-qformer-q64/checkpoints/last.ckpt,$runs/1-avgpool-q64/checkpoints/last.ckpt,$runs/2-pixelshuffle-q64/checkpoints/last.ckpt]"
+fi
 "$PY" -m deco.explain "ckpt=$ckpts" image="$PROBE" question="What colour is the square?" text="Red." \
     hydra.run.dir="$OUT/explain"
 cp "$OUT/explain/comparison-rgae-Red.png" docs/img/comparison.png
