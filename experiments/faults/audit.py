@@ -152,8 +152,12 @@ def _differ(a: dict, b: dict) -> list[str]:
 def audit_kills(work: Path, trials: int, seed: int = 0) -> list[dict]:
     straight = work / "kills" / "straight"
     proc = _cli(straight)
+    while not (straight / "checkpoints" / "last.ckpt").exists() and proc.poll() is None:
+        time.sleep(0.05)
+    first_save = time.perf_counter()
     if proc.wait() != 0:
         raise RuntimeError(f"uninterrupted run failed: {proc.stderr.read()[-2000:]}")
+    span = time.perf_counter() - first_save  # kills land anywhere between the first save and the end
     reference, rng, results = _state(straight), random.Random(seed), []
     for trial in range(trials):
         run_dir = work / "kills" / f"trial{trial}"
@@ -161,7 +165,7 @@ def audit_kills(work: Path, trials: int, seed: int = 0) -> list[dict]:
         proc = _cli(run_dir)
         while not (run_dir / "checkpoints" / "last.ckpt").exists() and proc.poll() is None:
             time.sleep(0.05)  # past start-up: the kill lands in training, validation or a save
-        time.sleep(rng.uniform(0.0, 2.5))
+        time.sleep(rng.uniform(0.0, 0.9 * span))
         proc.send_signal(sig)
         code = proc.wait()
         why = ""
