@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from deco.data.collate import Collator
 from deco.data.conversation import tokenize_prompt
 from deco.data.shapes import make_sample
 from deco.eval.parsing import box_iou, parse_box, parse_yes_no_pope
@@ -31,6 +32,7 @@ def shapes_accuracy(model, tokenizer, visual_tokens: Callable[[list], torch.Tens
                     tasks: Sequence[str] = ("existence", "attribute", "grounding"), num: int = 100,
                     batch_size: int = 50, seed: int = TASK_SEED) -> dict[str, float]:
     """Accuracy (%) per task on `num` held-out questions each; `visual_tokens(scenes) -> (b, q, d)`."""
+    left_pad = Collator(tokenizer.pad_token_id, padding_side="left")  # generation prompts
     was_training = model.training
     model.eval()
     scores: dict[str, float] = {}
@@ -38,14 +40,10 @@ def shapes_accuracy(model, tokenizer, visual_tokens: Callable[[list], torch.Tens
         hits = 0.0
         for start in range(0, num, batch_size):
             samples = [make_sample(seed, i, (task,)) for i in range(start, min(num, start + batch_size))]
-            prompts = [tokenize_prompt(meta["question"], tokenizer, template) for _, _, meta in samples]
-            width = max(len(p) for p in prompts)
-            ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for k, p in enumerate(prompts):  # left padding for generation
-                ids[k, width - len(p):], mask[k, width - len(p):] = p, 1
+            batch = left_pad([{"input_ids": tokenize_prompt(meta["question"], tokenizer, template)}
+                              for _, _, meta in samples])
             tokens = visual_tokens([scene for scene, _, _ in samples])
-            out = model.generate(ids, mask, image_tokens=tokens, max_new_tokens=32 if task == "grounding" else 8,
+            out = model.generate(batch["input_ids"], batch["attention_mask"], image_tokens=tokens, max_new_tokens=32 if task == "grounding" else 8,
                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
             texts = tokenizer.batch_decode(out, skip_special_tokens=True)
             hits += sum(score_answer(task, t, meta) for t, (_, _, meta) in zip(texts, samples))
