@@ -6,7 +6,8 @@ triangle, six colours, three sizes), drawn with PIL and fully determined by
 names one object. Four tasks turn a scene into a LLaVA-style conversation:
 `caption` (captioning / pretraining text), `attribute` (open-ended VQA: colour of a
 shape, shape of a colour), `existence` (POPE-style yes/no with 50% negatives drawn from
-absent colour-shape combinations) and `grounding` (RefCOCO-style: a referring phrase ->
+absent colour-shape combinations; `negatives="adversarial"` draws them, as POPE's adversarial split does, among
+the absent pairs that share a colour or a shape with a present object) and `grounding` (RefCOCO-style: a referring phrase ->
 "[x1, y1, x2, y2]" normalised to [0, 1] with 2 decimals, as LLaVA-1.5 prints boxes).
 Questions are only asked when their answer is unique. `ShapesDataset` renders, tokenizes
 and preprocesses samples on the fly.
@@ -28,6 +29,7 @@ from deco.data.image import process_image
 from deco.data.tokenizer import IMAGE_TOKEN
 
 TASKS = ("caption", "attribute", "existence", "grounding")
+NEGATIVES = ("random", "adversarial")  # existence negatives (POPE's random / adversarial splits)
 SHAPES = ("circle", "square", "triangle")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -156,12 +158,14 @@ def _attribute(rng: random.Random, objects: Sequence[ShapeObject]) -> tuple[str,
     return question, answer.capitalize() + "."
 
 
-def _existence(rng: random.Random, objects: Sequence[ShapeObject]) -> tuple[str, str]:
+def _existence(rng: random.Random, objects: Sequence[ShapeObject], negatives: str = "random") -> tuple[str, str]:
     present = [(o.colour, o.shape) for o in objects]
     if rng.random() < 0.5:
         colour, shape = rng.choice(present)
         return EXIST_Q.format(colour=colour, shape=shape), "Yes."
     absent = [(c, s) for s in SHAPES for c in COLOURS if (c, s) not in present]
+    if negatives == "adversarial":  # one attribute right, one wrong: never empty (a shape has 6 colours, <= 3 present)
+        absent = [(c, s) for c, s in absent if any(c == pc or s == ps for pc, ps in present)]
     colour, shape = rng.choice(absent)
     return EXIST_Q.format(colour=colour, shape=shape), "No."
 
@@ -175,9 +179,16 @@ def check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
     return tasks
 
 
-def make_sample(seed: int, index: int, tasks: Sequence[str] = TASKS, image_size: int = 336):
+def check_negatives(negatives: str) -> str:
+    if negatives not in NEGATIVES:
+        raise ValueError(f"unknown existence negatives {negatives!r}; allowed: {list(NEGATIVES)}")
+    return negatives
+
+
+def make_sample(seed: int, index: int, tasks: Sequence[str] = TASKS, image_size: int = 336,
+                negatives: str = "random"):
     """(Scene, conversations, meta) for sample `index`; the task is tasks[index % len(tasks)]."""
-    tasks = check_tasks(tasks)
+    tasks, negatives = check_tasks(tasks), check_negatives(negatives)
     task = tasks[index % len(tasks)]
     scene = render_scene(seed, index, image_size)
     rng = _rng(seed, index, stream=1)  # separate stream: the scene does not depend on the task
@@ -188,7 +199,7 @@ def make_sample(seed: int, index: int, tasks: Sequence[str] = TASKS, image_size:
     elif task == "attribute":
         question, answer = _attribute(rng, objs)
     elif task == "existence":
-        question, answer = _existence(rng, objs)
+        question, answer = _existence(rng, objs, negatives)
     else:
         obj = rng.choice(objs)
         question, answer = GROUND_Q.format(colour=obj.colour, shape=obj.shape), format_box(obj.box_norm)
@@ -219,7 +230,8 @@ def corpus_texts() -> list[str]:
 class ShapesDataset(torch.utils.data.Dataset):
     """`num_samples` shapes-world samples, rendered, tokenized and preprocessed on access.
 
-    For template "plain" (projector pretraining) every sample is a caption.
+    For template "plain" (projector pretraining) every sample is a caption. `negatives`: how existence
+    questions pick their "No." pairs (random, as the benchmark does, or adversarial: sharing an attribute).
     Items: input_ids (t), labels (t), pixel_values (3 S S float), task, index.
     """
 
@@ -235,11 +247,13 @@ class ShapesDataset(torch.utils.data.Dataset):
         max_length: int = 256,
         image_aspect: str = "pad",
         image_size: int = 336,
+        negatives: str = "random",
     ):
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         get_template(template)  # fail early on an unknown template
         self.tasks = ("caption",) if template == "plain" else check_tasks(tasks)
+        self.negatives = check_negatives(negatives)
         self.num_samples, self.seed = num_samples, seed
         self.tokenizer, self.image_processor = tokenizer, image_processor
         self.template, self.max_length = template, max_length
@@ -251,7 +265,7 @@ class ShapesDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         if not 0 <= i < self.num_samples:
             raise IndexError(f"index {i} out of range for ShapesDataset of length {self.num_samples}")
-        scene, conv, meta = make_sample(self.seed, i, self.tasks, self.image_size)
+        scene, conv, meta = make_sample(self.seed, i, self.tasks, self.image_size, self.negatives)
         tok = tokenize_conversation(conv, self.tokenizer, self.template, self.max_length)
         pixels = process_image(scene.image, self.image_processor, self.image_aspect)
         return {**tok, "pixel_values": pixels, "task": meta["task"], "index": i}

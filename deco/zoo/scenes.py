@@ -27,12 +27,13 @@ from deco.zoo.symbolic import coverage_grid, label_mask
 class SymbolicScenes(torch.utils.data.Dataset):
     def __init__(self, num_samples: int, seed: int, tokenizer, tasks: Sequence[str], grids: Sequence[int],
                  batch_size: int, template: str, plain_fraction: float = 0.0, max_length: int = 256,
-                 grid_weights: Sequence[float] | None = None, sparse_until: float = 0.0):
+                 grid_weights: Sequence[float] | None = None, sparse_until: float = 0.0,
+                 negatives: str = "random"):
         self.num_samples, self.seed, self.tokenizer = num_samples, seed, tokenizer
         self.tasks, self.grids, self.batch_size = tuple(tasks), tuple(grids), batch_size
         self.grid_weights = list(grid_weights) if grid_weights is not None else None
         self.template, self.plain_fraction, self.max_length = template, plain_fraction, max_length
-        self.sparse_until = sparse_until
+        self.sparse_until, self.negatives = sparse_until, negatives
 
     def __len__(self) -> int:
         return self.num_samples
@@ -42,7 +43,7 @@ class SymbolicScenes(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         plain = random.Random(self.seed * 104_729 + i).random() < self.plain_fraction
-        scene, conv, meta = make_sample(self.seed, i, ("caption",) if plain else self.tasks)
+        scene, conv, meta = make_sample(self.seed, i, ("caption",) if plain else self.tasks, negatives=self.negatives)
         tok = tokenize_conversation(conv, self.tokenizer, "plain" if plain else self.template, self.max_length)
         grid = self.grid_of_batch(i // self.batch_size)
         coverage = torch.from_numpy(coverage_grid(label_mask(scene), grid))

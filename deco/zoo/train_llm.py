@@ -35,7 +35,7 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None) -> tu
     """Train `model.llm` (an MLLM's) and a SymbolicScene embedder; returns the embedder and the eval curve.
 
     cfg keys: steps, batch_size, lr, warmup_ratio, seed, tasks, grids, grid_weights, plain_fraction, template,
-    max_length, eval_every, eval_grid, num_workers. `evaluate(step, symbolic) -> dict` is called every
+    max_length, eval_every, eval_grid, num_workers, existence_negatives. `evaluate(step, symbolic) -> dict` is called every
     eval_every steps and at the end; `on_eval(step, symbolic, curve)` after it (e.g. to save the weights, so a
     long run that is stopped leaves its latest evaluated state).
     """
@@ -46,7 +46,8 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None) -> tu
     steps, bs = int(cfg["steps"]), int(cfg["batch_size"])
     data = SymbolicScenes(steps * bs, int(cfg["seed"]), tokenizer, cfg["tasks"], cfg["grids"], bs,
                           cfg["template"], float(cfg["plain_fraction"]), int(cfg["max_length"]),
-                          cfg.get("grid_weights"), float(cfg.get("sparse_until") or 0.0))
+                          cfg.get("grid_weights"), float(cfg.get("sparse_until") or 0.0),
+                          cfg.get("existence_negatives", "random"))
     loader = torch.utils.data.DataLoader(data, batch_size=bs, shuffle=False, num_workers=int(cfg["num_workers"]),
                                          collate_fn=functools.partial(collate, pad_token_id=tokenizer.pad_token_id,
                                                                                 seed=int(cfg["seed"])))

@@ -94,6 +94,36 @@ def test_existence_balanced():
     assert 160 <= answers["Yes."] <= 240, answers
 
 
+def _asked_pair(question):
+    colour, shape = question.removeprefix("Is there a ").removesuffix(" in the image?").split()
+    return colour, shape
+
+
+def test_adversarial_negatives_share_one_attribute_and_keep_the_scene_and_positives():
+    counts = Counter()
+    for i in range(300):
+        scene, _, rand = make_sample(0, i, ["existence"])
+        _, _, adv = make_sample(0, i, ["existence"], negatives="adversarial")
+        present = {(o.colour, o.shape) for o in scene.objects}
+        assert adv["answer"] == rand["answer"]  # same coin: same Yes/No split as the benchmark's questions
+        colour, shape = _asked_pair(adv["question"])
+        if adv["answer"] == "Yes.":
+            assert adv["question"] == rand["question"] and (colour, shape) in present
+            continue
+        assert (colour, shape) not in present
+        assert any(colour == c or shape == s for c, s in present), (adv["question"], present)
+        counts["random shares one"] += any(_asked_pair(rand["question"])[0] == c or _asked_pair(rand["question"])[1] == s
+                                           for c, s in present)
+        counts["no"] += 1
+    # random negatives are often easy ones (neither attribute seen); adversarial ones never are
+    assert counts["random shares one"] < counts["no"] - 20, counts
+
+
+def test_unknown_negatives():
+    with pytest.raises(ValueError, match="adversarial"):
+        make_sample(0, 0, ["existence"], negatives="popular")
+
+
 def test_box_format():
     assert format_box((0.1, 0.234, 0.5, 1)) == "[0.10, 0.23, 0.50, 1.00]"
     assert parse_box("the box is [0.10, 0.23, 0.50, 1.00].") == (0.1, 0.23, 0.5, 1.0)
