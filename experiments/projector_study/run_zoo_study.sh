@@ -2,14 +2,17 @@
 # The projector study on the pretrained zoo (README.md, "On the zoo"): each projector finetuned from
 # model=tiny with the default recipe (same scenes, same order per seed), then the four shapes benchmarks
 # (200 held-out questions each) and relevance box scores. Two lanes in parallel, one thread each.
-#   bash experiments/projector_study/run_zoo_study.sh                 # RUNS / SEEDS / STEPS / OUT override
+#   bash experiments/projector_study/run_zoo_study.sh                 # RUNS / SEEDS / STEPS / OUT / CURVE override
+#   EXTRA="data.train.negatives=adversarial" adds overrides to every training run
 #   python experiments/projector_study/zoo_table.py multirun/zoo_study > experiments/projector_study/zoo_results.md
 set -euo pipefail
 OUT=${OUT:-multirun/zoo_study}
 STEPS=${STEPS:-400}
+EXTRA=${EXTRA:-}
 SEEDS=${SEEDS:-"42"}
 RUNS=${RUNS:-"avgpool:64 qformer:64 avgpool:144 qformer:144 pixelshuffle:64 cabstractor:64"}
 LANES=${LANES:-3}
+CURVE=${CURVE:-0}  # N > 0: keep a checkpoint every N steps and score attribute + existence on each (steps to 80 %)
 PY=${PY:-python}
 export OMP_NUM_THREADS=1
 
@@ -17,13 +20,25 @@ one() {  # projector:query_num seed
   local proj=${1%%:*} q=${1##*:} seed=$2
   local dir=$OUT/${proj}-q${q}-s${seed}
   if [ ! -f "$dir/checkpoints/last.ckpt" ] || [ ! -f "$dir/done" ]; then
+    local curve=()
+    [ "$CURVE" -gt 0 ] && curve=(+callbacks.curve._target_=lightning.pytorch.callbacks.ModelCheckpoint
+      +callbacks.curve.dirpath="$dir/checkpoints/curve" +callbacks.curve.every_n_train_steps="$CURVE"
+      +callbacks.curve.save_top_k=-1 "+callbacks.curve.filename='step{step}'" +callbacks.curve.auto_insert_metric_name=false)
     $PY -m deco.train projector="$proj" query_num="$q" seed="$seed" trainer.max_steps="$STEPS" \
-      data.train.num_samples=$((STEPS * 32)) logger=csv threads=1 hydra.run.dir="$dir" > "$dir.log" 2>&1
+      data.train.num_samples=$((STEPS * 32)) logger=csv threads=1 hydra.run.dir="$dir" "${curve[@]}" $EXTRA > "$dir.log" 2>&1
     touch "$dir/done"
   fi
   for b in shapes_existence shapes_attribute shapes_grounding shapes_caption; do
     [ -f "$dir/eval/$b/metrics.json" ] || $PY -m deco.evaluate ckpt="$dir/checkpoints/last.ckpt" benchmark="$b" \
       threads=1 progress=false hydra.run.dir="$dir/eval/$b" >> "$dir.log" 2>&1
+  done
+  for ckpt in "$dir"/checkpoints/curve/step*.ckpt; do
+    [ -f "$ckpt" ] || continue
+    local step; step=$(basename "$ckpt" .ckpt)
+    for b in shapes_existence shapes_attribute; do
+      [ -f "$dir/curve/$step/$b/metrics.json" ] || $PY -m deco.evaluate ckpt="$ckpt" benchmark="$b" threads=1 \
+        progress=false hydra.run.dir="$dir/curve/$step/$b" >> "$dir.log" 2>&1
+    done
   done
   [ -f "$dir/score/summary.json" ] || $PY -m deco.explain ckpt="$dir/checkpoints/last.ckpt" mode=score \
     threads=1 hydra.run.dir="$dir/score" >> "$dir.log" 2>&1 || echo "score failed for $dir (see $dir.log)"

@@ -46,8 +46,45 @@ def read_runs(root: Path) -> dict[tuple[str, int], dict]:
         relevance = json.loads((run / "score" / "summary.json").read_text()) \
             if (run / "score" / "summary.json").is_file() else []
         runs[(name, int(seed))] = {"scores": scores, "s_per_step": statistics.median(step_times) if step_times else None,
-                                   "params": params, "relevance": relevance}
+                                   "params": params, "relevance": relevance, "curve": read_curve(run)}
     return runs
+
+
+def read_curve(run: Path) -> dict[str, dict[int, float]]:
+    """{task: {step: score}} from the intermediate checkpoints' evaluations (run_zoo_study.sh CURVE=N)."""
+    curve: dict[str, dict[int, float]] = defaultdict(dict)
+    for path in run.glob("curve/step*/*/metrics.json"):
+        data = json.loads(path.read_text())
+        curve[BENCHMARKS[path.parent.name]][int(path.parent.parent.name.removeprefix("step"))] = \
+            float(data["metrics"][data["headline"]])
+    return curve
+
+
+def steps_to(curve: dict[int, float], final_step: int, final: float | None, target: float = 80.0) -> int | None:
+    """First evaluated step at or above `target` (the final score counts at `final_step`); None if never."""
+    points = sorted({**curve, **({final_step: final} if final is not None else {})}.items())
+    return next((step for step, score in points if score >= target), None)
+
+
+def print_curves(by_name: dict[str, list[dict]], final_step: int) -> None:
+    if not any(r["curve"] for rs in by_name.values() for r in rs):
+        return
+    print(f"\nConvergence: steps to 80 % (first evaluated step at or above; '>{final_step}': never), and the curve:\n")
+    print("| projector | seeds | steps to 80 % attribute | steps to 80 % existence | attribute at steps | existence at steps |")
+    print("|---|---|---|---|---|---|")
+    for name, rs in by_name.items():
+        rs = [r for r in rs if r["curve"]]
+        if not rs:
+            continue
+        cells = []
+        for task in ("attribute", "existence"):
+            reached = [steps_to(r["curve"].get(task, {}), final_step, r["scores"].get(task)) for r in rs]
+            cells.append(", ".join(str(x) if x is not None else f">{final_step}" for x in reached))
+        for task in ("attribute", "existence"):
+            steps = sorted({st for r in rs for st in r["curve"].get(task, {})})
+            cells.append("; ".join(f"{st}: {mean_ci([r['curve'][task][st] for r in rs if st in r['curve'].get(task, {})])}"
+                                   for st in steps))
+        print(f"| {name} | {len(rs)} | " + " | ".join(cells) + " |")
 
 
 def _trainable_projector_params(run: Path) -> int | None:
@@ -58,7 +95,7 @@ def _trainable_projector_params(run: Path) -> int | None:
     return None
 
 
-def main(root: Path) -> None:
+def main(root: Path, final_step: int = 400) -> None:
     runs = read_runs(root)
     by_name: dict[str, list[dict]] = defaultdict(list)
     for (name, _), run in sorted(runs.items()):
@@ -71,6 +108,7 @@ def main(root: Path) -> None:
         sps = [r["s_per_step"] for r in rs if r["s_per_step"]]
         step_time = f"{statistics.fmean(sps):.2f}" if sps else "-"
         print(f"| {name} | {len(rs)} | " + " | ".join(cells) + f" | {rs[0]['params'] or '-'} | {step_time} |")
+    print_curves(by_name, final_step)
     print("\nPaired differences avgpool - qformer (same seed, same token count):\n")
     print("| tokens | seeds | " + " | ".join(labels) + " |")
     print("|---|---|" + "---|" * len(labels))
@@ -93,4 +131,4 @@ def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 400)

@@ -1,0 +1,44 @@
+"""The zoo study's table script: steps to 80 % and the curve read from intermediate evaluations."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _zoo_table():
+    spec = importlib.util.spec_from_file_location("zoo_table", ROOT / "experiments/projector_study/zoo_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _metrics(path: Path, value: float, headline: str = "accuracy") -> None:
+    path.mkdir(parents=True)
+    (path / "metrics.json").write_text(json.dumps({"headline": headline, "metrics": {headline: value}}))
+
+
+def test_steps_to_target():
+    zt = _zoo_table()
+    assert zt.steps_to({100: 40.0, 200: 79.9, 300: 80.0}, 400, 95.0) == 300
+    assert zt.steps_to({100: 40.0}, 400, 81.0) == 400  # reached only at the end
+    assert zt.steps_to({100: 40.0}, 400, 60.0) is None
+    assert zt.steps_to({}, 400, None) is None
+
+
+def test_curve_table_from_run_dirs(tmp_path, capsys):
+    zt = _zoo_table()
+    for seed, scores in ((1, (50.0, 85.0)), (2, (70.0, 90.0))):
+        run = tmp_path / f"avgpool-q64-s{seed}"
+        _metrics(run / "curve" / "step100" / "shapes_attribute", scores[0])
+        _metrics(run / "curve" / "step200" / "shapes_attribute", scores[1])
+        _metrics(run / "curve" / "step100" / "shapes_existence", 50.0)
+        _metrics(run / "eval" / "shapes_attribute", 91.0)
+    runs = zt.read_runs(tmp_path)
+    assert runs[("avgpool-q64", 1)]["curve"]["attribute"] == {100: 50.0, 200: 85.0}
+    zt.main(tmp_path, 400)
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| avgpool-q64 | 2 | 200, 200 |"))
+    # existence never reached 80 (no final score either); attribute mean at step 100 = 60.0 (+- t * sd / sqrt 2)
+    assert "| >400, >400 |" in row and "100: 60.0 ± 127.1; 200: 87.5 ± 31.8" in row, row
