@@ -23,7 +23,8 @@ one() {  # projector:query_num seed
     local curve=()
     [ "$CURVE" -gt 0 ] && curve=(+callbacks.curve._target_=lightning.pytorch.callbacks.ModelCheckpoint
       +callbacks.curve.dirpath="$dir/checkpoints/curve" +callbacks.curve.every_n_train_steps="$CURVE"
-      +callbacks.curve.save_top_k=-1 "+callbacks.curve.filename='step{step}'" +callbacks.curve.auto_insert_metric_name=false)
+      +callbacks.curve.save_top_k=-1 "+callbacks.curve.filename='step{step}'" +callbacks.curve.auto_insert_metric_name=false
+      +callbacks.curve.mode=max)  # mode (unused without a monitor) keeps Lightning's state key apart from last_checkpoint's
     $PY -m deco.train projector="$proj" query_num="$q" seed="$seed" trainer.max_steps="$STEPS" \
       data.train.num_samples=$((STEPS * 32)) logger=csv threads=1 hydra.run.dir="$dir" "${curve[@]}" $EXTRA > "$dir.log" 2>&1
     touch "$dir/done"
