@@ -12,6 +12,9 @@ target text is about. Per map (R_t2i, g x g patches) and box (x1, y1, x2, y2 nor
   mean colour, i.e. 0 after normalisation) at the fractions `STEPS`, and the target's mean per-token
   log-probability is recorded; `positive` removes the most relevant first (lower AUC is better),
   negative the least relevant first (higher AUC is better). AUC = trapezoid over the removed fraction.
+* `top_query_energy` (the paper's Q-Former figure, as a number): the mean energy in the box of the R_q2i rows
+  of the `TOP_QUERIES` visual tokens with the largest R_t2q, i.e. do the tokens the text relies on look at the
+  asked object, or has the projector's abstraction spread the asked attribute over the whole image?
 `shapes_probes` builds the scored inputs: for each scene, one object and a target text about it (an
 attribute answer or its box for the vicuna template, its own caption for the plain template).
 The pseudo-method `random` (a seeded noise map) is the chance baseline in `score_model`.
@@ -35,7 +38,8 @@ from deco.models.mllm import position_ids_from_mask
 
 # Fractions of patches removed, as in Chefer's bi-modal perturbation test (LXMERT perturbation.py).
 STEPS = (0.0, 0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
-METRICS = ("energy", "box_area", "pointing", "auc_positive", "auc_negative", "log_prob")
+METRICS = ("energy", "box_area", "pointing", "top_query_energy", "auc_positive", "auc_negative", "log_prob")
+TOP_QUERIES = 3
 
 Box = tuple[float, float, float, float]
 
@@ -80,6 +84,12 @@ def energy_in_box(rel: torch.Tensor, box: Sequence[float]) -> float:
         return float(frac.mean())
     norm = (rel - rel.min()) / span
     return float((norm * frac).sum() / norm.sum())
+
+
+def top_query_energy(r_t2q: torch.Tensor, r_q2i: torch.Tensor, box: Sequence[float], k: int = TOP_QUERIES) -> float:
+    """Mean energy in the box of R_q2i (q n) over the k tokens with the largest R_t2q (q)."""
+    top = r_t2q.detach().float().topk(min(k, r_t2q.numel())).indices
+    return sum(energy_in_box(r_q2i[i], box) for i in top.tolist()) / len(top)
 
 
 def pointing_hit(rel: torch.Tensor, box: Sequence[float]) -> float:
@@ -233,6 +243,8 @@ def score_model(model: nn.Module, tokenizer, probes: Iterable[Probe], methods: S
             row = {"projector": tag, "method": method, "index": probe.index, "task": probe.task,
                    "phrase": probe.phrase, "text": probe.inp.text, "log_prob": log_prob}
             row.update(score_map(model, probe, rel, perturbation, steps))
+            if method in results:
+                row["top_query_energy"] = top_query_energy(results[method].r_t2q, results[method].r_q2i, probe.box)
             rows.append(row)
     return rows
 
@@ -258,7 +270,7 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
 
 def comparison_table(summary: Sequence[dict]) -> str:
     """Markdown table: one row per (projector, method), the metrics as columns (mean ± 95% CI)."""
-    metrics = [m for m in ("energy", "box_area", "pointing", "auc_positive", "auc_negative")
+    metrics = [m for m in ("energy", "box_area", "pointing", "top_query_energy", "auc_positive", "auc_negative")
                if any(m in s for s in summary)]
     head = "| projector | method | n | " + " | ".join(metrics) + " |"
     lines = [head, "|" + "---|" * (3 + len(metrics))]

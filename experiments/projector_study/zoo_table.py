@@ -120,14 +120,17 @@ def main(root: Path, final_step: int = 400) -> None:
                           runs[(f"qformer-q{q}", s)]["scores"].get(lab, float("nan")) for s in seeds]) for lab in labels]
         print(f"| {q} | {len(seeds)} | " + " | ".join(diffs) + " |")
     print("\nRelevance on 32 held-out scenes (energy in the asked object's box / pointing game; random = a uniform-noise map):\n")
-    print("| projector | seed | " + " | ".join(f"{m} energy / pointing" for m in ("rgae", "rawattn", "gradcam", "random")) + " |")
-    print("|---|---|---|---|---|---|")
+    print("| projector | seed | " + " | ".join(f"{m} energy / pointing" for m in ("rgae", "rawattn", "gradcam", "random"))
+          + " | R_q2i of the top-3 R_t2q tokens: energy in box |")
+    print("|---|---|---|---|---|---|---|")
     for (name, seed), run in sorted(runs.items()):
         rows = {r["method"]: r for r in run["relevance"]}
         if rows:
             cells = [f"{rows[m]['energy']:.3f} / {rows[m]['pointing']:.2f}" if m in rows else "-"
                      for m in ("rgae", "rawattn", "gradcam", "random")]
-            print(f"| {name} | {seed} | " + " | ".join(cells) + " |")
+            top = rows.get("rgae", {}).get("top_query_energy")
+            print(f"| {name} | {seed} | " + " | ".join(cells) + f" | {top:.3f} |" if top is not None else
+                  f"| {name} | {seed} | " + " | ".join(cells) + " | - |")
 
 
 if __name__ == "__main__":

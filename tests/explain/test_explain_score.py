@@ -95,3 +95,15 @@ def test_summary_and_table():
     table = comparison_table(list(summary.values())).splitlines()
     assert table[0] == "| projector | method | n | energy | box_area | pointing |"
     assert table[2].startswith("| avgpool2_16 | rgae | 2 | 0.400 ± ")
+
+
+def test_top_query_energy_reads_the_tokens_the_text_relies_on():
+    from deco.explain.score import top_query_energy
+
+    # 2 x 2 patches; the box is the left column (patches 0 and 2). Rows of R_q2i look at one patch each.
+    r_q2i = torch.eye(4)[[1, 0, 2, 3]]  # token 0 -> patch 1 (right), 1 -> 0 (left), 2 -> 2 (left), 3 -> 3
+    r_t2q = torch.tensor([0.1, 0.9, 0.5, 0.0])
+    box = (0.0, 0.0, 0.5, 1.0)
+    assert top_query_energy(r_t2q, r_q2i, box, k=2) == pytest.approx(1.0)  # tokens 1 and 2: both on the box
+    assert top_query_energy(r_t2q, r_q2i, box, k=3) == pytest.approx(2 / 3)  # + token 0, off the box
+    assert top_query_energy(r_t2q, torch.ones(4, 4), box, k=1) == pytest.approx(0.5)  # a flat row: the area
