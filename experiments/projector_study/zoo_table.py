@@ -20,6 +20,7 @@ BENCHMARKS = {"shapes_existence": "existence", "shapes_attribute": "attribute",
 
 
 def mean_ci(values: list[float]) -> str:
+    values = [v for v in values if v == v]  # NaN: a run not evaluated (yet) on that benchmark
     if not values:
         return "-"
     m = statistics.fmean(values)
@@ -104,6 +105,9 @@ def main(root: Path, final_step: int = 400) -> None:
     print("| projector | seeds | " + " | ".join(labels) + " | projector params | s/step |")
     print("|---|---|" + "---|" * (len(labels) + 2))
     for name, rs in by_name.items():
+        rs = [r for r in rs if r["scores"]]  # runs still training have no scores yet
+        if not rs:
+            continue
         cells = [mean_ci([r["scores"][lab] for r in rs if lab in r["scores"]]) for lab in labels]
         sps = [r["s_per_step"] for r in rs if r["s_per_step"]]
         step_time = f"{statistics.fmean(sps):.2f}" if sps else "-"
