@@ -202,8 +202,6 @@ class MLLM(nn.Module):
         stops early once every row has produced EOS. `cache` ("static" | "dynamic") and `prefill` ("auto" |
         "batched" | "rows") change the speed, not the tokens (deco/models/generation.py).
         """
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         embeds, mask, _, _ = self.prepare_inputs_embeds(
             input_ids, attention_mask, pixel_values, padding_side="left", image_tokens=image_tokens
         )

@@ -133,8 +133,8 @@ def main(root: Path, final_step: int = 400) -> None:
             cells = [f"{rows[m]['energy']:.3f} / {rows[m]['pointing']:.2f}" if m in rows else "-"
                      for m in ("rgae", "rawattn", "gradcam", "random")]
             top = rows.get("rgae", {}).get("top_query_energy")
-            print(f"| {name} | {seed} | " + " | ".join(cells) + f" | {top:.3f} |" if top is not None else
-                  f"| {name} | {seed} | " + " | ".join(cells) + " | - |")
+            cells.append(f"{top:.3f}" if top is not None else "-")
+            print(f"| {name} | {seed} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

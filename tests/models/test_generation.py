@@ -96,3 +96,9 @@ def test_strategy_choice_and_bad_names(gen_model):
         greedy_decode(gen_model.llm, embeds, mask, 2, [], 0, cache="paged")
     with pytest.raises(ValueError, match=r"rows \[0\] of attention_mask are all padding"):
         greedy_decode(gen_model.llm, embeds, torch.zeros_like(mask), 2, [], 0)
+
+
+def test_generate_refuses_zero_new_tokens(gen_model, pixels):
+    ids, mask = pad_rows(RAGGED[:1], "left")
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
+        gen_model.generate(ids, mask, pixels[:1], max_new_tokens=0)
