@@ -42,3 +42,16 @@ def test_curve_table_from_run_dirs(tmp_path, capsys):
     row = next(line for line in out.splitlines() if line.startswith("| avgpool-q64 | 2 | 200, 200 |"))
     # existence never reached 80 (no final score either); attribute mean at step 100 = 60.0 (+- t * sd / sqrt 2)
     assert "| >400, >400 |" in row and "100: 60.0 ± 127.1; 200: 87.5 ± 31.8" in row, row
+
+
+def test_perturbation_table_means_over_seeds(tmp_path, capsys):
+    zt = _zoo_table()
+    for seed, (pos, neg) in ((1, (-0.9, -0.6)), (2, (-0.7, -0.4))):
+        score = tmp_path / f"qformer-q64-s{seed}" / "score"
+        score.mkdir(parents=True)
+        (score / "summary.json").write_text(json.dumps([
+            {"method": "rgae", "energy": 0.5, "pointing": 0.5, "auc_positive": pos, "auc_negative": neg},
+            {"method": "random", "energy": 0.1, "pointing": 0.1, "auc_positive": -0.5, "auc_negative": -0.5}]))
+    zt.main(tmp_path, 400)
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| qformer-q64 | 2 | -"))
+    assert row == "| qformer-q64 | 2 | -0.800 / -0.500 | - | - | -0.500 / -0.500 |", row

@@ -31,7 +31,8 @@ def symbolic_tokens(symbolic: SymbolicScene, grid: int):
     return encode
 
 
-def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None) -> tuple[SymbolicScene, list[dict]]:
+def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None,
+              symbolic: SymbolicScene | None = None) -> tuple[SymbolicScene, list[dict]]:
     """Train `model.llm` (an MLLM's) and a SymbolicScene embedder; returns the embedder and the eval curve.
 
     cfg keys: steps, batch_size, lr, warmup_ratio, seed, tasks, grids, grid_weights, plain_fraction, template,
@@ -41,8 +42,9 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None) -> tu
     """
     torch.manual_seed(int(cfg["seed"]))
     llm = model.llm
-    symbolic = SymbolicScene(llm.get_input_embeddings().embedding_dim, content_std=float(cfg.get("content_std", 0.02)),
-                             position_std=float(cfg.get("position_std", 0.02)))
+    if symbolic is None:  # a fresh embedder; a given one continues an earlier stage
+        symbolic = SymbolicScene(llm.get_input_embeddings().embedding_dim, content_std=float(cfg.get("content_std", 0.02)),
+                                 position_std=float(cfg.get("position_std", 0.02)))
     steps, bs = int(cfg["steps"]), int(cfg["batch_size"])
     data = SymbolicScenes(steps * bs, int(cfg["seed"]), tokenizer, cfg["tasks"], cfg["grids"], bs,
                           cfg["template"], float(cfg["plain_fraction"]), int(cfg["max_length"]),

@@ -135,6 +135,29 @@ def main(root: Path, final_step: int = 400) -> None:
             top = rows.get("rgae", {}).get("top_query_energy")
             cells.append(f"{top:.3f}" if top is not None else "-")
             print(f"| {name} | {seed} | " + " | ".join(cells) + " |")
+    print_perturbation(runs)
+
+
+def print_perturbation(runs: dict[tuple[str, int], dict]) -> None:
+    """Chefer's perturbation test per method: AUC of the answer's log-probability as patches are removed, most
+    relevant first (positive: lower is better) and least relevant first (negative: higher is better)."""
+    methods = ("rgae", "rawattn", "gradcam", "random")
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for (name, _), run in sorted(runs.items()):
+        if run["relevance"]:
+            by_name[name].append({r["method"]: r for r in run["relevance"]})
+    if not by_name:
+        return
+    print("\nPerturbation AUC, positive / negative (mean over seeds; positive lower is better, negative higher):\n")
+    print("| projector | seeds | " + " | ".join(methods) + " |")
+    print("|---|---|" + "---|" * len(methods))
+    for name, rows in by_name.items():
+        cells = []
+        for m in methods:
+            pos = [r[m]["auc_positive"] for r in rows if m in r and "auc_positive" in r[m]]
+            neg = [r[m]["auc_negative"] for r in rows if m in r and "auc_negative" in r[m]]
+            cells.append(f"{statistics.fmean(pos):.3f} / {statistics.fmean(neg):.3f}" if pos and neg else "-")
+        print(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
