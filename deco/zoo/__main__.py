@@ -37,6 +37,8 @@ def build_zoo(cfg: DictConfig) -> Path:
     if cfg.smoke:
         with open_dict(cfg):
             cfg.merge_with(SMOKE)
+            for stage in cfg.llm.get("stages") or []:
+                stage.merge_with(SMOKE["llm"])
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.out_dir) if cfg.out_dir else ZOO_ROOT / cfg.name
@@ -66,7 +68,7 @@ def build_zoo(cfg: DictConfig) -> Path:
         _write(out, parts, config, {**metrics, "llm": curve}, times)
 
     if "llm" in parts:
-        _pretrain_llm(model, tokenizer, cfg, metrics, times, save_llm)
+        _pretrain_llm(model, tokenizer, cfg, metrics, times, save_llm, out, old)
     _write(out, parts, config, metrics, times)
     return out
 
@@ -80,19 +82,54 @@ def _write(out: Path, parts: set, config: dict, metrics: dict, times: dict) -> N
     write_manifest(out, config, metrics, times)
 
 
-def _pretrain_llm(model, tokenizer, cfg, metrics, times, on_eval):
+def llm_stages(llm_cfg: dict, seed: int) -> list[dict]:
+    """The LLM's schedule: stage 0 is `llm` itself; each entry of `llm.stages` continues the same LLM and
+    embedder with its keys overriding `llm`'s, on fresh scenes (world seed + stage number)."""
+    base = {k: v for k, v in llm_cfg.items() if k not in ("stages", "from_stage")}
+    return [{**base, "seed": seed}] + [{**base, **dict(stage), "seed": seed + k}
+                                        for k, stage in enumerate(llm_cfg.get("stages") or [], start=1)]
+
+
+def _pretrain_llm(model, tokenizer, cfg, metrics, times, on_eval, out: Path, old: dict | None):
     from deco.zoo.evaluate import shapes_accuracy
     from deco.zoo.train_llm import symbolic_tokens, train_llm
 
-    llm_cfg = {**OmegaConf.to_container(cfg.llm), "seed": cfg.seed}
-
-    def evaluate(step, symbolic):
-        return shapes_accuracy(model, tokenizer, symbolic_tokens(symbolic, int(llm_cfg["eval_grid"])),
-                               llm_cfg["template"], num=int(llm_cfg["eval_questions"]))
-
+    stages = llm_stages(OmegaConf.to_container(cfg.llm), int(cfg.seed))
+    first = int(cfg.llm.get("from_stage") or 0)
+    if not 0 <= first < len(stages):
+        raise ValueError(f"llm.from_stage={first}: the schedule has stages 0..{len(stages) - 1}")
+    curve, symbolic, offset = [], None, sum(int(s["steps"]) for s in stages[:first])
+    if first:  # resume: the earlier stages' weights and curve come from the zoo in out_dir
+        symbolic = _load_llm(model, out)
+        curve = [r for r in (old or {}).get("metrics", {}).get("llm", []) if r.get("stage", 0) < first]
     start = time.monotonic()
-    _, metrics["llm"] = train_llm(model, tokenizer, llm_cfg, evaluate, on_eval)
-    times["llm_s"] = round(time.monotonic() - start, 1)
+    for k, stage in enumerate(stages[first:], start=first):
+        def evaluate(step, emb, stage=stage):
+            return shapes_accuracy(model, tokenizer, symbolic_tokens(emb, int(stage["eval_grid"])),
+                                   stage["template"], num=int(stage["eval_questions"]))
+
+        def relabel(stage_curve, k=k, offset=offset):
+            return [{**r, "stage": k, "step": offset + r["step"]} for r in stage_curve]
+
+        symbolic, stage_curve = train_llm(model, tokenizer, stage, evaluate,
+                                          lambda step, emb, c: on_eval(step, emb, curve + relabel(c)), symbolic)
+        curve, offset = curve + relabel(stage_curve), offset + int(stage["steps"])
+    metrics["llm"] = curve
+    times["llm_s"] = round(time.monotonic() - start + ((old or {}).get("times", {}).get("llm_s") or 0 if first else 0), 1)
+
+
+def _load_llm(model, out: Path):
+    from safetensors.torch import load_file
+
+    from deco.zoo.symbolic import SymbolicScene
+
+    for part in ("llm", "symbolic"):
+        if not (out / part / "model.safetensors").is_file():
+            raise FileNotFoundError(f"llm.from_stage > 0 continues the zoo in {out}, which has no {part}/model.safetensors")
+    model.llm.load_state_dict(load_file(out / "llm" / "model.safetensors"))
+    symbolic = SymbolicScene(model.llm.get_input_embeddings().embedding_dim)
+    symbolic.load_state_dict(load_file(out / "symbolic" / "model.safetensors"))
+    return symbolic
 
 
 def _save_vision(model, out: Path) -> None:

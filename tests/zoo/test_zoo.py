@@ -75,3 +75,33 @@ def test_smoke_regeneration_writes_a_loadable_zoo(tmp_path):
     # the regenerated tokenizer is the shipped one (the zoo fixes it)
     shipped = json.loads((ZOO_ROOT / "tiny" / "tokenizer" / "tokenizer.json").read_text())
     assert json.loads((out / "tokenizer" / "tokenizer.json").read_text())["model"] == shipped["model"]
+
+
+def test_llm_stages_override_the_base_and_reseed():
+    from deco.zoo.__main__ import llm_stages
+
+    stages = llm_stages({"steps": 10, "lr": 1.0, "tasks": ["caption"], "stages": [{"lr": 0.5, "tasks": ["grounding"]}],
+                         "from_stage": 0}, seed=7)
+    assert stages == [{"steps": 10, "lr": 1.0, "tasks": ["caption"], "seed": 7},
+                      {"steps": 10, "lr": 0.5, "tasks": ["grounding"], "seed": 8}]
+
+
+def test_smoke_llm_stages_run_and_resume(tmp_path):
+    out = tmp_path / "zoo"
+
+    def zoo(*overrides):
+        proc = subprocess.run([sys.executable, "-m", "deco.zoo", "smoke=true", f"out_dir={out}", "threads=1",
+                               f"hydra.run.dir={tmp_path / 'run'}", "llm.stages=[{tasks: [grounding]}]", *overrides],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads((out / "manifest.json").read_text())
+
+    first = zoo()
+    assert [(r["stage"], r["step"]) for r in first["metrics"]["llm"]] == [(0, 3), (1, 6)]
+    stage0 = first["metrics"]["llm"][0]
+    again = zoo("parts=[llm]", "llm.from_stage=1")  # stage 0 loaded from out_dir, stage 1 retrained from it
+    assert again["metrics"]["llm"][0] == stage0 and [r["step"] for r in again["metrics"]["llm"]] == [3, 6]
+    assert verify(out) == []
+    bad = subprocess.run([sys.executable, "-m", "deco.zoo", "smoke=true", f"out_dir={out}", "parts=[llm]",
+                          "llm.from_stage=5", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "llm.from_stage=5: the schedule has stages 0..0" in bad.stderr
