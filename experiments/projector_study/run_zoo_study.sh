@@ -12,20 +12,27 @@ EXTRA=${EXTRA:-}
 SEEDS=${SEEDS:-"42"}
 RUNS=${RUNS:-"avgpool:64 qformer:64 avgpool:144 qformer:144 pixelshuffle:64 cabstractor:64"}
 LANES=${LANES:-3}
-CURVE=${CURVE:-0}  # N > 0: keep a checkpoint every N steps and score attribute + existence on each (steps to 80 %)
+PTFT=${PTFT:-0}  # 1: LLaVA's two stages, experiment=shapes_pretrain (projector only) then experiment=shapes_finetune (runs ptft-*)
+CURVE=${CURVE:-0}  # N > 0: a checkpoint every N steps, scored on existence, attribute and grounding (steps to 80 % / 50 %)
 PY=${PY:-python}
 export OMP_NUM_THREADS=1
 
 one() {  # projector:query_num seed
   local proj=${1%%:*} q=${1##*:} seed=$2
-  local dir=$OUT/${proj}-q${q}-s${seed}
+  local dir=$OUT/${proj}-q${q}-s${seed} stage=()
+  if [ "$PTFT" = 1 ]; then
+    dir=$OUT/ptft-${proj}-q${q}-s${seed}
+    [ -f "$dir-pretrain/done" ] || { $PY -m deco.train experiment=shapes_pretrain projector="$proj" query_num="$q" \
+      seed="$seed" logger=csv threads=1 hydra.run.dir="$dir-pretrain" > "$dir-pretrain.log" 2>&1 && touch "$dir-pretrain/done"; }
+    stage=(experiment=shapes_finetune init_from="$dir-pretrain/checkpoints/last.ckpt")
+  fi
   if [ ! -f "$dir/checkpoints/last.ckpt" ] || [ ! -f "$dir/done" ]; then
     local curve=()
     [ "$CURVE" -gt 0 ] && curve=(+callbacks.curve._target_=lightning.pytorch.callbacks.ModelCheckpoint
       +callbacks.curve.dirpath="$dir/checkpoints/curve" +callbacks.curve.every_n_train_steps="$CURVE"
       +callbacks.curve.save_top_k=-1 "+callbacks.curve.filename='step{step}'" +callbacks.curve.auto_insert_metric_name=false
       +callbacks.curve.mode=max)  # mode (unused without a monitor) keeps Lightning's state key apart from last_checkpoint's
-    $PY -m deco.train projector="$proj" query_num="$q" seed="$seed" trainer.max_steps="$STEPS" \
+    $PY -m deco.train "${stage[@]}" projector="$proj" query_num="$q" seed="$seed" trainer.max_steps="$STEPS" \
       data.train.num_samples=$((STEPS * 32)) logger=csv threads=1 hydra.run.dir="$dir" "${curve[@]}" $EXTRA > "$dir.log" 2>&1
     touch "$dir/done"
   fi
@@ -36,7 +43,8 @@ one() {  # projector:query_num seed
   for ckpt in "$dir"/checkpoints/curve/step*.ckpt; do
     [ -f "$ckpt" ] || continue
     local step; step=$(basename "$ckpt" .ckpt)
-    for b in shapes_existence shapes_attribute; do
+    [ "$step" = "step$STEPS" ] && continue  # the last checkpoint, evaluated above
+    for b in shapes_existence shapes_attribute shapes_grounding; do
       [ -f "$dir/curve/$step/$b/metrics.json" ] || $PY -m deco.evaluate ckpt="$ckpt" benchmark="$b" threads=1 \
         progress=false hydra.run.dir="$dir/curve/$step/$b" >> "$dir.log" 2>&1
     done

@@ -67,21 +67,28 @@ def steps_to(curve: dict[int, float], final_step: int, final: float | None, targ
     return next((step for step, score in points if score >= target), None)
 
 
+CURVE_TARGETS = {"attribute": 80.0, "existence": 80.0, "grounding Acc@0.5": 50.0}
+
+
 def print_curves(by_name: dict[str, list[dict]], final_step: int) -> None:
     if not any(r["curve"] for rs in by_name.values() for r in rs):
         return
-    print(f"\nConvergence: steps to 80 % (first evaluated step at or above; '>{final_step}': never), and the curve:\n")
-    print("| projector | seeds | steps to 80 % attribute | steps to 80 % existence | attribute at steps | existence at steps |")
-    print("|---|---|---|---|---|---|")
+    print(f"\nConvergence: steps to 80 % (grounding: 50 %; first evaluated step at or above; '>{final_step}': never),"
+          " and the curve:\n")
+    tasks = [t for t in CURVE_TARGETS if any(t in r["curve"] for rs in by_name.values() for r in rs)]
+    print("| projector | seeds | " + " | ".join(f"steps to {CURVE_TARGETS[t]:.0f} % {t}" for t in tasks) + " | "
+          + " | ".join(f"{t} at steps" for t in tasks) + " |")
+    print("|---|---|" + "---|---|" * len(tasks))
     for name, rs in by_name.items():
-        rs = [r for r in rs if r["curve"]]
+        rs = [{**r, "curve": {t: {**c, **({final_step: r["scores"][t]} if t in r["scores"] else {})}
+                              for t, c in r["curve"].items()}} for r in rs if r["curve"]]  # the final score ends each curve
         if not rs:
             continue
         cells = []
-        for task in ("attribute", "existence"):
-            reached = [steps_to(r["curve"].get(task, {}), final_step, r["scores"].get(task)) for r in rs]
+        for task in tasks:
+            reached = [steps_to(r["curve"].get(task, {}), final_step, r["scores"].get(task), CURVE_TARGETS[task]) for r in rs]
             cells.append(", ".join(str(x) if x is not None else f">{final_step}" for x in reached))
-        for task in ("attribute", "existence"):
+        for task in tasks:
             steps = sorted({st for r in rs for st in r["curve"].get(task, {})})
             cells.append("; ".join(f"{st}: {mean_ci([r['curve'][task][st] for r in rs if st in r['curve'].get(task, {})])}"
                                    for st in steps))
