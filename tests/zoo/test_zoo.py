@@ -104,4 +104,4 @@ def test_smoke_llm_stages_run_and_resume(tmp_path):
     assert verify(out) == []
     bad = subprocess.run([sys.executable, "-m", "deco.zoo", "smoke=true", f"out_dir={out}", "parts=[llm]",
                           "llm.from_stage=5", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "llm.from_stage=5: the schedule has stages 0..0" in bad.stderr
+    assert bad.returncode != 0 and "llm.from_stage=5: the schedule has stages 0..1" in bad.stderr
