@@ -29,7 +29,7 @@ from webdataset import TarWriter
 
 from deco.data.llava_json import open_image, read_json_records, record_id
 from deco.data.skips import SkipCounter, SkipSample
-from deco.data.wds import INDEX_FORMAT, INDEX_NAME
+from deco.data.wds_index import INDEX_FORMAT, INDEX_NAME
 from deco.utils.io import atomic_write_text
 from deco.utils.progress import track
 

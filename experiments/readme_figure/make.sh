@@ -6,6 +6,7 @@
 # experiments/projector_study/run_zoo_study.sh instead of training (how docs/img/comparison.png was made).
 #   make figure                                   # = bash experiments/readme_figure/make.sh
 #   STUDY=multirun/zoo_study make figure
+#   STUDY=multirun/zoo_study RUNS="qformer-q64 avgpool-q64 linear-q576" make figure   # other seed-42 study runs
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 STEPS=${STEPS:-400}
@@ -13,7 +14,9 @@ OUT=${OUT:-outputs/readme_figure}
 PROBE=experiments/projector_study/probe.png
 
 if [ -n "${STUDY:-}" ]; then
-    ckpts="[$STUDY/qformer-q64-s42/checkpoints/last.ckpt,$STUDY/avgpool-q64-s42/checkpoints/last.ckpt,$STUDY/pixelshuffle-q64-s42/checkpoints/last.ckpt]"
+    ckpts=""
+    for run in ${RUNS:-qformer-q64 avgpool-q64 pixelshuffle-q64}; do ckpts="$ckpts,$STUDY/$run-s42/checkpoints/last.ckpt"; done
+    ckpts="[${ckpts#,}]"
 else
     "$PY" -m deco.train -m projector=qformer,avgpool,pixelshuffle query_num=64 trainer.max_steps="$STEPS" \
         data.train.num_samples=$((STEPS * 32)) logger=none hydra.sweep.dir="$OUT/runs"
