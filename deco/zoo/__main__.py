@@ -111,11 +111,14 @@ def _pretrain_llm(model, tokenizer, cfg, metrics, times, on_eval, out: Path, old
         def relabel(stage_curve, k=k, offset=offset):
             return [{**r, "stage": k, "step": offset + r["step"]} for r in stage_curve]
 
-        symbolic, stage_curve = train_llm(model, tokenizer, stage, evaluate,
-                                          lambda step, emb, c: on_eval(step, emb, curve + relabel(c)), symbolic)
+        def save(step, emb, stage_curve, done=curve, relabel=relabel):  # the manifest holds the whole curve so far
+            on_eval(step, emb, done + relabel(stage_curve))
+
+        symbolic, stage_curve = train_llm(model, tokenizer, stage, evaluate, save, symbolic)
         curve, offset = curve + relabel(stage_curve), offset + int(stage["steps"])
     metrics["llm"] = curve
-    times["llm_s"] = round(time.monotonic() - start + ((old or {}).get("times", {}).get("llm_s") or 0 if first else 0), 1)
+    earlier_s = ((old or {}).get("times", {}).get("llm_s") or 0) if first else 0  # the stages loaded, not rerun
+    times["llm_s"] = round(earlier_s + time.monotonic() - start, 1)
 
 
 def _load_llm(model, out: Path):
