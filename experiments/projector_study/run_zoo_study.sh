@@ -13,14 +13,17 @@ SEEDS=${SEEDS:-"42"}
 RUNS=${RUNS:-"avgpool:64 qformer:64 avgpool:144 qformer:144 pixelshuffle:64 cabstractor:64"}
 LANES=${LANES:-3}
 PTFT=${PTFT:-0}  # 1: LLaVA's two stages, experiment=shapes_pretrain (projector only) then experiment=shapes_finetune (runs ptft-*)
+# JOBS="avgpool:64:42 ptft-qformer:64:1 ...": an explicit list (projector:tokens:seed, ptft- = PTFT) instead of SEEDS x RUNS
+JOBS=${JOBS:-}
 CURVE=${CURVE:-0}  # N > 0: a checkpoint every N steps, scored on existence, attribute and grounding (steps to 80 % / 50 %)
 PY=${PY:-python}
 export OMP_NUM_THREADS=1
 
 one() {  # projector:query_num seed
-  local proj=${1%%:*} q=${1##*:} seed=$2
+  local proj=${1%%:*} q=${1##*:} seed=$2 ptft=$PTFT
+  [ "${proj#ptft-}" != "$proj" ] && { proj=${proj#ptft-}; ptft=1; }
   local dir=$OUT/${proj}-q${q}-s${seed} stage=()
-  if [ "$PTFT" = 1 ]; then
+  if [ "$ptft" = 1 ]; then
     dir=$OUT/ptft-${proj}-q${q}-s${seed}
     [ -f "$dir-pretrain/done" ] || { $PY -m deco.train experiment=shapes_pretrain projector="$proj" query_num="$q" \
       seed="$seed" logger=csv threads=1 hydra.run.dir="$dir-pretrain" > "$dir-pretrain.log" 2>&1 && touch "$dir-pretrain/done"; }
@@ -56,6 +59,7 @@ one() {  # projector:query_num seed
 mkdir -p "$OUT"
 jobs_list=()
 for seed in $SEEDS; do for run in $RUNS; do jobs_list+=("$run $seed"); done; done
+[ -n "$JOBS" ] && { jobs_list=(); for job in $JOBS; do jobs_list+=("${job%:*} ${job##*:}"); done; }
 for job in "${jobs_list[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$LANES" ]; do sleep 5; done
   one $job &
