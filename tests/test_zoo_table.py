@@ -55,3 +55,18 @@ def test_perturbation_table_means_over_seeds(tmp_path, capsys):
     zt.main(tmp_path, 400)
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| qformer-q64 | 2 | -"))
     assert row == "| qformer-q64 | 2 | -0.800 / -0.500 | - | - | -0.500 / -0.500 |", row
+
+
+def test_relevance_means_over_seeds(tmp_path, capsys):
+    zt = _zoo_table()
+    for seed, energy in ((1, 0.4), (2, 0.6)):
+        score = tmp_path / f"avgpool-q64-s{seed}" / "score"
+        score.mkdir(parents=True)
+        (score / "summary.json").write_text(json.dumps([
+            {"method": "rgae", "energy": energy, "pointing": 1.0, "top_query_energy": 0.5},
+            {"method": "random", "energy": 0.07, "pointing": 0.1}]))
+    zt.main(tmp_path, 400)
+    out = capsys.readouterr().out.split("Relevance, mean over seeds")[1]
+    row = next(line for line in out.splitlines() if line.startswith("| avgpool-q64 | 2 |"))
+    # mean 0.5, half-width t(0.975, 1) * sd / sqrt(2) = 12.706 * 0.1414 / 1.414 = 1.271
+    assert row.startswith("| avgpool-q64 | 2 | 0.500 ± 1.271 | 1.000 ± 0.000 | 0.500 ± 0.000 | - | - | 0.070 ± 0.000 |"), row

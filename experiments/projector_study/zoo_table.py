@@ -19,15 +19,15 @@ BENCHMARKS = {"shapes_existence": "existence", "shapes_attribute": "attribute",
               "shapes_grounding": "grounding Acc@0.5", "shapes_caption": "caption CIDEr"}
 
 
-def mean_ci(values: list[float]) -> str:
+def mean_ci(values: list[float], fmt: str = ".1f") -> str:
     values = [v for v in values if v == v]  # NaN: a run not evaluated (yet) on that benchmark
     if not values:
         return "-"
     m = statistics.fmean(values)
     if len(values) < 2:
-        return f"{m:.1f}"
+        return f"{m:{fmt}}"
     half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
-    return f"{m:.1f} ± {half:.1f}"
+    return f"{m:{fmt}} ± {half:{fmt}}"
 
 
 def read_runs(root: Path) -> dict[tuple[str, int], dict]:
@@ -142,7 +142,28 @@ def main(root: Path, final_step: int = 400) -> None:
             top = rows.get("rgae", {}).get("top_query_energy")
             cells.append(f"{top:.3f}" if top is not None else "-")
             print(f"| {name} | {seed} | " + " | ".join(cells) + " |")
+    print_relevance_means(runs)
     print_perturbation(runs)
+
+
+def print_relevance_means(runs: dict[tuple[str, int], dict]) -> None:
+    """The relevance rows above, as mean ± 95 % CI over each projector's seeds."""
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for (name, _), run in sorted(runs.items()):
+        rows = {r["method"]: r for r in run["relevance"]}
+        if "rgae" in rows:
+            by_name[name].append(rows)
+    if not by_name:
+        return
+    columns = (("rgae", "energy"), ("rgae", "pointing"), ("rgae", "top_query_energy"), ("rawattn", "energy"),
+               ("gradcam", "energy"), ("random", "energy"))
+    print("\nRelevance, mean over seeds:\n")
+    print("| projector | seeds | R-GAE energy | R-GAE pointing | R_q2i of the top-3 tokens: energy | rawattn energy | "
+          "gradcam energy | random energy |")
+    print("|---|---|" + "---|" * len(columns))
+    for name, rows in by_name.items():
+        cells = [mean_ci([r[m][k] for r in rows if m in r and r[m].get(k) is not None], ".3f") for m, k in columns]
+        print(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
 
 
 def print_perturbation(runs: dict[tuple[str, int], dict]) -> None:
