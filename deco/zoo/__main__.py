@@ -51,6 +51,9 @@ def build_zoo(cfg: DictConfig) -> Path:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     tokenizer = train_tiny_tokenizer(model_max_length=int(model_cfg["tokenizer"]["model_max_length"]))
     model_cfg["tokenizer"]["name_or_path"] = None
+    # Seeded before the build: the initial weights of tower and LLM come from here (train_vision / train_llm
+    # seed only their data and steps), so a regeneration, whole or one part, is the same zoo.
+    torch.manual_seed(int(cfg.seed))
     model = build_mllm(model_cfg, {"name": "linear"}, tokenizer)  # the projector is a placeholder here
     config = OmegaConf.to_container(cfg, resolve=True)
     metrics, times = {}, {}

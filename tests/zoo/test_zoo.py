@@ -87,21 +87,25 @@ def test_llm_stages_override_the_base_and_reseed():
 
 
 def test_smoke_llm_stages_run_and_resume(tmp_path):
-    out = tmp_path / "zoo"
-
-    def zoo(*overrides):
+    def zoo(out, *overrides):
         proc = subprocess.run([sys.executable, "-m", "deco.zoo", "smoke=true", f"out_dir={out}", "threads=1",
-                               f"hydra.run.dir={tmp_path / 'run'}", "llm.stages=[{tasks: [grounding]}]", *overrides],
-                              capture_output=True, text=True, timeout=600)
+                               f"hydra.run.dir={tmp_path / 'run'}", *overrides], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return json.loads((out / "manifest.json").read_text())
 
-    first = zoo()
-    assert [(r["stage"], r["step"]) for r in first["metrics"]["llm"]] == [(0, 3), (1, 6)]
-    stage0 = first["metrics"]["llm"][0]
-    again = zoo("parts=[llm]", "llm.from_stage=1")  # stage 0 loaded from out_dir, stage 1 retrained from it
-    assert again["metrics"]["llm"][0] == stage0 and [r["step"] for r in again["metrics"]["llm"]] == [3, 6]
+    two_stages = "llm.stages=[{tasks: [grounding]}]"
+    full = zoo(tmp_path / "full", two_stages)
+    assert [(r["stage"], r["step"]) for r in full["metrics"]["llm"]] == [(0, 3), (1, 6)]
+    out = tmp_path / "resumed"  # stage 0 alone, then stage 1 continued from the LLM it left in out_dir
+    first = zoo(out, "llm.stages=[]")
+    first["metrics"]["llm"][0]["loss"] = -1.0  # a marker: a resumed run copies stage 0's curve, a retrained one would not
+    (out / "manifest.json").write_text(json.dumps(first))
+    again = zoo(out, "parts=[llm]", "llm.from_stage=1", two_stages)
+    assert again["metrics"]["llm"][0]["loss"] == -1.0 and [r["step"] for r in again["metrics"]["llm"]] == [3, 6]
     assert verify(out) == []
+    # continuing from the saved stage-0 LLM trains the same weights as both stages in one run
+    assert again["files"]["llm/model.safetensors"] == full["files"]["llm/model.safetensors"]
+    assert again["files"]["vision/model.safetensors"] == full["files"]["vision/model.safetensors"]  # seeded init
     bad = subprocess.run([sys.executable, "-m", "deco.zoo", "smoke=true", f"out_dir={out}", "parts=[llm]",
                           "llm.from_stage=5", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
     assert bad.returncode != 0 and "llm.from_stage=5: the schedule has stages 0..1" in bad.stderr
