@@ -44,10 +44,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from deco.data.llava_json import SPLITS, build_sample, check_dataset_args, check_record, open_image
 from deco.data.skips import MAX_WORKERS, SkipCounter, SkipSample
-from deco.data.wds_index import (IMAGE_EXTS, UNEVEN, ShardIndex, load_index, per_rank_samples, plan_epoch,
+from deco.data.wds_index import (UNEVEN, ShardIndex, load_index, per_rank_samples, plan_epoch,
                                  read_segment, shuffled, worker_samples)
 
 log = logging.getLogger(__name__)
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # the image member of a sample, first found
+
 
 def _world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "deco-wds/1"
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 UNEVEN = ("drop", "pad")
 
 

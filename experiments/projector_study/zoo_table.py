@@ -146,13 +146,19 @@ def main(root: Path, final_step: int = 400) -> None:
     print_perturbation(runs)
 
 
-def print_relevance_means(runs: dict[tuple[str, int], dict]) -> None:
-    """The relevance rows above, as mean ± 95 % CI over each projector's seeds."""
+def relevance_by_name(runs: dict[tuple[str, int], dict]) -> dict[str, list[dict]]:
+    """{projector: [{method: score row} per scored seed]}."""
     by_name: dict[str, list[dict]] = defaultdict(list)
     for (name, _), run in sorted(runs.items()):
-        rows = {r["method"]: r for r in run["relevance"]}
-        if "rgae" in rows:
-            by_name[name].append(rows)
+        if run["relevance"]:
+            by_name[name].append({r["method"]: r for r in run["relevance"]})
+    return by_name
+
+
+def print_relevance_means(runs: dict[tuple[str, int], dict]) -> None:
+    """The relevance rows above, as mean ± 95 % CI over each projector's seeds."""
+    by_name = {name: [r for r in rows if "rgae" in r] for name, rows in relevance_by_name(runs).items()}
+    by_name = {name: rows for name, rows in by_name.items() if rows}
     if not by_name:
         return
     columns = (("rgae", "energy"), ("rgae", "pointing"), ("rgae", "top_query_energy"), ("rawattn", "energy"),
@@ -170,10 +176,7 @@ def print_perturbation(runs: dict[tuple[str, int], dict]) -> None:
     """Chefer's perturbation test per method: AUC of the answer's log-probability as patches are removed, most
     relevant first (positive: lower is better) and least relevant first (negative: higher is better)."""
     methods = ("rgae", "rawattn", "gradcam", "random")
-    by_name: dict[str, list[dict]] = defaultdict(list)
-    for (name, _), run in sorted(runs.items()):
-        if run["relevance"]:
-            by_name[name].append({r["method"]: r for r in run["relevance"]})
+    by_name = relevance_by_name(runs)
     if not by_name:
         return
     print("\nPerturbation AUC, positive / negative (mean over seeds; positive lower is better, negative higher):\n")
