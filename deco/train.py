@@ -88,6 +88,24 @@ def _writable(directory: Path) -> None:
         raise SystemExit(f"cannot write checkpoints to {directory}: {error.strerror or error}") from None
 
 
+def _tower_features(cfg: DictConfig, model, image_processor):
+    """The `tower_features` setting as a TowerFeatures (None when disabled)."""
+    tf = cfg.get("tower_features") or {}
+    if not tf.get("enabled"):
+        return None
+    from deco.data.tower_features import TowerFeatures
+
+    try:
+        features = TowerFeatures(model.vision, image_processor, cfg.data.get("image_aspect", "pad"),
+                                 cache_dir=tf.get("cache_dir"), max_gb=tf.get("max_gb", 8),
+                                 dtype=tf.get("dtype", "float32"))
+    except ValueError as error:
+        raise SystemExit(f"Config error: {error}") from None
+    if features.cache is not None:
+        log.info("tower features: computed in the data workers, cached in %s", features.cache.dir)
+    return features
+
+
 def train(cfg: DictConfig) -> float | None:
     try:
         validate_train_config(cfg)
@@ -146,6 +164,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     datamodule = MLLMDataModule.from_config(
         instantiate(cfg.data), tokenizer=tokenizer, image_processor=image_processor,
         template=cfg.stage.template, seed=cfg.seed, max_length=max_length,
+        tower_features=_tower_features(cfg, model, image_processor),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a bar callback then
