@@ -143,7 +143,8 @@ def evaluate(cfg: DictConfig) -> float | None:
         benchmark.use_image_aspect(str(cfg.image_aspect))  # e.g. grounding boxes under "crop": fail now
     load_options = cfg.get("model") or {}
     loaded = load_model(str(cfg.ckpt), base=load_options.get("base"), vision_tower=load_options.get("vision_tower"),
-                        merge_lora=bool(load_options.get("merge_lora", True)), dtype=_dtype(cfg.get("dtype")))
+                        merge_lora=bool(load_options.get("merge_lora", True)), dtype=_dtype(cfg.get("dtype")),
+                        trust_remote_code=bool(cfg.get("trust_remote_code", False)))
     device = _device(str(cfg.device))
     model = loaded.model.to(device)
     _set_attention(model, cfg.get("attn_implementation"))

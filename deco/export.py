@@ -25,7 +25,7 @@ EXPORT_FORMATS = ("deco", "llava_hf")
 
 
 def export(ckpt: str, out: str, format: str = "deco", base: str | None = None, vision_tower: str | None = None,
-           dtype: str | None = None) -> Path:
+           dtype: str | None = None, trust_remote_code: bool = False) -> Path:
     """Load `ckpt` and write it to `out` in `format`; returns the output directory."""
     from deco.models.loading import load_model
 
@@ -34,7 +34,7 @@ def export(ckpt: str, out: str, format: str = "deco", base: str | None = None, v
     out_dir = Path(out).expanduser()
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"out={out_dir} exists and is not empty; choose a new directory")
-    loaded = load_model(ckpt, base=base, vision_tower=vision_tower, dtype=dtype)
+    loaded = load_model(ckpt, base=base, vision_tower=vision_tower, dtype=dtype, trust_remote_code=trust_remote_code)
     if format == "llava_hf":
         from deco.models.formats.llava_hf import save_llava_hf
 
@@ -55,7 +55,8 @@ def run(cfg: DictConfig) -> Path:
     model = cfg.get("model") or {}
     try:
         out = export(str(cfg.ckpt), str(cfg.out), cfg.format, base=model.get("base"),
-                     vision_tower=model.get("vision_tower"), dtype=cfg.get("dtype"))
+                     vision_tower=model.get("vision_tower"), dtype=cfg.get("dtype"),
+                     trust_remote_code=bool(cfg.get("trust_remote_code", False)))
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         raise SystemExit(f"deco.export: {error}") from None
     log.info("exported %s to %s (format=%s)", cfg.ckpt, out, cfg.format)

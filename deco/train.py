@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from deco.lit.init_from import load_model_weights
 from deco.lit.launch import register_resolvers
 from deco.lit.resume import RunDirBusy, RunDirLock
+from deco.utils import remote_code
 from deco.utils.config import ConfigError, validate_train_config
 from deco.utils.run_info import write_run_info
 
@@ -75,7 +76,8 @@ def train(cfg: DictConfig) -> float | None:
         except RunDirBusy as error:
             raise SystemExit(str(error)) from None
     try:
-        return _train(cfg, output_dir)
+        with remote_code.allowed(bool(cfg.get("trust_remote_code", False))):
+            return _train(cfg, output_dir)
     finally:
         lock.release()
 

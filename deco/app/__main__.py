@@ -20,6 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from deco.explain.methods import METHODS
 from deco.relevance.vit import VISION_RELEVANCE
+from deco.utils import remote_code
 from deco.utils.config import looks_like_path
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,10 @@ def _embedded_default(cfg: DictConfig):
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     projector_cfg = OmegaConf.to_container(cfg.projector, resolve=True)
-    tokenizer = load_tokenizer(**model_cfg["tokenizer"])
-    torch.manual_seed(int(cfg.seed))
-    model = build_mllm(model_cfg, projector_cfg, tokenizer).eval()
+    with remote_code.allowed(bool(cfg.get("trust_remote_code", False))):
+        tokenizer = load_tokenizer(**model_cfg["tokenizer"])
+        torch.manual_seed(int(cfg.seed))
+        model = build_mllm(model_cfg, projector_cfg, tokenizer).eval()
     log.warning("no ckpt= given: serving the embedded default (model=%s, projector=%s) as built from its "
                 "configs; its projector is untrained, so give ckpt= for answers that mean something",
                 model_cfg.get("name"), projector_cfg["name"])
@@ -78,7 +80,8 @@ def load_slots(cfg: DictConfig) -> list:
             loaded, label = _embedded_default(cfg), "embedded default"
         else:
             loaded = load_model(ckpt, base=cfg.load.base, vision_tower=cfg.load.vision_tower,
-                                merge_lora=bool(cfg.load.merge_lora))
+                                merge_lora=bool(cfg.load.merge_lora),
+                                trust_remote_code=bool(cfg.get("trust_remote_code", False)))
             label = Path(ckpt).name
         loaded.model.to(device).eval()
         slots.append(Slot.of(loaded, f"{loaded.projector_tag} ({label})", cfg.template, cfg.image_aspect))

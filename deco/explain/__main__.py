@@ -230,7 +230,8 @@ def _run(cfg: DictConfig, shard: Shard) -> dict:
     for ckpt_index, ckpt in enumerate(ckpts):
         options = cfg.get("model") or {}
         loaded = load_model(ckpt, base=options.get("base"), vision_tower=options.get("vision_tower"),
-                            merge_lora=bool(options.get("merge_lora", True)))
+                            merge_lora=bool(options.get("merge_lora", True)),
+                            trust_remote_code=bool(cfg.get("trust_remote_code", False)))
         loaded.model.to(device)
         tag = unique_tag(loaded.projector_tag, ckpt, used_tags)  # two seeds of one projector: two names
         if tag != loaded.projector_tag:
