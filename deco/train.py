@@ -27,6 +27,7 @@ from deco.lit.launch import register_resolvers
 from deco.lit.resume import RunDirBusy, RunDirLock
 from deco.utils import remote_code
 from deco.utils.config import ConfigError, validate_train_config
+from deco.utils.io import DiskWriteError
 from deco.utils.run_info import write_run_info
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if cfg.get("validate_after_fit"):
             trainer.validate(module, datamodule=datamodule)
-    except (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError) as error:
+    except (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError, DiskWriteError) as error:
         raise SystemExit(f"Training stopped: {error}") from None
     except SIGTERMException as error:  # preemption: last.ckpt was saved (deco.lit.fault)
         log.error("Training interrupted: %s", error or "SIGTERM")
