@@ -152,7 +152,8 @@ def q2i_picture(view: View, query: int, size: int = 336) -> Image.Image:
 def t2q_picture(view: View) -> Image.Image:
     """R_t2q bars, per-token heatmap and query grid."""
     rel = view.rel
-    return render_t2q(rel.r_t2q, rel.r_t2q_tokens, rel.target_tokens, f"{rel.method}: R_t2q over {rel.num_queries} queries")
+    return render_t2q(rel.r_t2q, rel.r_t2q_tokens, rel.target_tokens, f"{rel.method}: R_t2q over {rel.num_queries} queries",
+                      spatial=rel.spatial_queries)
 
 
 def query_choices(view: View) -> list[tuple[str, int]]:

@@ -10,7 +10,8 @@
 and `relevance-...pt` into the run dir (dataset mode: one set per sample, names prefixed with the sample
 index, plus `index.jsonl`). `mode=score` scores the maps on shapes-world scenes against the named object's
 box (energy in box, pointing game, perturbation AUCs) and writes `scores.csv`, `summary.json` and
-`comparison.md` (one row per projector and method). The science lives in the sibling modules, which
+`comparison.md` (one row per checkpoint and method; two checkpoints of one projector keep apart: their
+tags differ and every row names its checkpoint). The science lives in the sibling modules, which
 import neither Hydra nor Lightning; this file only composes, loads and loops.
 """
 
@@ -190,7 +191,10 @@ def write_comparisons(compare: dict, out_dir: Path, cfg: DictConfig) -> list[Pat
     return written
 
 
-def score(cfg: DictConfig, loaded, shard: Shard | None = None) -> list[dict]:
+def score(cfg: DictConfig, loaded, shard: Shard | None = None, tag: str | None = None,
+          ckpt: str | None = None) -> list[dict]:
+    """Score rows of one checkpoint; `tag` (default: the projector tag) and the checkpoint's label name its rows."""
+    from deco.explain.export import ckpt_label
     from deco.explain.score import score_model, shapes_probes
 
     seed = int(cfg.score.seed)
@@ -202,10 +206,10 @@ def score(cfg: DictConfig, loaded, shard: Shard | None = None) -> list[dict]:
     probes = shapes_probes(loaded.tokenizer, loaded.image_processor, seed, int(cfg.score.num_samples),
                            _template(cfg, loaded), tasks=list(cfg.score.tasks))
     probes = [p for k, p in enumerate(probes) if (shard or Shard()).mine(k)]
-    tag = loaded.projector_tag
+    tag = tag or loaded.projector_tag
     return score_model(loaded.model, loaded.tokenizer, probes, _as_list(cfg.score.methods), tag,
                        perturbation=bool(cfg.score.perturbation), progress=_progress(cfg, f"score {tag}"),
-                       vision_relevance=str(cfg.vision_relevance))
+                       vision_relevance=str(cfg.vision_relevance), checkpoint=ckpt_label(ckpt) if ckpt else "")
 
 
 def _csv_text(rows: list[dict]) -> str:
@@ -266,7 +270,7 @@ def _run(cfg: DictConfig, shard: Shard) -> dict:
             records += _keyed(ckpt_index, export(cfg, loaded, out_dir, tag=tag, ckpt=ckpt, compare=compare,
                                                  shard=shard))
         else:
-            rows += _keyed(ckpt_index, score(cfg, loaded, shard))  # a projector's rows pool over its checkpoints
+            rows += _keyed(ckpt_index, score(cfg, loaded, shard, tag=tag, ckpt=ckpt))  # one group per checkpoint
     records, rows = shard.gather(records), shard.gather(rows)  # rank 0: everything, in single-process order
     if not shard.is_main:
         return {"records": [], "rank": shard.rank}

@@ -40,6 +40,17 @@ def _run_dir_of(ckpt_path: Path) -> Path:
     return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
 
 
+def trained_image_aspect(build: dict, path: Path) -> str:
+    """The `data.image_aspect` a checkpoint was trained with (recorded since deco records preprocessing);
+    older checkpoints recorded none: pad, deco's default then, with a warning that names the override."""
+    aspect = (build.get("preprocessing") or {}).get("image_aspect") or build.get("image_aspect")
+    if aspect:
+        return str(aspect)
+    log.warning("%s records no image aspect (trained before deco recorded it): assuming pad, the default then; "
+                "pass image_aspect=resize|crop if it was trained otherwise", path)
+    return "pad"
+
+
 def load_lightning_checkpoint(path: str | Path, map_location: str = "cpu") -> LoadedModel:
     from deco.data.image import load_image_processor
     from deco.data.tokenizer import load_tokenizer
@@ -66,8 +77,11 @@ def load_lightning_checkpoint(path: str | Path, map_location: str = "cpu") -> Lo
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
     model.load_state_dict(state, strict=True)
     model.eval()
-    config = {**build, "stage": stage, "image_aspect": build.get("image_aspect", "pad"),
+    config = {**build, "stage": stage, "image_aspect": trained_image_aspect(build, path),
               "source": {"format": "deco_ckpt", "path": str(path)}}
+    template = (build.get("preprocessing") or {}).get("template")
+    if template and not stage.get("template"):
+        config["stage"] = {**stage, "template": template}
     return LoadedModel(model, tokenizer, image_processor, config)
 
 
