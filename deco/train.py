@@ -25,7 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from deco.lit.init_from import load_model_weights
 from deco.lit.launch import register_resolvers
 from deco.lit.resume import RunDirBusy, RunDirLock
+from deco.utils import remote_code
 from deco.utils.config import ConfigError, validate_train_config
+from deco.utils.io import DiskWriteError
 from deco.utils.run_info import write_run_info
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,24 @@ def _writable(directory: Path) -> None:
         raise SystemExit(f"cannot write checkpoints to {directory}: {error.strerror or error}") from None
 
 
+def _tower_features(cfg: DictConfig, model, image_processor):
+    """The `tower_features` setting as a TowerFeatures (None when disabled)."""
+    tf = cfg.get("tower_features") or {}
+    if not tf.get("enabled"):
+        return None
+    from deco.data.tower_features import TowerFeatures
+
+    try:
+        features = TowerFeatures(model.vision, image_processor, cfg.data.get("image_aspect", "pad"),
+                                 cache_dir=tf.get("cache_dir"), max_gb=tf.get("max_gb", 8),
+                                 dtype=tf.get("dtype", "float32"))
+    except ValueError as error:
+        raise SystemExit(f"Config error: {error}") from None
+    if features.cache is not None:
+        log.info("tower features: computed in the data workers, cached in %s", features.cache.dir)
+    return features
+
+
 def train(cfg: DictConfig) -> float | None:
     try:
         validate_train_config(cfg)
@@ -101,7 +121,8 @@ def train(cfg: DictConfig) -> float | None:
         except RunDirBusy as error:
             raise SystemExit(str(error)) from None
     try:
-        return _train(cfg, output_dir)
+        with remote_code.allowed(bool(cfg.get("trust_remote_code", False))):
+            return _train(cfg, output_dir)
     finally:
         lock.release()
 
@@ -146,6 +167,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     datamodule = MLLMDataModule.from_config(
         instantiate(cfg.data), tokenizer=tokenizer, image_processor=image_processor,
         template=cfg.stage.template, seed=cfg.seed, max_length=max_length,
+        tower_features=_tower_features(cfg, model, image_processor),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a bar callback then
@@ -170,7 +192,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if cfg.get("validate_after_fit"):
             trainer.validate(module, datamodule=datamodule)
-    except (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError) as error:
+    except (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError, DiskWriteError) as error:
         raise SystemExit(f"Training stopped: {error}") from None
     except SIGTERMException as error:  # preemption: last.ckpt was saved (deco.lit.fault)
         log.error("Training interrupted: %s", error or "SIGTERM")
