@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from deco.explain.methods import METHODS
 from deco.relevance.vit import VISION_RELEVANCE
-from deco.utils.config import looks_like_path
+from deco.utils.config import apply_reduction_or_exit, looks_like_path, reducer_or_exit
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ def _ckpts(value) -> list[str]:
 
 
 def validate(cfg: DictConfig) -> None:
+    reducer_or_exit(cfg.get("reduction"))
     for ckpt in _ckpts(cfg.ckpt):
         if looks_like_path(ckpt) and not Path(ckpt).expanduser().exists():
             raise SystemExit(f"Config error: ckpt={ckpt}: no such file")
@@ -81,6 +82,7 @@ def load_slots(cfg: DictConfig) -> list:
                                 merge_lora=bool(cfg.load.merge_lora))
             label = Path(ckpt).name
         loaded.model.to(device).eval()
+        apply_reduction_or_exit(loaded.model, reducer_or_exit(cfg.get("reduction")))
         slots.append(Slot.of(loaded, f"{loaded.projector_tag} ({label})", cfg.template, cfg.image_aspect))
     return slots
 

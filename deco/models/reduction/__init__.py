@@ -9,11 +9,11 @@ LLM run with pruning for FastV: `llm_runner`; prefill FLOPs and measured latency
 
 from deco.models.reduction import divprune, fastv, pool, prumerge, visionzip  # noqa: F401  (register)
 from deco.models.reduction.base import (NONE, REDUCERS, Reducer, ReductionConfigError, VisionReducer, VisionSignals,
-                                        build_reducer, reducer_names)
+                                        build_reducer, reducer_from_config, reducer_names)
 from deco.models.reduction.signals import vision_signals
 
 __all__ = ["NONE", "REDUCERS", "Reducer", "ReductionConfigError", "VisionReducer", "VisionSignals", "build_reducer",
-           "reducer_names", "vision_signals", "reduce_features"]
+           "reducer_from_config", "reducer_names", "vision_signals", "reduce_features"]
 
 
 def reduce_features(vision, projector, reducer: VisionReducer, pixel_values):

@@ -57,7 +57,27 @@ def build_reducer(name: str | None, keep: int | None = None, **knobs) -> "Reduce
         raise ReductionConfigError(f"reduction={name} has no key(s) {unknown}; its keys: keep, {', '.join(cls.knobs) or '-'}")
     if keep is None or isinstance(keep, bool) or not isinstance(keep, int):
         raise ReductionConfigError(f"reduction.keep={keep!r} must be an int (visual tokens the LLM reads)")
-    return cls(keep=keep, **knobs)
+    reducer = cls(keep=keep, **knobs)
+    reducer.check_static()
+    return reducer
+
+
+def reducer_from_config(section) -> "Reducer | None":
+    """A reducer from a config mapping {name, keep, <knobs>} (the `reduction` group); None for none/absent."""
+    if not section:
+        return None
+    section = {str(k): _number(v) for k, v in dict(section).items()}
+    return build_reducer(section.pop("name", None), section.pop("keep", None), **section)
+
+
+def _number(value):
+    """"64" -> 64 (command-line model args such as lmms-eval's arrive as strings); "null"/"None" -> None."""
+    if isinstance(value, str):
+        if value.lower() in ("null", "none", ""):
+            return None
+        if value.lstrip("-").isdigit():
+            return int(value)
+    return value
 
 
 @dataclass
@@ -94,9 +114,15 @@ class Reducer:
     def __init__(self, keep: int):
         self.keep = keep
 
+    def check_static(self) -> None:
+        """The checks that need no model (keep >= 1, a knob's own range); subclasses add theirs."""
+        if self.keep < 1:
+            raise ReductionConfigError(f"reduction.keep={self.keep} must be >= 1 (visual tokens the LLM reads)")
+
     def check(self, num_patches: int, llm_layers: int | None = None) -> None:
         """Raise ReductionConfigError when `keep` (or a knob) cannot work with `num_patches` visual tokens."""
-        if self.keep < 1 or self.keep > num_patches:
+        self.check_static()
+        if self.keep > num_patches:
             raise ReductionConfigError(
                 f"reduction.keep={self.keep} must be between 1 and the {num_patches} visual tokens the model has")
 

@@ -43,6 +43,11 @@ class FastV(Reducer):
         super().__init__(keep)
         self.layer = layer
 
+    def check_static(self) -> None:
+        super().check_static()
+        if self.layer < 1:
+            raise ReductionConfigError(f"reduction.layer={self.layer} must be >= 1 (tokens drop after layer K)")
+
     def check(self, num_patches: int, llm_layers: int | None = None) -> None:
         super().check(num_patches, llm_layers)
         if llm_layers is not None and not 1 <= self.layer < llm_layers:

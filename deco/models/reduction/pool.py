@@ -26,11 +26,14 @@ def pool_matrix(num_patches: int, keep: int) -> torch.Tensor:
 
 @register_reducer("pool")
 class Pool(VisionReducer):
-    def check(self, num_patches: int, llm_layers: int | None = None) -> None:
-        super().check(num_patches, llm_layers)
+    def check_static(self) -> None:
+        super().check_static()
         if not is_square(self.keep):
             raise ReductionConfigError(f"reduction.keep={self.keep} must be a perfect square for reduction=pool "
                                        "(a sqrt(keep) x sqrt(keep) grid), e.g. 16, 64, 144")
+
+    def check(self, num_patches: int, llm_layers: int | None = None) -> None:
+        super().check(num_patches, llm_layers)
         if not is_square(num_patches):
             raise ReductionConfigError(f"reduction=pool needs a square patch grid; the tower gives {num_patches} tokens")
 

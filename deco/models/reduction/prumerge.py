@@ -68,8 +68,8 @@ class PruMergePlus(VisionReducer):
         super().__init__(keep)
         self.neighbors = neighbors
 
-    def check(self, num_patches: int, llm_layers: int | None = None) -> None:
-        super().check(num_patches, llm_layers)
+    def check_static(self) -> None:
+        super().check_static()
         if self.keep < 2:
             raise ReductionConfigError(f"reduction.keep={self.keep} must be >= 2 for prumerge_plus "
                                        "(at least one kept token plus the merged extra token)")

@@ -30,8 +30,8 @@ class VisionZip(VisionReducer):
     def dominant(self) -> int:
         return self.keep - self.contextual
 
-    def check(self, num_patches: int, llm_layers: int | None = None) -> None:
-        super().check(num_patches, llm_layers)
+    def check_static(self) -> None:
+        super().check_static()
         if not 1 <= self.contextual < self.keep:
             raise ReductionConfigError(
                 f"reduction.contextual={self.contextual} must be between 1 and keep - 1 = {self.keep - 1} "
