@@ -8,7 +8,8 @@ Loads the model with `deco.models.loading.load_model`, builds the benchmark from
 question with batched greedy decoding, and writes `predictions.jsonl` and `metrics.json` into the
 run dir, logs the metrics to the configured loggers (CSV / W&B) and prints a table. Returns the
 benchmark's headline metric so sweeps can compare runs. A rerun into the same run dir (or with
-`resume_from=<predictions.jsonl>`) asks only the questions not answered yet. A sweep names its run
+`resume_from=<predictions.jsonl>`) asks only the questions not answered yet, reusing only answers of the same
+checkpoint bytes and settings; the run dir is locked as deco.train's is. A sweep names its run
 dirs `<checkpoint>-<benchmark>` and ends with `summary.md` / `summary.csv` (checkpoints x benchmarks).
 """
 
@@ -25,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deco.eval.tables import checkpoint_label, joint_table, read_summaries
+from deco.lit.resume import RunDirBusy, RunDirLock
 from deco.models.attention import IMPLEMENTATIONS, set_attention
 from deco.utils.config import looks_like_path
 from deco.utils.io import atomic_write_text
@@ -127,13 +129,27 @@ def _loggers(cfg: DictConfig, benchmark: str, tag: str) -> list:
 
 
 def evaluate(cfg: DictConfig) -> float | None:
+    _validate(cfg)
+    rank = _init_distributed()
+    output_dir = Path(cfg.paths.output_dir)
+    lock = RunDirLock(output_dir)
+    if rank == 0:  # as deco.train: two evaluations into one run dir would mix their predictions
+        try:
+            lock.acquire()
+        except RunDirBusy as error:
+            raise SystemExit(str(error)) from None
+    try:
+        return _evaluate(cfg, rank, output_dir)
+    finally:
+        lock.release()
+
+
+def _evaluate(cfg: DictConfig, rank: int, output_dir: Path) -> float | None:
+    from deco.eval.predictions import fingerprint
     from deco.eval.runner import evaluate_benchmark, format_table
     from deco.models.loading import load_model
 
-    _validate(cfg)
-    rank = _init_distributed()
     torch.manual_seed(int(cfg.seed))
-    output_dir = Path(cfg.paths.output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     info = write_run_info(output_dir, resolved, OmegaConf.to_yaml(cfg, resolve=True)) if rank == 0 else {}
 
@@ -143,7 +159,8 @@ def evaluate(cfg: DictConfig) -> float | None:
         benchmark.use_image_aspect(str(cfg.image_aspect))  # e.g. grounding boxes under "crop": fail now
     load_options = cfg.get("model") or {}
     loaded = load_model(str(cfg.ckpt), base=load_options.get("base"), vision_tower=load_options.get("vision_tower"),
-                        merge_lora=bool(load_options.get("merge_lora", True)), dtype=_dtype(cfg.get("dtype")))
+                        merge_lora=bool(load_options.get("merge_lora", True)), dtype=_dtype(cfg.get("dtype")),
+                        trust_remote_code=bool(cfg.get("trust_remote_code", False)))
     device = _device(str(cfg.device))
     model = loaded.model.to(device)
     _set_attention(model, cfg.get("attn_implementation"))
@@ -154,12 +171,16 @@ def evaluate(cfg: DictConfig) -> float | None:
     # null: the template the checkpoint was finetuned with (e.g. the zoo's question-first vicuna_v1_qfirst)
     trained = (loaded.config.get("stage") or {}).get("template")
     template = cfg.template or (trained if trained and trained != "plain" else "vicuna_v1")
+    # resumed answers must be this model's: the checkpoint's bytes and every setting that changes an answer
+    model_id = fingerprint(cfg.ckpt, base=load_options.get("base"), vision_tower=load_options.get("vision_tower"),
+                           merge_lora=bool(load_options.get("merge_lora", True)), dtype=cfg.get("dtype"),
+                           max_new_tokens=cfg.get("max_new_tokens"), image_aspect=image_aspect)
     result = evaluate_benchmark(
         model, loaded.tokenizer, loaded.image_processor, benchmark,
         batch_size=int(cfg.batch_size), max_new_tokens=cfg.get("max_new_tokens"), template=template,
         image_aspect=image_aspect, num_workers=int(cfg.num_workers), device=device,
         predictions_path=output_dir / "predictions.jsonl", progress=bool(cfg.progress),
-        resume_from=cfg.get("resume_from"),
+        resume_from=cfg.get("resume_from"), model_id=model_id,
     )
     summary = {
         "benchmark": result.benchmark,
@@ -172,6 +193,7 @@ def evaluate(cfg: DictConfig) -> float | None:
         "image_aspect": image_aspect,
         "num_questions": result.num_questions,
         "resumed_answers": result.extra.get("resumed", 0),
+        "model_fingerprint": model_id,
         "seconds": round(result.seconds, 3),
         "questions_per_s": round(result.questions_per_s, 3),
         "batch_size": int(cfg.batch_size),

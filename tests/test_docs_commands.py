@@ -185,4 +185,5 @@ def test_first_15_minutes_run_as_typed_with_debug_fast(tmp_path):
         outputs.append(out)
     assert (outputs[3] / "R_t2i-rgae-Red-avgpool2_64.png").is_file()
     assert (outputs[5] / "comparison-rgae-Red.png").is_file()
-    assert (dirs["SWEEP"] / "report" / "summary.md").is_file()
+    summary = (dirs["SWEEP"] / "report" / "summary.md").read_text()
+    assert "shapes_attribute/accuracy" in summary and "| finetune | linear-576 |" in summary, summary

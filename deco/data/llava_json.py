@@ -51,10 +51,27 @@ def _with_size(counter: SkipCounter, size: int) -> SkipCounter:
     return out
 
 
+MAX_NESTING = 32  # a LLaVA record nests 3 deep; far deeper ones could overflow the stack when re-read
+
+
+def _nesting(value: Any) -> int:
+    """How deep lists and objects nest in `value` (iterative: no recursion limit to hit)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_NESTING:
+                todo.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def check_record(record: Any) -> None:
     """Cheap structural checks of one LLaVA record; raises SkipSample naming what is wrong."""
     if not isinstance(record, dict):
         raise SkipSample("malformed_json", f"record is a {type(record).__name__}, expected an object")
+    if _nesting(record) > MAX_NESTING:
+        raise SkipSample("malformed_json", f"lists/objects nested more than {MAX_NESTING} deep")
     conv = record.get("conversations")
     if not isinstance(conv, list):
         raise SkipSample("malformed_json", f"'conversations' must be a list, got {type(conv).__name__}")
@@ -162,13 +179,13 @@ def read_json_records(path: str | os.PathLike, skips: SkipCounter | None,
                     continue
                 try:
                     records.append((pos, json.loads(line)))
-                except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError
+                except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, deep nesting
                     if skips is not None:
-                        skips.add("malformed_json", f"{path.name}:{pos + 1}", str(error))
+                        skips.add("malformed_json", f"{path.name}:{pos + 1}", str(error) or type(error).__name__)
     else:
         try:
             data = json.loads(path.read_bytes())
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             raise ValueError(f"{path} is not valid JSON ({error}); one record per line needs a .jsonl name") from None
         if not isinstance(data, list):
             raise ValueError(f"{path} must hold a JSON array of records, got {type(data).__name__}")

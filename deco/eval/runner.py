@@ -174,11 +174,13 @@ def evaluate_benchmark(
     predictions_path: str | Path | None = None,
     progress: bool = True,
     resume_from: str | Path | None = None,
+    model_id: str | None = None,
 ) -> EvalResult:
     """Answer every question of `benchmark`, score the answers, optionally write predictions JSONL.
 
     Answers already in `resume_from` (default: `predictions_path` itself, if it exists) for the same
-    question, prompt and reference are reused and not asked again.
+    question, prompt and reference are reused and not asked again; with `model_id` (see
+    `deco.eval.predictions.fingerprint`) every line records it and only lines of the same model are reused.
     """
     rank, world = _dist()
     benchmark.use_image_aspect(image_aspect)
@@ -189,7 +191,7 @@ def evaluate_benchmark(
     source = Path(resume_from) if resume_from is not None else path
     done = {} if source is None else finished_answers(
         source, [s.id for s in samples], [everything.prompt_text(i) for i in range(len(samples))],
-        [jsonable(s.reference) for s in samples])
+        [jsonable(s.reference) for s in samples], model_id)
     if done and rank == 0:
         log.info("%s: resuming, %d of %d answers read from %s", benchmark.name, len(done), len(samples), source)
     todo = [i for i, s in enumerate(samples) if id_key(s.id) not in done]
@@ -216,6 +218,8 @@ def evaluate_benchmark(
             s = shard_samples[i]
             record = {"id": jsonable(s.id), "prompt": dataset.prompt_text(i), "answer": answer,
                       "reference": jsonable(s.reference), **{k: jsonable(v) for k, v in s.meta.items()}}
+            if model_id is not None:
+                record["model"] = model_id
             if stream is not None:
                 stream.write(_line(record))
             else:

@@ -3,7 +3,9 @@
 * `render_t2i`: the image beside the R_t2i heatmap (grid upsampled bilinearly to the image size,
   min-max normalised) blended over a grey copy of it, the question in the title.
 * `render_t2q`: R_t2q over the query tokens: a bar per query, a target-token x query heatmap when
-  several target tokens exist, and a sqrt(q) x sqrt(q) grid when q is a square.
+  several target tokens exist, and a sqrt(q) x sqrt(q) grid when the tokens keep the patch layout
+  (`spatial`: pooling, convolutions) and q is a square; learned queries (Q-Former, resampler) have no
+  layout, so they get a ranked strip instead (queries sorted by relevance, each labelled with its index).
 * `render_q2i`: one small heatmap per query token over a faint thumbnail of the image, showing where each
   query looks (each map normalised on its own; at most `max_queries` shown, the most text-relevant first),
   under a title, each cell labelled with its query index.
@@ -131,13 +133,21 @@ def render_t2i(image: Image.Image, r_t2i: torch.Tensor, title: str = "", questio
 
 
 def render_t2q(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, tokens: list[str] | None = None,
-               title: str = "", cmap: str = CMAP) -> Image.Image:
-    """R_t2q as bars over the q queries (+ token x query heatmap, + sqrt(q) grid when q is square)."""
+               title: str = "", cmap: str = CMAP, spatial: bool = True) -> Image.Image:
+    """R_t2q as bars over the q queries (+ token x query heatmap, + sqrt(q) grid when `spatial` and q is
+    square, + a ranked strip when not `spatial`)."""
+    return figure_to_image(t2q_figure(r_t2q, r_t2q_tokens, tokens, title, cmap, spatial))
+
+
+def t2q_figure(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, tokens: list[str] | None = None,
+               title: str = "", cmap: str = CMAP, spatial: bool = True) -> Figure:
+    """The figure `render_t2q` draws."""
     r_t2q = r_t2q.detach().float().cpu()
     q = r_t2q.shape[0]
     side = math.isqrt(q)
     show_tokens = r_t2q_tokens is not None and r_t2q_tokens.shape[0] > 1
-    panels = 1 + int(show_tokens) + int(side * side == q)
+    show_grid = spatial and side * side == q
+    panels = 1 + int(show_tokens) + int(show_grid or not spatial)
     fig = Figure(figsize=(4.5 * panels, 4))
     axes = list(fig.subplots(1, panels, squeeze=False)[0])
     ax = axes.pop(0)
@@ -156,15 +166,32 @@ def render_t2q(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, to
         if tokens is not None and len(tokens) == mat.shape[0]:
             ax.set_yticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], fontsize=7)
         ax.set_title("per target token")
-    if side * side == q:
+    if show_grid:
         ax = axes.pop(0)
         im = ax.imshow(r_t2q.reshape(side, side).numpy(), cmap=cmap, interpolation="nearest")
         ax.set_title(f"{side}x{side} query grid")
         ax.axis("off")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    elif not spatial:
+        _ranked_strip(axes.pop(0), fig, r_t2q, cmap)
     if title:
         fig.suptitle(title, fontsize=10)
-    return figure_to_image(fig)
+    return fig
+
+
+def ranked_queries(r_t2q: torch.Tensor, shown: int = 32) -> list[int]:
+    """Indices of the `shown` most relevant queries, most relevant first (ties: lower index first)."""
+    return torch.argsort(-r_t2q.detach().float().cpu(), stable=True)[:shown].tolist()
+
+
+def _ranked_strip(ax, fig: Figure, r_t2q: torch.Tensor, cmap: str, shown: int = 32) -> None:
+    """Learned queries have no place on the image: a strip of the most relevant ones, ranked, labelled."""
+    order = ranked_queries(r_t2q, shown)
+    im = ax.imshow(r_t2q[order].numpy()[:, None], cmap=cmap, aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(len(order)), [f"q{i}" for i in order], fontsize=6)
+    ax.set_xticks([])
+    ax.set_title(f"ranked queries (top {len(order)} of {r_t2q.shape[0]}; no spatial order)", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.3, pad=0.04)
 
 
 def relative_to_uniform(rel: torch.Tensor) -> torch.Tensor:

@@ -224,10 +224,11 @@ def score_map(model: nn.Module, probe: Probe, rel: torch.Tensor, perturbation: b
 
 def score_model(model: nn.Module, tokenizer, probes: Iterable[Probe], methods: Sequence[str], tag: str,
                 perturbation: bool = True, steps: Sequence[float] = STEPS, progress=None,
-                vision_relevance: str = "none") -> list[dict]:
+                vision_relevance: str = "none", checkpoint: str = "") -> list[dict]:
     """One row per (probe, method), plus the `random` baseline; `progress` wraps the probe iterable (e.g. tqdm).
 
     `vision_relevance="gae"` scores the maps carried through the vision tower (over the input patches).
+    `checkpoint`: the checkpoint's label, a column of every row, so two checkpoints of one projector stay apart.
     """
     from deco.explain.methods import explain_all
 
@@ -240,7 +241,7 @@ def score_model(model: nn.Module, tokenizer, probes: Iterable[Probe], methods: S
         maps["random"] = random_map(grid, probe.index)
         log_prob = next(iter(results.values())).log_prob if results else float("nan")
         for method, rel in maps.items():
-            row = {"projector": tag, "method": method, "index": probe.index, "task": probe.task,
+            row = {"projector": tag, "checkpoint": checkpoint, "method": method, "index": probe.index, "task": probe.task,
                    "phrase": probe.phrase, "text": probe.inp.text, "log_prob": log_prob}
             row.update(score_map(model, probe, rel, perturbation, steps))
             if method in results:
@@ -249,32 +250,37 @@ def score_model(model: nn.Module, tokenizer, probes: Iterable[Probe], methods: S
     return rows
 
 
-def summarize(rows: Sequence[dict]) -> list[dict]:
-    """Mean (and 95% CI half-width, normal approximation) of each metric per (projector, method)."""
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+def summarize(rows: Sequence[dict], metrics: Sequence[str] = METRICS) -> list[dict]:
+    """Mean and 95% CI half-width of each metric per (projector, checkpoint, method).
+
+    The CI is Student t with n-1 degrees of freedom (`deco.report.stats.mean_ci`, the rule of every deco
+    table; nan for a single value). Rows without a `checkpoint` key (older callers) group under "".
+    """
+    from deco.report.stats import mean_ci
+
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for row in rows:
-        groups[(row["projector"], row["method"])].append(row)
+        groups[(row["projector"], row.get("checkpoint", ""), row["method"])].append(row)
     out = []
-    for (tag, method), members in groups.items():
-        entry = {"projector": tag, "method": method, "n": len(members)}
-        for metric in METRICS:
-            values = torch.tensor([m[metric] for m in members if metric in m], dtype=torch.float64)
-            if values.numel() == 0:
+    for (tag, checkpoint, method), members in groups.items():
+        entry = {"projector": tag, "checkpoint": checkpoint, "method": method, "n": len(members)}
+        for metric in metrics:
+            values = [float(m[metric]) for m in members if metric in m]
+            if not values:
                 continue
-            entry[metric] = float(values.mean())
-            std = float(values.std()) if values.numel() > 1 else 0.0
-            entry[f"{metric}_ci95"] = 1.96 * std / math.sqrt(values.numel())
+            entry[metric], entry[f"{metric}_ci95"], _ = mean_ci(values)
         out.append(entry)
     return out
 
 
-def comparison_table(summary: Sequence[dict]) -> str:
-    """Markdown table: one row per (projector, method), the metrics as columns (mean ± 95% CI)."""
-    metrics = [m for m in ("energy", "box_area", "pointing", "top_query_energy", "auc_positive", "auc_negative")
-               if any(m in s for s in summary)]
-    head = "| projector | method | n | " + " | ".join(metrics) + " |"
-    lines = [head, "|" + "---|" * (3 + len(metrics))]
-    for s in sorted(summary, key=lambda s: (s["projector"], s["method"])):
+def comparison_table(summary: Sequence[dict], metrics: Sequence[str] | None = None) -> str:
+    """Markdown table: one row per (projector, checkpoint, method), the metrics as columns (mean ± 95% CI)."""
+    metrics = [m for m in (metrics or ("energy", "box_area", "pointing", "top_query_energy", "auc_positive",
+                                        "auc_negative")) if any(m in s for s in summary)]
+    head = "| projector | checkpoint | method | n | " + " | ".join(metrics) + " |"
+    lines = [head, "|" + "---|" * (4 + len(metrics))]
+    for s in sorted(summary, key=lambda s: (s["projector"], s.get("checkpoint", ""), s["method"])):
         cells = [f"{s[m]:.3f} ± {s[m + '_ci95']:.3f}" if m in s else "" for m in metrics]
-        lines.append(f"| {s['projector']} | {s['method']} | {s['n']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {s['projector']} | {s.get('checkpoint', '')} | {s['method']} | {s['n']} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -227,7 +227,8 @@ class FaultInjection(L.Callback):
             self._signalled = True
             os.kill(os.getpid(), self.signum)
         if self.nan_at_step is not None and step == self.nan_at_step:
-            batch["pixel_values"].fill_(float("nan"))
+            images = batch.get("vision_features")
+            (batch["pixel_values"] if images is None else images).fill_(float("nan"))
 
     def on_validation_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int,
                                   dataloader_idx: int = 0) -> None:

@@ -46,9 +46,13 @@ class MLLMModule(L.LightningModule):
         self.save_hyperparameters({"stage": self.stage, "build": dict(build_config or {})})
 
     def forward(self, batch: Mapping) -> torch.Tensor:
+        # Tower features made in the data pipeline (deco.data.tower_features): only projector + LLM run here.
+        feats = batch.get("vision_features")
+        image_tokens = self.model.project(feats) if feats is not None else None
         if self.loss_reduction == "sample":  # each sample's answer counts once, however long it is
             embeds, mask, labels, _ = self.model.prepare_inputs_embeds(
-                batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["labels"])
+                batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["labels"],
+                image_tokens=image_tokens)
             out = self.model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask))
             return next_token_loss(out.logits, labels, "sample", self.model.ignore_index)
         out = self.model(
@@ -56,6 +60,7 @@ class MLLMModule(L.LightningModule):
             attention_mask=batch["attention_mask"],
             pixel_values=batch["pixel_values"],
             labels=batch["labels"],
+            image_tokens=image_tokens,
         )
         return out.loss
 

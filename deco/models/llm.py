@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from deco.utils import remote_code
+
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -40,7 +42,8 @@ def build_llm(
         expanded = os.path.expanduser(name_or_path)
         if name_or_path.startswith(("/", "./", "../", "~")) and not os.path.exists(expanded):
             raise FileNotFoundError(f"LLM checkpoint not found: {name_or_path}")
-        kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
+        kwargs: dict[str, Any] = {"attn_implementation": attn_implementation,
+                                  "trust_remote_code": remote_code.current()}  # never from stored settings
         if dtype is not None:
             kwargs["dtype"] = dtype
         llm = AutoModelForCausalLM.from_pretrained(expanded if os.path.exists(expanded) else name_or_path, **kwargs)

@@ -56,6 +56,10 @@ class MLLM(nn.Module):
         vision_trainable = any(p.requires_grad for p in self.vision.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and vision_trainable):
             feats = self.vision(pixel_values)  # b n d_vision
+        return self.project(feats)
+
+    def project(self, feats: torch.Tensor) -> torch.Tensor:  # b n d_vision -> b q d_llm
+        """The projector on tower features (made here, or beforehand: deco.data.tower_features)."""
         param = next(self.projector.parameters(), None)
         return self.projector(feats.to(param.dtype) if param is not None else feats)
 

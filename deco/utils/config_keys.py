@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-CHECKED = ("", "stage", "stage.lora", "data", "fault")  # "" = the top level
+CHECKED = ("", "stage", "stage.lora", "data", "fault", "tower_features")  # "" = the top level
 
 
 def _keys(tree, prefix: str, out: set[str]) -> None:

@@ -14,7 +14,7 @@ from explain_helpers import scene_image, trained_run
 from PIL import Image
 
 from deco.explain.__main__ import run
-from deco.explain.export import load_relevance
+from deco.explain.export import ckpt_label, load_relevance
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAGS = ["device=cpu", "progress=false"]
@@ -90,12 +90,14 @@ def test_score_mode_writes_csv_json_and_table(ckpt, tmp_path):
     result = run(cfg)
     out = tmp_path / "out"
     lines = (out / "scores.csv").read_text().splitlines()
-    assert lines[0].startswith("projector,method,index,task") and len(lines) == 1 + 2 * 2 * 3  # ckpts x probes x (2 + random)
+    assert lines[0].startswith("projector,checkpoint,method,index,task") and len(lines) == 1 + 2 * 2 * 3  # ckpts x probes x (2 + random)
     summary = json.loads((out / "summary.json").read_text())
     assert {s["method"] for s in summary} == {"rgae", "rawattn", "random"}
-    assert all(s["n"] == 4 and 0 <= s["energy"] <= 1 for s in summary)
+    # the same file twice is still two checkpoints: two tags, each scored on its own 2 probes
+    assert {s["projector"] for s in summary} == {"avgpool2_16", f"avgpool2_16-{ckpt_label(str(ckpt))}"}
+    assert all(s["n"] == 2 and 0 <= s["energy"] <= 1 for s in summary)
     assert (out / "comparison.md").read_text().strip() == result["table"]
-    assert "| avgpool2_16 | rgae | 4 |" in result["table"]
+    assert f"| avgpool2_16 | {ckpt_label(str(ckpt))} | rgae | 2 |" in result["table"]
 
 
 def test_bad_input_fails_with_a_clear_message(ckpt, tmp_path):

@@ -163,3 +163,26 @@ def test_comparison_of_a_multirun_from_its_job_dirs(avgpool_relevance, tmp_path)
     # pad: the 200 x 100 red image sits in the middle of a square of the mean colour
     view = np.asarray(square_view(Image.open(image), "pad", size=100))
     assert tuple(view[50, 50]) == (200, 30, 30) and tuple(view[5, 50]) == (122, 116, 104)
+
+
+def test_sweep_rows_of_one_projector_keep_their_checkpoints_apart():
+    from deco.explain.compare import distinct_labels
+
+    labels = distinct_labels(["avgpool2_64", "avgpool2_64", "qformer2_64"],
+                             ["runs/a4/checkpoints/last.ckpt", "runs/a800/checkpoints/last.ckpt", "q.ckpt"])
+    assert labels == ["avgpool2_64-a4", "avgpool2_64-a800", "qformer2_64"]
+    assert distinct_labels(["x", "x"], ["same.ckpt", "same.ckpt"]) == ["x-same-1", "x-same-2"]
+
+
+def test_learned_queries_get_a_ranked_strip_never_a_grid():
+    from deco.explain.render import ranked_queries, t2q_figure
+
+    r_t2q = torch.tensor([0.1, 0.4, 0.0, 0.4] + [0.05] * 12)  # 16 queries: a square count
+    assert ranked_queries(r_t2q, 3) == [1, 3, 0]  # ties: lower index first
+    titles = lambda fig: [ax.get_title() for ax in fig.axes]  # noqa: E731
+    grid = titles(t2q_figure(r_t2q, spatial=True))
+    strip_fig = t2q_figure(r_t2q, spatial=False)
+    assert "4x4 query grid" in grid
+    assert not any("grid" in t for t in titles(strip_fig))
+    strip = next(ax for ax in strip_fig.axes if ax.get_title().startswith("ranked queries"))
+    assert [t.get_text() for t in strip.get_yticklabels()][:3] == ["q1", "q3", "q0"]

@@ -42,7 +42,14 @@ def build_projector(name: str, in_dim: int, out_dim: int, num_patches: int, **kw
 
 
 class Projector(nn.Module):
-    """Base class: holds the widths and the patch count; subclasses implement the mixing step."""
+    """Base class: holds the widths and the patch count; subclasses implement the mixing step.
+
+    `spatial_tokens`: the output tokens keep the patch grid's layout (token k covers a region; pooling,
+    convolutions, grid queries), so R_t2q may be drawn as a grid. Learned queries (Q-Former, resampler)
+    have no position: False, and R_t2q is drawn as a ranked strip instead.
+    """
+
+    spatial_tokens = True
 
     def __init__(self, in_dim: int, out_dim: int, num_patches: int):
         super().__init__()

@@ -67,6 +67,7 @@ class ResamplerProjector(AttentiveProjector, CompressorProjector):
 
     config_name = "resampler"
     query_rule = "any"
+    spatial_tokens = False  # learned latents: no layout on the image
 
     def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, layer_num: int = 2,
                  mlp_depth: int = 1, num_attention_heads: int | None = None, ff_mult: int = 4,
