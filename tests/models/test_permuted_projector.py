@@ -30,6 +30,7 @@ def test_permutation_is_a_true_permutation_fixed_by_its_seed():
 def test_avgpool_tokens_are_the_plain_ones_reordered():
     plain, perm = pair("avgpool", query_num=4, layer_num=2)
     assert isinstance(perm, PermutedProjector) and perm.num_tokens() == 4
+    assert plain.spatial_tokens and not perm.spatial_tokens  # token k no longer sits at grid cell k
     x = torch.randn(2, 16, 8)
     out, ref = perm(x), plain(x)
     order = perm.perm.tolist()

@@ -33,6 +33,8 @@ def permute_seed(value) -> int | None:
 class PermutedProjector(Projector):
     """`inner` with its output tokens reordered: out[:, i] = inner(x)[:, perm[i]]."""
 
+    spatial_tokens = False  # the grid layout is what the permutation removes: R_t2q is drawn as a strip
+
     def __init__(self, inner: Projector, seed: int = 0):
         super().__init__(inner.in_dim, inner.out_dim, inner.num_patches)
         self.inner, self.seed = inner, int(seed)
