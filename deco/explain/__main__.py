@@ -36,6 +36,7 @@ from deco.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 MODES = ("export", "score")
+PROBE_SETS = ("shapes", "distractors")  # mode=score: today's probes, and the shared-attribute distractor scenes
 # Keys whose values are prose: commas, brackets and quotes in them are text, not Hydra grammar.
 FREE_TEXT_KEYS = ("text", "question")
 
@@ -194,6 +195,7 @@ def write_comparisons(compare: dict, out_dir: Path, cfg: DictConfig) -> list[Pat
 def score(cfg: DictConfig, loaded, shard: Shard | None = None, tag: str | None = None,
           ckpt: str | None = None) -> list[dict]:
     """Score rows of one checkpoint; `tag` (default: the projector tag) and the checkpoint's label name its rows."""
+    from deco.explain.distractors import distractor_probes
     from deco.explain.export import ckpt_label
     from deco.explain.score import score_model, shapes_probes
 
@@ -203,13 +205,24 @@ def score(cfg: DictConfig, loaded, shard: Shard | None = None, tag: str | None =
         if cfg.data.get("name") != "shapes" or split is None:
             raise SystemExit("Config error: mode=score needs ground-truth boxes: use data=shapes (or no data=)")
         seed = int(split.seed)
-    probes = shapes_probes(loaded.tokenizer, loaded.image_processor, seed, int(cfg.score.num_samples),
-                           _template(cfg, loaded), tasks=list(cfg.score.tasks))
+    sets = _as_list(cfg.score.get("probes", ["shapes"]))
+    bad = [s for s in sets if s not in PROBE_SETS]
+    if bad or not sets:
+        raise SystemExit(f"Config error: score.probes={bad or sets} is unknown; choose among: {', '.join(PROBE_SETS)}")
+    probes = []
+    if "shapes" in sets:
+        probes += shapes_probes(loaded.tokenizer, loaded.image_processor, seed, int(cfg.score.num_samples),
+                                _template(cfg, loaded), tasks=list(cfg.score.tasks))
+    if "distractors" in sets:
+        probes += distractor_probes(loaded.tokenizer, loaded.image_processor, seed,
+                                    int(cfg.score.get("num_distractors", 64)), _template(cfg, loaded))
+    reference = [p.inp for p in probes]  # the causal test's mean tokens: over every probe, whatever the shard
     probes = [p for k, p in enumerate(probes) if (shard or Shard()).mine(k)]
     tag = tag or loaded.projector_tag
     return score_model(loaded.model, loaded.tokenizer, probes, _as_list(cfg.score.methods), tag,
                        perturbation=bool(cfg.score.perturbation), progress=_progress(cfg, f"score {tag}"),
-                       vision_relevance=str(cfg.vision_relevance), checkpoint=ckpt_label(ckpt) if ckpt else "")
+                       vision_relevance=str(cfg.vision_relevance), checkpoint=ckpt_label(ckpt) if ckpt else "",
+                       causal=float(cfg.score.get("causal", 0.0) or 0.0), reference=reference)
 
 
 def _csv_text(rows: list[dict]) -> str:
