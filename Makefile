@@ -47,6 +47,9 @@ bench-gpu: install ## On a CUDA machine: LLaVA-1.5-7B-sized steps, trainer=gpu/f
 figure: install ## Remake the README's comparison figure (docs/img/comparison.png; STUDY=multirun/zoo_study reuses the study's checkpoints)
 	PY=$(PY) bash experiments/readme_figure/make.sh
 
-clean: ## Remove run outputs and caches (keeps .venv)
-	rm -rf outputs multirun wandb lightning_logs .pytest_cache
+# Folders the documented commands write into the repository root (out=exported, out=hf, ...); also in .gitignore.
+DOC_OUTPUTS := exported hf shards merged
+
+clean: ## Remove run outputs, documented export / shard folders and caches (keeps .venv)
+	rm -rf outputs multirun wandb lightning_logs .pytest_cache $(DOC_OUTPUTS)
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -192,3 +192,18 @@ def test_readme_group_table_names_every_option_and_the_right_default():
         marked = re.findall(r"`(\w+)` \(default", row)
         if marked:
             assert marked == [cfg.hydra.runtime.choices[group]], f"README calls {marked} the default {group}"
+
+
+def test_documented_outputs_in_the_repository_are_ignored_and_cleaned():
+    """Every relative `out=` folder of a documented command is git-ignored and removed by `make clean`."""
+    import subprocess
+
+    outs = {m.group(1).strip("/").split("/")[0] for doc in DOCS for m in re.finditer(r"\bout=([\w.-][\w./-]*)",
+                                                                                    doc.read_text())}
+    assert {"exported", "hf", "shards"} <= outs
+    make = (ROOT / "Makefile").read_text()
+    cleaned = set(re.search(r"^DOC_OUTPUTS := (.*)$", make, re.M).group(1).split())
+    assert outs <= cleaned, f"make clean leaves {sorted(outs - cleaned)}"
+    ignored = subprocess.run(["git", "check-ignore", *[f"{o}/x" for o in sorted(outs)]], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert len(ignored) == len(outs), f"not git-ignored: {sorted(outs - {i.split('/')[0] for i in ignored})}"

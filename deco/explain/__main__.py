@@ -31,11 +31,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from deco.explain.distributed import Shard, from_environment, local_device
 from deco.explain.methods import METHODS
 from deco.relevance.vit import VISION_RELEVANCE
-from deco.utils.config import looks_like_path
+from deco.utils.config import apply_reduction_or_exit, looks_like_path, reducer_or_exit
 from deco.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 MODES = ("export", "score")
+PROBE_SETS = ("shapes", "distractors")  # mode=score: today's probes, and the shared-attribute distractor scenes
 # Keys whose values are prose: commas, brackets and quotes in them are text, not Hydra grammar.
 FREE_TEXT_KEYS = ("text", "question")
 
@@ -56,7 +57,13 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _reducer(cfg: DictConfig):
+    section = cfg.get("reduction")
+    return reducer_or_exit(OmegaConf.to_container(section, resolve=True) if section is not None else None)
+
+
 def _validate(cfg: DictConfig) -> None:
+    _reducer(cfg)
     if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
         raise SystemExit("Config error: ckpt is required, e.g. ckpt=outputs/train/<run>/checkpoints/last.ckpt")
     for ckpt in _as_list(cfg.ckpt):
@@ -194,6 +201,7 @@ def write_comparisons(compare: dict, out_dir: Path, cfg: DictConfig) -> list[Pat
 def score(cfg: DictConfig, loaded, shard: Shard | None = None, tag: str | None = None,
           ckpt: str | None = None) -> list[dict]:
     """Score rows of one checkpoint; `tag` (default: the projector tag) and the checkpoint's label name its rows."""
+    from deco.explain.distractors import distractor_probes
     from deco.explain.export import ckpt_label
     from deco.explain.score import score_model, shapes_probes
 
@@ -203,13 +211,24 @@ def score(cfg: DictConfig, loaded, shard: Shard | None = None, tag: str | None =
         if cfg.data.get("name") != "shapes" or split is None:
             raise SystemExit("Config error: mode=score needs ground-truth boxes: use data=shapes (or no data=)")
         seed = int(split.seed)
-    probes = shapes_probes(loaded.tokenizer, loaded.image_processor, seed, int(cfg.score.num_samples),
-                           _template(cfg, loaded), tasks=list(cfg.score.tasks))
+    sets = _as_list(cfg.score.get("probes", ["shapes"]))
+    bad = [s for s in sets if s not in PROBE_SETS]
+    if bad or not sets:
+        raise SystemExit(f"Config error: score.probes={bad or sets} is unknown; choose among: {', '.join(PROBE_SETS)}")
+    probes = []
+    if "shapes" in sets:
+        probes += shapes_probes(loaded.tokenizer, loaded.image_processor, seed, int(cfg.score.num_samples),
+                                _template(cfg, loaded), tasks=list(cfg.score.tasks))
+    if "distractors" in sets:
+        probes += distractor_probes(loaded.tokenizer, loaded.image_processor, seed,
+                                    int(cfg.score.get("num_distractors", 64)), _template(cfg, loaded))
+    reference = [p.inp for p in probes]  # the causal test's mean tokens: over every probe, whatever the shard
     probes = [p for k, p in enumerate(probes) if (shard or Shard()).mine(k)]
     tag = tag or loaded.projector_tag
     return score_model(loaded.model, loaded.tokenizer, probes, _as_list(cfg.score.methods), tag,
                        perturbation=bool(cfg.score.perturbation), progress=_progress(cfg, f"score {tag}"),
-                       vision_relevance=str(cfg.vision_relevance), checkpoint=ckpt_label(ckpt) if ckpt else "")
+                       vision_relevance=str(cfg.vision_relevance), checkpoint=ckpt_label(ckpt) if ckpt else "",
+                       causal=float(cfg.score.get("causal", 0.0) or 0.0), reference=reference)
 
 
 def _csv_text(rows: list[dict]) -> str:
@@ -260,6 +279,7 @@ def _run(cfg: DictConfig, shard: Shard) -> dict:
                             merge_lora=bool(options.get("merge_lora", True)),
                             trust_remote_code=bool(cfg.get("trust_remote_code", False)))
         loaded.model.to(device)
+        apply_reduction_or_exit(loaded.model, _reducer(cfg))
         tag = unique_tag(loaded.projector_tag, ckpt, used_tags)  # two seeds of one projector: two names
         if tag != loaded.projector_tag:
             log.info("%s: another checkpoint of this run is %s too; its files are named %s",

@@ -24,6 +24,17 @@ from deco.models.mllm import position_ids_from_mask
 from deco.models.stages import apply_stage, parameter_groups, trainable_summary
 
 
+def parameter_line(part: str, trainable: int, total: int) -> str:
+    """'   vision:      224,832 parameters, frozen (eval mode: no dropout, fixed statistics)' and the like."""
+    if trainable == 0:
+        state = "frozen (eval mode: no dropout, fixed statistics)" if part == "vision" else "frozen"
+    elif trainable == total:
+        state = "all trainable"
+    else:
+        state = f"{trainable:,} trainable (LoRA adapters or a partly frozen part)"
+    return f"{part:>9}: {total:>12,} parameters, {state}"
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; training cannot continue meaningfully."""
 
@@ -67,8 +78,7 @@ class MLLMModule(L.LightningModule):
     def on_fit_start(self) -> None:
         summary = trainable_summary(self.model)
         for part, counts in summary.items():
-            state = "trainable" if counts["trainable"] else "frozen"
-            rank_zero_info(f"{part:>9}: {counts['trainable']:>12,} / {counts['total']:>12,} parameters {state}")
+            rank_zero_info(parameter_line(part, counts["trainable"], counts["total"]))
         for logger in self.loggers:
             logger.log_hyperparams({f"params/{p}_trainable": c["trainable"] for p, c in summary.items()})
 

@@ -152,6 +152,8 @@ def _relevance_scalars(run_dir: Path) -> dict[str, float]:
         if not isinstance(entries, list):
             raise ValueError(f"{path}: expected a list of per-method summaries (deco.explain mode=score)")
         for entry in entries:
+            if entry.get("probes", "shapes") != "shapes":  # the distractor set is scored beside, not instead
+                continue
             for metric in ("energy", "pointing"):
                 if metric in entry and "method" in entry:
                     out[f"relevance_{entry['method']}/{metric}"] = float(entry[metric])
