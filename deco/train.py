@@ -25,7 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from deco.lit.init_from import load_model_weights
 from deco.lit.launch import register_resolvers
 from deco.lit.resume import RunDirBusy, RunDirLock
+from deco.utils import remote_code
 from deco.utils.config import ConfigError, validate_train_config
+from deco.utils.io import DiskWriteError
+from deco.utils.quiet import quiet_lightning
 from deco.utils.run_info import write_run_info
 
 log = logging.getLogger(__name__)
@@ -119,7 +122,8 @@ def train(cfg: DictConfig) -> float | None:
         except RunDirBusy as error:
             raise SystemExit(str(error)) from None
     try:
-        return _train(cfg, output_dir)
+        with remote_code.allowed(bool(cfg.get("trust_remote_code", False))):
+            return _train(cfg, output_dir)
     finally:
         lock.release()
 
@@ -136,6 +140,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     from deco.lit.sampling import accumulation_for
     from deco.models.build import build_mllm
 
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero_only.rank == 0:
@@ -189,7 +194,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if cfg.get("validate_after_fit"):
             trainer.validate(module, datamodule=datamodule)
-    except (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError) as error:
+    except (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError, DiskWriteError) as error:
         raise SystemExit(f"Training stopped: {error}") from None
     except SIGTERMException as error:  # preemption: last.ckpt was saved (deco.lit.fault)
         log.error("Training interrupted: %s", error or "SIGTERM")

@@ -52,10 +52,44 @@ def _with_size(counter: SkipCounter, size: int) -> SkipCounter:
     return out
 
 
+MAX_NESTING = 32  # a LLaVA record nests 3 deep; far deeper ones could overflow the stack when re-read
+
+
+def _nesting(value: Any) -> int:
+    """How deep lists and objects nest in `value` (iterative: no recursion limit to hit)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_NESTING:
+                todo.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _shallow(record: dict) -> bool:
+    """True for the usual shape (scalars, and lists of objects of scalars: at most 3 deep); a fast path
+    before `_nesting`, which walks every value."""
+    for value in record.values():
+        if isinstance(value, _SCALARS):
+            continue
+        if not isinstance(value, list):
+            return False
+        for item in value:
+            if not isinstance(item, dict) or not all(isinstance(v, _SCALARS) for v in item.values()):
+                return False
+    return True
+
+
 def check_record(record: Any) -> None:
     """Cheap structural checks of one LLaVA record; raises SkipSample naming what is wrong."""
     if not isinstance(record, dict):
         raise SkipSample("malformed_json", f"record is a {type(record).__name__}, expected an object")
+    if not _shallow(record) and _nesting(record) > MAX_NESTING:
+        raise SkipSample("malformed_json", f"lists/objects nested more than {MAX_NESTING} deep")
     conv = record.get("conversations")
     if not isinstance(conv, list):
         raise SkipSample("malformed_json", f"'conversations' must be a list, got {type(conv).__name__}")
@@ -173,7 +207,7 @@ def _check_readable(allow_absolute_paths: bool, image_root: Path | None) -> Call
 def _count_skips(records: Records, skips: SkipCounter, path: Path) -> None:
     for error, record, pos in records.skips:
         if record is None and not isinstance(error, SkipSample):  # a .jsonl line that is not JSON
-            skips.add("malformed_json", f"{path.name}:{pos + 1}", str(error))
+            skips.add("malformed_json", f"{path.name}:{pos + 1}", str(error) or type(error).__name__)
         else:
             skips.skip(error, record_id(record, pos) if isinstance(record, dict) else f"#{pos}")
 

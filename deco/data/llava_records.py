@@ -175,7 +175,7 @@ def read_records(path: Path, check: Callable[[object, int], None], options: tupl
                     continue
                 try:
                     record = json.loads(line)
-                except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError
+                except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, deep nesting
                     skips.append((error, None, pos))
                     continue
                 keep(record, line.strip(), pos)
@@ -185,6 +185,8 @@ def read_records(path: Path, check: Callable[[object, int], None], options: tupl
                 if not pos % 4096:
                     progress.tick(len(positions))
                 keep(record, text.encode(), pos)
+        except RecursionError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); one record per line needs a .jsonl name") from None
         except ValueError as error:
             raise ValueError(f"{path} is {error}; one record per line needs a .jsonl name") from None
         except TypeError as error:

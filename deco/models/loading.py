@@ -14,7 +14,8 @@ the training config repeated. Formats (see docs/checkpoints.md):
 * a llava-hf directory (`LlavaForConditionalGeneration`);
 * a hub name (`org/name`) for any of the directory formats, when the machine has network.
 
-Every tensor is read with safetensors or `torch.load(weights_only=True)`: a pickle that needs arbitrary
+Code shipped with a model or tokenizer runs only with `trust_remote_code=True` from the caller (the user's
+command line), never because a checkpoint's stored settings ask for it. Every tensor is read with safetensors or `torch.load(weights_only=True)`: a pickle that needs arbitrary
 code is refused (`UnsafeCheckpointError`) before anything in it runs.
 """
 
@@ -153,6 +154,7 @@ def load_model(
     vision_tower: str | None = None,
     merge_lora: bool = True,
     dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Detect the checkpoint format of `ckpt` and load it.
 
@@ -162,7 +164,16 @@ def load_model(
         vision_tower: CLIP checkpoint to use instead of a LLaVA config's `mm_vision_tower`.
         merge_lora: merge a LoRA adapter into the LLM weights (peft merge_and_unload) or keep it as an adapter.
         dtype: cast the model (float32, bfloat16, float16); default: as stored, float32 for configs-built parts.
+        trust_remote_code: the user's own consent (never read from the checkpoint) to run Python code shipped
+            with the model or tokenizer; off by default, a warning when on (deco.utils.remote_code).
     """
+    from deco.utils import remote_code
+
+    with remote_code.allowed(trust_remote_code):
+        return _load(ckpt, map_location, base, vision_tower, merge_lora, dtype)
+
+
+def _load(ckpt, map_location, base, vision_tower, merge_lora, dtype) -> LoadedModel:
     path = _resolve(ckpt)
     fmt = detect_format(path)
     dt = _dtype(dtype)

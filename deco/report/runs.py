@@ -152,6 +152,8 @@ def _relevance_scalars(run_dir: Path) -> dict[str, float]:
         if not isinstance(entries, list):
             raise ValueError(f"{path}: expected a list of per-method summaries (deco.explain mode=score)")
         for entry in entries:
+            if entry.get("probes", "shapes") != "shapes":  # the distractor set is scored beside, not instead
+                continue
             for metric in ("energy", "pointing"):
                 if metric in entry and "method" in entry:
                     out[f"relevance_{entry['method']}/{metric}"] = float(entry[metric])
@@ -173,9 +175,11 @@ def read_run(run_dir: Path) -> Run:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; is {run_dir} a deco.train run dir?")
     config = _read_yaml(config_path)
-    projector = (config.get("projector") or {}).get("name")
-    if not projector:
+    from deco.models.formats.common import projector_name
+
+    if not (config.get("projector") or {}).get("name"):
         raise ValueError(f"{config_path}: no projector.name")
+    projector = projector_name(config["projector"])  # avgpool with pooling=max reports as maxpool
     stage = (config.get("stage") or {}).get("name", "train")
     run = Run(
         path=run_dir, stage=stage, projector=projector, tokens=visual_tokens(config),

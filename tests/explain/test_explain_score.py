@@ -98,8 +98,8 @@ def test_summary_and_table():
     assert summary[("avgpool2_16", "rgae")]["energy_ci95"] == pytest.approx(12.7062 * 0.1, rel=1e-4)
     assert math.isnan(summary[("linear", "rgae")]["energy_ci95"])  # one value: no interval
     table = comparison_table(list(summary.values())).splitlines()
-    assert table[0] == "| projector | checkpoint | method | n | energy | box_area | pointing |"
-    assert table[2].startswith("| avgpool2_16 |  | rgae | 2 | 0.400 ± 1.271 |")
+    assert table[0] == "| probes | projector | checkpoint | method | n | energy | box_area | pointing |"
+    assert table[2].startswith("| shapes | avgpool2_16 |  | rgae | 2 | 0.400 ± 1.271 |")
 
 
 def test_two_checkpoints_of_one_projector_stay_apart():
@@ -110,6 +110,7 @@ def test_two_checkpoints_of_one_projector_stay_apart():
     assert summary["run800"]["n"] == 1 and summary["run800"]["energy"] == pytest.approx(0.7)
     table = comparison_table(list(summary.values()))
     assert "| avgpool2_16 | run4 | rgae | 2 | 0.200" in table and "| avgpool2_16 | run800 | rgae | 1 | 0.700" in table
+    assert comparison_table(summarize(rows), metrics=["energy"]).splitlines()[0].endswith("| n | energy |")
 
 
 def test_top_query_energy_reads_the_tokens_the_text_relies_on():
