@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-FIGURES = ("overhead", "compression", "generation", "transformers", "relevance", "data", "gpu")
+FIGURES = ("overhead", "compression", "generation", "transformers", "relevance", "data", "time_to_accuracy",
+           "llava_scale", "gpu")
 DEFAULT_OUT = Path(__file__).with_name("results.json")
 SMOKE_OUT = Path(__file__).with_name("results_smoke.json")
 
@@ -183,6 +184,7 @@ def table(results: dict) -> str:
                          f"{f['ratio']:.2f}x", str(f.get("goal", "")), _ok(f.get("meets_goal"))))
         else:
             skipped("6 data", f)
+    _study_rows(figs, rows, skipped)
     if "gpu" in figs:
         f = figs["gpu"]
         if "projectors" in f:
@@ -214,6 +216,39 @@ def table(results: dict) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _study_rows(figs: dict, rows: list, skipped) -> None:
+    """Figures 8 (tower-feature cache), 10 (time to accuracy) and 9 (llava_json at scale)."""
+    if "time_to_accuracy" in figs:
+        f = figs["time_to_accuracy"]
+        if "cache" not in f:
+            skipped("8 cache", f)
+        else:
+            c = f["cache"]
+            load = "load " + "/".join(f"{x:.1f}" for x in c["load_average"])
+            rows.append(("8 cache", f"study CPU per run with / without the tower-feature cache ({c['arena_runs']} runs "
+                         f"over the same scenes; {load})", f"{c['arena_over_old_cpu']:.2f}x (warm "
+                         f"{c['warm_over_old_cpu']:.2f}x, first run {c['cold_over_old_cpu']:.2f}x)", c["goal"],
+                         _ok(c["meets_goal"])))
+            t = f["tta"]
+            if "warm" in t:
+                steps = f"steps {t['new']['steps_to_accuracy']} vs {t['old']['steps_to_accuracy']}"
+                rows.append(("10 time to acc.", f"new / old default to ex 90, attr 90, grounding 50 (3 seeds, {steps}), "
+                             "CPU (wall)", f"{t['warm']['cpu_ratio']:.2f}x ({t['warm']['wall_ratio']:.2f}x); "
+                             f"first run of a study {t['cold']['cpu_ratio']:.2f}x ({t['cold']['wall_ratio']:.2f}x)",
+                             t["goal"], _ok(t["meets_goal"])))
+            else:
+                skipped("10 time to acc.", t)
+    if "llava_scale" in figs:
+        f = figs["llava_scale"]
+        if "seconds_to_first_step" in f:
+            rows.append(("9 llava_json", f"{f['records']:,} records ({f['file_bytes'] / 2**20:.0f} MB): to first step / "
+                         f"peak main RSS (load {f['load_average'][0]:.1f})",
+                         f"{f['seconds_to_first_step']:.1f} s / {f['peak_rss_bytes'] / 2**30:.2f} GiB", f["goal"],
+                         _ok(f["meets_goal"])))
+        else:
+            skipped("9 llava_json", f)
 
 
 def main(argv: list[str] | None = None) -> int:
