@@ -139,7 +139,7 @@ def score(run_dir: Path, steps: list[int]) -> dict[str, dict[str, float]]:
                                 "progress=false", f"hydra.run.dir={out}"], cwd=ROOT, env=env, check=True,
                                capture_output=True)
             metrics = json.loads((out / "metrics.json").read_text())
-            row[task] = 100 * float(metrics.get("acc@0.5", metrics.get("accuracy", metrics.get("acc"))))
+            row[task] = float(metrics["metrics"]["accuracy"])  # % (grounding: Acc@0.5)
         curve[str(step)] = row
         print(run_dir.name, step, row, flush=True)
     return curve
