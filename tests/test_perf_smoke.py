@@ -27,13 +27,13 @@ from experiments.perf.common import (
 )
 
 
-SUBPROCESS_FIGURES = {"time_to_accuracy", "llava_scale"}
+SUBPROCESS_FIGURES = {"time_to_accuracy", "llava_scale", "train_transformers"}  # tests/test_perf_study.py
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "results.json"
-    # the figures that start deco.train subprocesses have their own (slow) smoke test below
+    # the figures that start deco.train subprocesses (and figure 11) have their own slow smoke test
     status = run.main(["--smoke", "--out", str(out), "--only", *[f for f in run.FIGURES if f not in SUBPROCESS_FIGURES]])
     data = json.loads(out.read_text())
     assert status == 0, {k: v.get("error") for k, v in data["figures"].items() if isinstance(v, dict)}

@@ -46,6 +46,16 @@ def test_figures_from_step_costs(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
+def test_training_step_against_transformers_smoke():
+    from experiments.perf import hf_train
+
+    row = hf_train.run(smoke=True)["sizes"]["smoke"]
+    assert row["loss_equal"] and row["loss"]["deco"] == pytest.approx(row["loss"]["transformers"], rel=1e-5)
+    assert row["trainable_params"]["deco"] == row["trainable_params"]["transformers"]
+    assert row["ratio"] > 0 and row["tower_layers"] == 1
+
+
+@pytest.mark.slow
 def test_subprocess_figures_smoke():
     out = tta.run(smoke=True)
     for way in ("old", "cold", "warm"):

@@ -90,7 +90,11 @@ def reached(curve: dict[str, dict[str, float]]) -> int | None:
 def run(smoke: bool = False) -> dict:
     steps, rounds = (6, 1) if smoke else (30, 1)
     load = os.getloadavg()
-    costs = step_costs(smoke, steps, rounds)
+    return figures(step_costs(smoke, steps, rounds), load, steps)
+
+
+def figures(costs: dict, load, steps: int) -> dict:
+    """Figures 8 and 10 from measured step costs and the recorded curves (CURVES)."""
     old, cold, warm = costs["old"], costs["cold"], costs["warm"]
     arena = (cold["cpu_s"] + (ARENA_RUNS - 1) * warm["cpu_s"]) / (ARENA_RUNS * old["cpu_s"])
     cache = {"figure": "tower-feature cache", "load_average": load, "steps": steps, "costs": costs,
@@ -147,7 +151,7 @@ def score(run_dir: Path, steps: list[int]) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", default="bench", choices=["bench", "record"])
+    parser.add_argument("command", nargs="?", default="bench", choices=["bench", "record", "refigure"])
     parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--recipe", default="new_default")
@@ -163,6 +167,17 @@ def main() -> None:
         entry["final"] = {t: statistics.mean(f[t] for f in finals) for t in THRESHOLDS}
         entry["recorded"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         CURVES.write_text(json.dumps(recorded, indent=1) + "\n")
+        return
+    if args.command == "refigure":  # figures 8 and 10 again from a results.json's costs, with today's curves
+        for results in args.runs:
+            data = json.loads(results.read_text())
+            old = data["figures"]["time_to_accuracy"]
+            data["figures"]["time_to_accuracy"] = figures(old["cache"]["costs"], old["cache"]["load_average"],
+                                                          old["cache"]["steps"])
+            results.write_text(json.dumps(data, indent=2, default=str) + "\n")
+            from experiments.perf.run import table
+
+            print(table(data))
         return
     print(json.dumps(run(smoke=args.smoke), indent=1, default=str))
 
