@@ -17,8 +17,10 @@ def test_lightning_noise_is_dropped_and_the_rest_kept(caplog):
         rank_zero.info("TPU available: False, using: 0 TPU cores")
         rank_zero.info("GPU available: False, used: False")
         rank_zero.info("`Trainer.fit` stopped: `max_steps=2` reached.")
-    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False",
-                                                         "`Trainer.fit` stopped: `max_steps=2` reached."]
+    assert [r.getMessage() for r in caplog.records] == [
+        "GPU available: False, used: False",
+        "`Trainer.fit` stopped: `max_steps=2` reached.",
+    ]
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("default")
         quiet_lightning()
@@ -28,8 +30,10 @@ def test_lightning_noise_is_dropped_and_the_rest_kept(caplog):
 
 
 def test_parameter_lines_say_what_is_frozen_and_why():
-    assert parameter_line("vision", 0, 224_832) == \
-        "   vision:      224,832 parameters, frozen (eval mode: no dropout, fixed statistics)"
+    assert (
+        parameter_line("vision", 0, 224_832)
+        == "   vision:      224,832 parameters, frozen (eval mode: no dropout, fixed statistics)"
+    )
     assert parameter_line("llm", 557_696, 557_696) == "      llm:      557,696 parameters, all trainable"
     assert parameter_line("llm", 1_000, 557_696).endswith("1,000 trainable (LoRA adapters or a partly frozen part)")
 

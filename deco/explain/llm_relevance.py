@@ -102,7 +102,6 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
         )
         if int(image_positions[0]) < 0:
             raise ValueError("the input has no <image> placeholder: nothing visual to explain")
-        kept = None
         with attention(model.llm, "eager"), _fastv_mask(model, embeds, mask, merged_labels, image_positions) as kept:
             out = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                             output_attentions=True)

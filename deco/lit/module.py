@@ -48,7 +48,7 @@ class MLLMModule(L.LightningModule):
         self.model = model
         self.stage = dict(stage)
         self.on_nan = on_nan
-        self.loss_reduction = str(self.stage.get("loss_reduction") or "token")
+        self.loss_reduction = str(self.stage.get("loss_reduction") or "sample")  # as configs/stage/*.yaml
         if self.loss_reduction not in REDUCTIONS:
             raise ValueError(f"stage.loss_reduction={self.loss_reduction} is unknown; choose one of: {', '.join(REDUCTIONS)}")
         self._skip_step = False  # a micro-batch of this optimizer step had a non-finite loss
@@ -123,6 +123,6 @@ class MLLMModule(L.LightningModule):
         groups = parameter_groups(self.model, self.stage)
         optimizer = torch.optim.AdamW(groups, weight_decay=float(self.stage.get("weight_decay", 0.0)))
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = math.ceil(total * float(self.stage.get("warmup_ratio", 0.0)))
+        warmup = math.ceil(total * float(self.stage.get("warmup_ratio", 0.03)))  # configs/stage/*.yaml
         scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -17,9 +17,16 @@ from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 # module -> primary config
-JOB_CONFIGS = {"deco.train": "train", "deco.evaluate": "evaluate", "deco.explain": "explain",
-               "deco.export": "export", "deco.report": "report", "deco.data.to_wds": "to_wds",
-               "deco.app": "app", "deco.zoo": "zoo"}
+JOB_CONFIGS = {
+    "deco.train": "train",
+    "deco.evaluate": "evaluate",
+    "deco.explain": "explain",
+    "deco.export": "export",
+    "deco.report": "report",
+    "deco.data.to_wds": "to_wds",
+    "deco.app": "app",
+    "deco.zoo": "zoo",
+}
 HIDDEN_GROUPS = ("hydra", "paths")  # run-dir plumbing, not a user's choice (hydra/launcher is shown)
 
 
@@ -85,8 +92,10 @@ def help_text(job: str, choices) -> str:
             shown = [f"{o}*" if o == chosen else o for o in options]
             out.append(f"  {group:<15} {', '.join(shown)}")
         out.append("")
-    out += [f"Every key of configs/{job}.yaml can be set as key=value; `--cfg job` prints the composed config",
-            "without running, `-m` sweeps comma-separated values, hydra.run.dir= picks the run dir."]
+    out += [
+        f"Every key of configs/{job}.yaml can be set as key=value; `--cfg job` prints the composed config",
+        "without running, `-m` sweeps comma-separated values, hydra.run.dir= picks the run dir.",
+    ]
     return "\n".join(out)
 
 
@@ -111,7 +120,7 @@ def fast_help_if_asked() -> None:
     argv = list(getattr(sys, "orig_argv", []))
     if sys.argv[:1] != ["-m"] or "-m" not in argv:  # only while `python -m` locates the module
         return
-    rest = argv[argv.index("-m") + 1:]
+    rest = argv[argv.index("-m") + 1 :]
     if len(rest) < 2 or rest[0] not in JOB_CONFIGS or "--help" not in rest[1:]:
         return
     job = JOB_CONFIGS[rest[0]]

@@ -14,8 +14,12 @@ import contextlib
 import logging
 import warnings
 
-LIGHTNING_NOISE = ("💡 Tip:", "TPU available:", "`Trainer(val_check_interval=1.0)` was configured",
-                   "Loading `train_dataloader` to estimate number of stepping batches")
+LIGHTNING_NOISE = (
+    "💡 Tip:",
+    "TPU available:",
+    "`Trainer(val_check_interval=1.0)` was configured",
+    "Loading `train_dataloader` to estimate number of stepping batches",
+)
 WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated", r"Found \d+ module\(s\) in eval mode")
 
 
