@@ -43,6 +43,7 @@ class ForwardTrace:
     vis_start: int  # first visual token in the merged sequence
     num_queries: int  # q
     vision_attns: list[torch.Tensor] | None = None  # per used vision layer: 1 h 1+n 1+n (vision_maps=True)
+    logits: torch.Tensor | None = None  # T V, detached: every position's next-token logits (TAM reads them)
 
 
 @contextlib.contextmanager
@@ -115,6 +116,7 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
         vis_start=int(image_positions[0]),
         num_queries=tokens.shape[1],
         vision_attns=vision_attns,
+        logits=out.logits[0].detach(),
     )
 
 

@@ -52,6 +52,7 @@ class Relevance:
     log_prob: float  # sum of their log-probabilities
     vision_relevance: str = "none"  # none: r_q2i over the patch features; gae: over the input patches
     spatial_queries: bool = True  # the q tokens keep the patch layout (False: learned queries, drawn as a ranked strip)
+    direct_t2i: torch.Tensor | None = None  # g g: a map measured on the image itself (perturb), not R_t2q R_q2i
 
     @property
     def num_queries(self) -> int:
@@ -67,12 +68,16 @@ class Relevance:
 
     @property
     def r_t2i(self) -> torch.Tensor:
-        """grid x grid text-to-patch relevance = R_t2q @ R_q2i."""
+        """grid x grid text-to-patch relevance = R_t2q @ R_q2i (or the directly measured map)."""
+        if self.direct_t2i is not None:
+            return self.direct_t2i
         return (self.r_t2q @ self.r_q2i).reshape(self.grid, self.grid)
 
     @property
     def r_t2i_tokens(self) -> torch.Tensor:
         """k x grid x grid, one map per target token."""
+        if self.direct_t2i is not None:
+            return self.direct_t2i[None]
         return (self.r_t2q_tokens @ self.r_q2i).reshape(-1, self.grid, self.grid)
 
 
@@ -188,6 +193,15 @@ METHODS: dict[str, Callable[..., Relevance]] = {
 }
 
 
+def _register_recent() -> None:
+    from deco.explain.recent_methods import RECENT_METHODS
+
+    METHODS.update(RECENT_METHODS)
+
+
+_register_recent()
+
+
 def _tokens(inp: ExplainInput, tokenizer) -> list[str]:
     if tokenizer is not None:
         return inp.target_tokens(tokenizer)
@@ -216,7 +230,8 @@ def explain_all(model: nn.Module, inp: ExplainInput, methods: list[str], tokeniz
     tokens = _tokens(inp, tokenizer)
     with eval_mode(model):
         trace = teacher_forced_forward(model, inp, need_projector_maps=True, vision_maps=vision_relevance == "gae")
-        results = {m: METHODS[m](model, trace, tokens, per_token=per_token, inp=inp, ig_steps=ig_steps) for m in methods}
+        results = {m: METHODS[m](model, trace, tokens, per_token=per_token, inp=inp, ig_steps=ig_steps,
+                                 tokenizer=tokenizer) for m in methods}
         for rel in results.values():
             rel.spatial_queries = bool(getattr(model.projector, "spatial_tokens", True))
         return through_vision(model, trace, results) if vision_relevance == "gae" else results
