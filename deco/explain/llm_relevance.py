@@ -47,6 +47,21 @@ class ForwardTrace:
 
 
 @contextlib.contextmanager
+def grad_through(module: nn.Module) -> Iterator[nn.Module]:
+    """Let autograd record `module`'s frozen parameters for one forward (flags restored afterwards), so that
+    maps depending only on them (a Q-Former's first query self-attention) are in the graph too; `.grad`
+    is never written (gradients come from `torch.autograd.grad` of the maps)."""
+    frozen = [p for p in module.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield module
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+@contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put every submodule in eval mode (no dropout) and restore each one's flag afterwards."""
     flags = {m: m.training for m in model.modules()}
@@ -80,7 +95,8 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
     q_self = q_cross = None
     with torch.enable_grad():
         if need_projector_maps and hasattr(model.projector, "forward_with_attentions"):
-            tokens, q_self, q_cross = model.projector.forward_with_attentions(feats)
+            with grad_through(model.projector):  # a frozen Q-Former's query-only maps need a graph too
+                tokens, q_self, q_cross = model.projector.forward_with_attentions(feats)
         else:
             tokens = model.projector(feats)  # 1 q d_llm
         embeds, mask, merged_labels, image_positions = model.prepare_inputs_embeds(
@@ -127,7 +143,8 @@ def gradients(score: torch.Tensor, tensors: Sequence[torch.Tensor], retain_graph
 
 
 def llm_gae_rows(trace: ForwardTrace, llm_grads: Sequence[torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
-    """R_t2q rows (k q): GAE relevance of the LLM at the predicting `rows` (default trace.rows) over the visual tokens."""
+    """R_t2q rows (k q; q for one row index): GAE relevance of the LLM at the predicting `rows` (default
+    trace.rows) over the visual tokens."""
     rel = self_attention_relevance(trace.llm_attns, llm_grads)[0]  # T T
     rows = trace.rows if rows is None else rows
     return rel[rows, trace.vis_start : trace.vis_start + trace.num_queries]

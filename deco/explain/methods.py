@@ -109,7 +109,7 @@ def _finish(method: str, trace: ForwardTrace, rows: torch.Tensor, r_q2i: torch.T
     )
 
 
-def rgae(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token: bool = False, **_) -> Relevance:
+def rgae(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token: bool, **_) -> Relevance:
     q_maps = _qformer_maps(trace)
     grads = gradients(trace.score, [*trace.llm_attns, *q_maps])
     n_llm = len(trace.llm_attns)
@@ -118,7 +118,7 @@ def rgae(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token: bo
         rows = []
         for j in range(trace.token_scores.shape[0]):
             token_grads = gradients(trace.token_scores[j], trace.llm_attns)
-            rows.append(llm_gae_rows(trace, token_grads, trace.rows[j : j + 1])[0])
+            rows.append(llm_gae_rows(trace, token_grads, trace.rows[j]))
         rows = torch.stack(rows)  # k q
     else:
         rows = llm_gae_rows(trace, llm_grads)  # k q
@@ -142,7 +142,7 @@ def rawattn(model: nn.Module, trace: ForwardTrace, tokens: list[str], **_) -> Re
     return _finish("rawattn", trace, rows, structural_q2i(model.projector, trace), tokens)
 
 
-def gradcam(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token: bool = False, **_) -> Relevance:
+def gradcam(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token: bool, **_) -> Relevance:
     last = trace.llm_attns[-1]
     extra = [trace.qformer_cross[-1]] if trace.qformer_cross is not None else []
     grads = gradients(trace.score, [last, *extra])
@@ -161,7 +161,7 @@ def gradcam(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token:
 
 
 def integrated_gradients(model: nn.Module, trace: ForwardTrace, tokens: list[str], inp: ExplainInput,
-                         ig_steps: int = 16, **_) -> Relevance:
+                         ig_steps: int, **_) -> Relevance:
     from captum.attr import IntegratedGradients
 
     device = trace.image_tokens.device
