@@ -28,6 +28,7 @@ from deco.lit.resume import RunDirBusy, RunDirLock
 from deco.utils import remote_code
 from deco.utils.config import ConfigError, validate_train_config
 from deco.utils.io import DiskWriteError
+from deco.utils.quiet import quiet_lightning
 from deco.utils.run_info import write_run_info
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     from deco.lit.sampling import accumulation_for
     from deco.models.build import build_mllm
 
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero_only.rank == 0:

@@ -99,8 +99,11 @@ def literal(text: str):
 
 
 def config_value(cfg, key: str):
-    if key in cfg.hydra.runtime.choices and OmegaConf.select(cfg, key) is not None and \
-            OmegaConf.is_dict(OmegaConf.select(cfg, key)):
+    if (
+        key in cfg.hydra.runtime.choices
+        and OmegaConf.select(cfg, key) is not None
+        and OmegaConf.is_dict(OmegaConf.select(cfg, key))
+    ):
         return cfg.hydra.runtime.choices[key]  # a config group: its chosen option
     node = OmegaConf.select(cfg, key, throw_on_missing=False, throw_on_resolution_failure=False)
     parent, _, leaf = key.rpartition(".")
@@ -146,8 +149,12 @@ INLINE = re.compile(r"`([\w.]+)=([\w.-]+)` (?:\(default|is the default)")
 
 
 def inline_defaults() -> list[tuple[str, int, str, str]]:
-    return [(doc.name, n, m.group(1), m.group(2)) for doc in DOCS for n, line in lines_of(doc)
-            for m in INLINE.finditer(line)]
+    return [
+        (doc.name, n, m.group(1), m.group(2))
+        for doc in DOCS
+        for n, line in lines_of(doc)
+        for m in INLINE.finditer(line)
+    ]
 
 
 INLINE_ROWS = inline_defaults()
@@ -192,3 +199,22 @@ def test_readme_group_table_names_every_option_and_the_right_default():
         marked = re.findall(r"`(\w+)` \(default", row)
         if marked:
             assert marked == [cfg.hydra.runtime.choices[group]], f"README calls {marked} the default {group}"
+
+
+def test_documented_outputs_in_the_repository_are_ignored_and_cleaned():
+    """Every relative `out=` folder of a documented command is git-ignored and removed by `make clean`."""
+    import subprocess
+
+    outs = {
+        m.group(1).strip("/").split("/")[0]
+        for doc in DOCS
+        for m in re.finditer(r"\bout=([\w.-][\w./-]*)", doc.read_text())
+    }
+    assert {"exported", "hf", "shards"} <= outs
+    make = (ROOT / "Makefile").read_text()
+    cleaned = set(re.search(r"^DOC_OUTPUTS := (.*)$", make, re.M).group(1).split())
+    assert outs <= cleaned, f"make clean leaves {sorted(outs - cleaned)}"
+    ignored = subprocess.run(
+        ["git", "check-ignore", *[f"{o}/x" for o in sorted(outs)]], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
+    assert len(ignored) == len(outs), f"not git-ignored: {sorted(outs - {i.split('/')[0] for i in ignored})}"

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from deco.explain.methods import METHODS
 from deco.relevance.vit import VISION_RELEVANCE
 from deco.utils import remote_code
-from deco.utils.config import looks_like_path
+from deco.utils.config import apply_reduction_or_exit, looks_like_path, reducer_or_exit
 
 log = logging.getLogger(__name__)
 UNTRAINED = ("no ckpt= given: this is the embedded default with an untrained projector, so its answers and maps "
@@ -36,6 +36,7 @@ def _ckpts(value) -> list[str]:
 
 
 def validate(cfg: DictConfig) -> None:
+    reducer_or_exit(cfg.get("reduction"))
     for ckpt in _ckpts(cfg.ckpt):
         if looks_like_path(ckpt) and not Path(ckpt).expanduser().exists():
             raise SystemExit(f"Config error: ckpt={ckpt}: no such file")
@@ -91,6 +92,7 @@ def load_slots(cfg: DictConfig) -> list:
                                 trust_remote_code=bool(cfg.get("trust_remote_code", False)))
             label = Path(ckpt).name
         loaded.model.to(device).eval()
+        apply_reduction_or_exit(loaded.model, reducer_or_exit(cfg.get("reduction")))
         slots.append(Slot.of(loaded, f"{loaded.projector_tag} ({label})", cfg.template, cfg.image_aspect, note))
     return slots
 

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from deco.explain.distributed import Shard, from_environment, local_device
 from deco.explain.methods import METHODS
 from deco.relevance.vit import VISION_RELEVANCE
-from deco.utils.config import looks_like_path
+from deco.utils.config import apply_reduction_or_exit, looks_like_path, reducer_or_exit
 from deco.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,13 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _reducer(cfg: DictConfig):
+    section = cfg.get("reduction")
+    return reducer_or_exit(OmegaConf.to_container(section, resolve=True) if section is not None else None)
+
+
 def _validate(cfg: DictConfig) -> None:
+    _reducer(cfg)
     if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
         raise SystemExit("Config error: ckpt is required, e.g. ckpt=outputs/train/<run>/checkpoints/last.ckpt")
     for ckpt in _as_list(cfg.ckpt):
@@ -273,6 +279,7 @@ def _run(cfg: DictConfig, shard: Shard) -> dict:
                             merge_lora=bool(options.get("merge_lora", True)),
                             trust_remote_code=bool(cfg.get("trust_remote_code", False)))
         loaded.model.to(device)
+        apply_reduction_or_exit(loaded.model, _reducer(cfg))
         tag = unique_tag(loaded.projector_tag, ckpt, used_tags)  # two seeds of one projector: two names
         if tag != loaded.projector_tag:
             log.info("%s: another checkpoint of this run is %s too; its files are named %s",

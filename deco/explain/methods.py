@@ -51,6 +51,7 @@ class Relevance:
     score: float  # sum of the target tokens' logits
     log_prob: float  # sum of their log-probabilities
     vision_relevance: str = "none"  # none: r_q2i over the patch features; gae: over the input patches
+    kept: torch.Tensor | None = None  # FastV: visual tokens the layers after K still see (others: early layers only)
     spatial_queries: bool = True  # the q tokens keep the patch layout (False: learned queries, drawn as a ranked strip)
     direct_t2i: torch.Tensor | None = None  # g g: a map measured on the image itself (perturb), not R_t2q R_q2i
 
@@ -234,6 +235,12 @@ def explain_all(model: nn.Module, inp: ExplainInput, methods: list[str], tokeniz
                                  tokenizer=tokenizer) for m in methods}
         for rel in results.values():
             rel.spatial_queries = bool(getattr(model.projector, "spatial_tokens", True))
+            if trace.reduction is not None:  # kept / merged tokens back to the patches they carry
+                rel.r_q2i = trace.reduction.detach().float().cpu()
+            if trace.kept is not None:
+                rel.kept = trace.kept.cpu()
+            if trace.reduction is not None and model.reducer.name != "pool":
+                rel.spatial_queries = False  # kept / merged tokens no longer tile the grid
         return through_vision(model, trace, results) if vision_relevance == "gae" else results
 
 

@@ -30,9 +30,15 @@ def register_projector(name: str):
 
 def build_projector(name: str, in_dim: int, out_dim: int, num_patches: int, **kwargs) -> "Projector":
     """Build the projector registered as `name` (vision width `in_dim` -> LLM width `out_dim`)."""
+    """`permute_tokens` (a seed, true = 0, null / false = off) reorders the output tokens by one fixed
+    permutation (deco.models.projectors.permuted: the token-layout control)."""
     if name not in PROJECTORS:
         raise ValueError(f"Unknown projector '{name}'; choose one of: {', '.join(sorted(PROJECTORS))}")
-    return PROJECTORS[name](in_dim=in_dim, out_dim=out_dim, num_patches=num_patches, **kwargs)
+    from deco.models.projectors.permuted import permute_seed, permuted
+
+    seed = permute_seed(kwargs.pop("permute_tokens", None))
+    projector = PROJECTORS[name](in_dim=in_dim, out_dim=out_dim, num_patches=num_patches, **kwargs)
+    return projector if seed is None else permuted(projector, seed)
 
 
 class Projector(nn.Module):
