@@ -147,8 +147,7 @@ def perturb(model: nn.Module, trace: ForwardTrace, tokens: list[str], inp=None, 
     step = pixels.shape[-1] / grid
     centres = (torch.arange(grid) * step + step / 2).long()
     direct = attr[0, 0][centres][:, centres].detach().float().cpu()  # g g
-    weights = (r_q2i if trace.reduction is None else trace.reduction[0] if trace.reduction.dim() == 3
-               else trace.reduction).detach().float().cpu()  # the tokens the LLM reads (kept / merged ones)
+    weights = (r_q2i if trace.reduction is None else trace.reduction).detach().float().cpu()  # tokens the LLM reads
     rows = (weights @ direct.flatten().clamp(min=0) / weights.sum(1).clamp(min=1e-12))[None]  # 1 q
     rel = _finish("perturb", trace, rows, r_q2i, ["".join(tokens)])
     rel.direct_t2i = direct
