@@ -68,6 +68,22 @@ def checkpoint_build_config(resolved: dict) -> dict:
     return {"model": model, "projector": resolved["projector"], "preprocessing": preprocessing}
 
 
+def run_settings(resolved: dict) -> dict:
+    """What a dashboard needs to tell runs apart besides the model (which the module logs): seed, visual
+    tokens, data mix and batch sizes, trainer settings, the stage's recipe."""
+    data = resolved.get("data") or {}
+    train_data = {k: v for k, v in (data.get("train") or {}).items() if not str(k).startswith("_")}
+    return {
+        "seed": resolved.get("seed"), "query_num": resolved.get("query_num"),
+        "data": {"name": data.get("name"), "train": train_data, "batch_size": data.get("batch_size"),
+                 "global_batch_size": data.get("global_batch_size"), "image_aspect": data.get("image_aspect")},
+        "trainer": {k: v for k, v in (resolved.get("trainer") or {}).items() if not str(k).startswith("_")
+                    and k not in ("plugins", "default_root_dir")},
+        "recipe": {k: (resolved.get("stage") or {}).get(k) for k in ("lr", "projector_lr", "weight_decay",
+                                                                     "warmup_ratio", "loss_reduction")},
+    }
+
+
 def warn_without_checkpoints(callbacks: list, output_dir: Path) -> bool:
     """Say so loudly when no callback saves checkpoints (e.g. a `callbacks=` list without `default`): the run
     would end with an empty checkpoints/ and nothing for evaluate / explain to load. True when it warned."""
@@ -178,6 +194,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     warn_without_checkpoints(callbacks, output_dir)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    for experiment_logger in loggers:  # the run's settings in W&B's config panel / the CSV's hparams.yaml
+        experiment_logger.log_hyperparams(run_settings(resolved))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if cfg.data.get("global_batch_size"):
         try:
