@@ -87,6 +87,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     from deco.lit.datamodule import MLLMDataModule, text_budget
     from deco.lit.fault import NonFiniteGradientError
     from deco.lit.loggers import finish_runs
+    from deco.lit.memory import setup_gradient_checkpointing, warn_if_plan_unfit
     from deco.lit.module import MLLMModule, NonFiniteLossError
     from deco.lit.resume import clean_orphan_tmps
     from deco.lit.sampling import accumulation_for
@@ -124,6 +125,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    setup_gradient_checkpointing(model, trainer, bool(cfg.model.get("gradient_checkpointing")))
+    warn_if_plan_unfit(resolved, trainer)
     if cfg.data.get("global_batch_size"):
         try:
             trainer.accumulate_grad_batches = accumulation_for(cfg.data.global_batch_size, cfg.data.batch_size,

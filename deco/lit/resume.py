@@ -32,6 +32,8 @@ LOCK_NAME = ".deco.lock"
 # What fixes the model's parameters (and which of them train): a resume may change anything else.
 MODEL_KEYS = ("model", "projector", "pooling", "query_num", "stage.name", "stage.train_vision", "stage.train_llm",
               "stage.lora", "stage.template")
+# Keys under MODEL_KEYS that change how a model runs, not what it is: a resume may change them.
+RUNTIME_KEYS = ("model.gradient_checkpointing",)
 
 
 class RunDirBusy(RuntimeError):
@@ -106,7 +108,7 @@ def config_differences(old: dict, new: dict, keys: tuple[str, ...] = MODEL_KEYS)
     a, b = _flat(old), _flat(new)
 
     def wanted(k: str) -> bool:
-        return any(k == p or k.startswith(p + ".") for p in keys)
+        return any(k == p or k.startswith(p + ".") for p in keys) and k not in RUNTIME_KEYS
 
     leaves = sorted(k for k in set(a) | set(b) if wanted(k))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in leaves if a.get(k) != b.get(k)]
