@@ -27,7 +27,10 @@ def enable_gradient_checkpointing(model: nn.Module) -> list[str]:
     for part in _hf_parts(model):
         if not getattr(part, "supports_gradient_checkpointing", True) and not hasattr(part, "base_model"):
             raise ValueError(f"model.gradient_checkpointing=true: {type(part).__name__} does not support it")
-        part.gradient_checkpointing_enable(gradient_checkpointing_kwargs=KWARGS)
+        if hasattr(part, "activation_checkpointing_enable"):  # transformers >= 5.x (the older name is deprecated)
+            part.activation_checkpointing_enable(activation_checkpointing_kwargs=KWARGS)
+        else:
+            part.gradient_checkpointing_enable(gradient_checkpointing_kwargs=KWARGS)
         done.append(type(part).__name__)
     return done
 

@@ -85,7 +85,7 @@ def meta_mllm(model_cfg: Mapping, projector_cfg: Mapping) -> MLLM:
     llm_section = {k: v for k, v in (model_cfg.get("llm") or {}).items() if k in LLM_KEYS}
     vision_config = {k: v for k, v in part_config("model.vision", vision_section).items()
                      if k not in ("model_type", "architectures", "transformers_version", "torch_dtype", "dtype")}
-    llm_config = part_config("model.llm", llm_section)
+    llm_config = {"model_type": "llama", **part_config("model.llm", llm_section)}  # a config section: Llama (build_llm)
     vocab = _vocab(model_cfg, llm_config)
     attn = llm_section.get("attn_implementation") or "sdpa"
     with torch.device("meta"):

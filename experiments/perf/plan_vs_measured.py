@@ -5,7 +5,11 @@ dwarfs the allocator's noise), a fresh process builds the MLLM, applies the stag
 steps (forward, backward, step) on a batch whose every sample has `seq_len` positions: the very
 setting the planner's `single` strategy describes. Its peak resident memory above the level before the
 model was built (VmHWM after resetting it through /proc/self/clear_refs, Linux) is compared with the
-planner's total. Recorded results: experiments/perf/README.md ("Memory planner").
+planner's total. The child runs with MALLOC_MMAP_THRESHOLD_=65536, so glibc serves tensors from mmap and
+returns freed ones at once: the peak is that of live memory, as a GPU allocator's `max_memory_allocated`
+is. (With glibc's defaults, freed heap memory stays resident and RSS creeps up step after step: +60% after
+three steps here; that is allocator retention, which on a GPU `plan.reserve` stands for.)
+Recorded results: experiments/perf/README.md ("Memory planner").
 """
 
 from __future__ import annotations
@@ -110,7 +114,7 @@ def main() -> None:
     if args.one:
         print(json.dumps({"peak": measure(args.one)}))
         return
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MALLOC_MMAP_THRESHOLD_": "65536"}
     print(f"{'case':<30}{'planned MiB':>12}{'measured MiB':>14}{'planned/measured':>18}")
     worst = 0.0
     for name in args.cases:
