@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-lmms train zoo test test-full bench bench-gpu figure clean
+.PHONY: help install install-lmms train zoo test test-full lint format bench bench-gpu figure clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,16 @@ test: install ## Run the default test suite (not slow)
 test-full: install ## Run every test, slow ones included
 	$(PY) -m pytest -q $(ARGS)
 
+# Python files this branch changed against main (all of them on main itself: none).
+CHANGED_PY = $(shell git diff --name-only --diff-filter=AM $$(git merge-base HEAD main 2>/dev/null || echo HEAD) -- '*.py' 2>/dev/null)
+
+lint: install ## ruff check (pyproject.toml) on everything, ruff format --check on the files this branch changed
+	$(VENV)/bin/ruff check .
+	$(if $(strip $(CHANGED_PY)),$(VENV)/bin/ruff format --check $(CHANGED_PY),@echo "ruff format: no changed Python files")
+
+format: install ## ruff format the Python files this branch changed
+	$(if $(strip $(CHANGED_PY)),$(VENV)/bin/ruff format $(CHANGED_PY),@echo "ruff format: no changed Python files")
+
 bench: install ## Run the performance benchmarks (prints ratios and goals, writes experiments/perf/results.json)
 	$(PY) -m experiments.perf.run $(ARGS)
 
@@ -47,6 +57,9 @@ bench-gpu: install ## On a CUDA machine: LLaVA-1.5-7B-sized steps, trainer=gpu/f
 figure: install ## Remake the README's comparison figure (docs/img/comparison.png; STUDY=multirun/zoo_study reuses the study's checkpoints)
 	PY=$(PY) bash experiments/readme_figure/make.sh
 
-clean: ## Remove run outputs and caches (keeps .venv)
-	rm -rf outputs multirun wandb lightning_logs .pytest_cache
+# Folders the documented commands write into the repository root (out=exported, out=hf, ...); also in .gitignore.
+DOC_OUTPUTS := exported hf shards merged
+
+clean: ## Remove run outputs, documented export / shard folders and caches (keeps .venv)
+	rm -rf outputs multirun wandb lightning_logs .pytest_cache $(DOC_OUTPUTS)
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -8,7 +8,8 @@ Loads the model with `deco.models.loading.load_model`, builds the benchmark from
 question with batched greedy decoding, and writes `predictions.jsonl` and `metrics.json` into the
 run dir, logs the metrics to the configured loggers (CSV / W&B) and prints a table. Returns the
 benchmark's headline metric so sweeps can compare runs. A rerun into the same run dir (or with
-`resume_from=<predictions.jsonl>`) asks only the questions not answered yet. A sweep names its run
+`resume_from=<predictions.jsonl>`) asks only the questions not answered yet, reusing only answers of the same
+checkpoint bytes and settings; the run dir is locked as deco.train's is. A sweep names its run
 dirs `<checkpoint>-<benchmark>` and ends with `summary.md` / `summary.csv` (checkpoints x benchmarks).
 """
 
@@ -25,8 +26,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deco.eval.tables import checkpoint_label, joint_table, read_summaries
+from deco.lit.resume import RunDirBusy, RunDirLock
 from deco.models.attention import IMPLEMENTATIONS, set_attention
-from deco.utils.config import looks_like_path
+from deco.utils.config import apply_reduction_or_exit, looks_like_path, reducer_or_exit
 from deco.utils.io import atomic_write_text
 from deco.utils.run_info import write_run_info
 
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 if not OmegaConf.has_resolver("ckpt_name"):  # names sweep run dirs: ${ckpt_name:${ckpt}}-${benchmark.name}
     OmegaConf.register_new_resolver("ckpt_name", checkpoint_label)
+if not OmegaConf.has_resolver("reduction_tag"):  # ... plus -<reducer><keep> when a reduction is on
+    OmegaConf.register_new_resolver("reduction_tag", lambda name, keep: "" if name in (None, "none") else f"-{name}{keep}")
 
 
 class SweepSummary(Callback):
@@ -89,7 +93,14 @@ def _set_attention(model: torch.nn.Module, name: str | None) -> None:
     set_attention(model, name)
 
 
+def _reducer(cfg: DictConfig):
+    """The configured training-free reducer (None for reduction=none); a bad setting is a config error."""
+    section = cfg.get("reduction")
+    return reducer_or_exit(OmegaConf.to_container(section, resolve=True) if section is not None else None)
+
+
 def _validate(cfg: DictConfig) -> None:
+    _reducer(cfg)
     if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
         raise SystemExit("Config error: ckpt is required, e.g. ckpt=outputs/train/<run>/checkpoints/last.ckpt")
     if looks_like_path(str(cfg.ckpt)) and not Path(str(cfg.ckpt)).expanduser().exists():
@@ -106,6 +117,21 @@ def _validate(cfg: DictConfig) -> None:
     resume = cfg.get("resume_from")
     if resume is not None and not Path(str(resume)).expanduser().is_file():
         raise SystemExit(f"Config error: resume_from={resume}: no such predictions file")
+
+
+def _efficiency(cfg: DictConfig, model, benchmark, loaded, template: str, image_aspect: str) -> dict | None:
+    """Cost of one question (the first): deco.eval.efficiency.measure_efficiency; None when disabled."""
+    from deco.eval.efficiency import measure_efficiency
+    from deco.eval.runner import PromptDataset
+
+    options = cfg.get("efficiency") or {}
+    samples = benchmark.samples()
+    if not options.get("enabled", True) or not samples:
+        return None
+    item = PromptDataset(samples[:1], [benchmark.prompt(samples[0])], loaded.tokenizer, loaded.image_processor,
+                         template, image_aspect)[0]
+    return measure_efficiency(model, item["input_ids"], item["pixel_values"],
+                              decode_tokens=int(options.get("decode_tokens", 8)), repeats=int(options.get("repeats", 3)))
 
 
 def _loggers(cfg: DictConfig, benchmark: str, tag: str) -> list:
@@ -127,13 +153,27 @@ def _loggers(cfg: DictConfig, benchmark: str, tag: str) -> list:
 
 
 def evaluate(cfg: DictConfig) -> float | None:
+    _validate(cfg)
+    rank = _init_distributed()
+    output_dir = Path(cfg.paths.output_dir)
+    lock = RunDirLock(output_dir)
+    if rank == 0:  # as deco.train: two evaluations into one run dir would mix their predictions
+        try:
+            lock.acquire()
+        except RunDirBusy as error:
+            raise SystemExit(str(error)) from None
+    try:
+        return _evaluate(cfg, rank, output_dir)
+    finally:
+        lock.release()
+
+
+def _evaluate(cfg: DictConfig, rank: int, output_dir: Path) -> float | None:
+    from deco.eval.predictions import fingerprint
     from deco.eval.runner import evaluate_benchmark, format_table
     from deco.models.loading import load_model
 
-    _validate(cfg)
-    rank = _init_distributed()
     torch.manual_seed(int(cfg.seed))
-    output_dir = Path(cfg.paths.output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     info = write_run_info(output_dir, resolved, OmegaConf.to_yaml(cfg, resolve=True)) if rank == 0 else {}
 
@@ -143,10 +183,13 @@ def evaluate(cfg: DictConfig) -> float | None:
         benchmark.use_image_aspect(str(cfg.image_aspect))  # e.g. grounding boxes under "crop": fail now
     load_options = cfg.get("model") or {}
     loaded = load_model(str(cfg.ckpt), base=load_options.get("base"), vision_tower=load_options.get("vision_tower"),
-                        merge_lora=bool(load_options.get("merge_lora", True)), dtype=_dtype(cfg.get("dtype")))
+                        merge_lora=bool(load_options.get("merge_lora", True)), dtype=_dtype(cfg.get("dtype")),
+                        trust_remote_code=bool(cfg.get("trust_remote_code", False)))
     device = _device(str(cfg.device))
     model = loaded.model.to(device)
     _set_attention(model, cfg.get("attn_implementation"))
+    reducer = _reducer(cfg)
+    apply_reduction_or_exit(model, reducer)
     tag = loaded.projector_tag
     log.info("evaluating %s (%s) on %s: %d questions", cfg.ckpt, tag, benchmark.name, len(benchmark.samples()))
 
@@ -154,12 +197,16 @@ def evaluate(cfg: DictConfig) -> float | None:
     # null: the template the checkpoint was finetuned with (e.g. the zoo's question-first vicuna_v1_qfirst)
     trained = (loaded.config.get("stage") or {}).get("template")
     template = cfg.template or (trained if trained and trained != "plain" else "vicuna_v1")
+    # resumed answers must be this model's: the checkpoint's bytes and every setting that changes an answer
+    model_id = fingerprint(cfg.ckpt, base=load_options.get("base"), vision_tower=load_options.get("vision_tower"),
+                           merge_lora=bool(load_options.get("merge_lora", True)), dtype=cfg.get("dtype"),
+                           max_new_tokens=cfg.get("max_new_tokens"), image_aspect=image_aspect)
     result = evaluate_benchmark(
         model, loaded.tokenizer, loaded.image_processor, benchmark,
         batch_size=int(cfg.batch_size), max_new_tokens=cfg.get("max_new_tokens"), template=template,
         image_aspect=image_aspect, num_workers=int(cfg.num_workers), device=device,
         predictions_path=output_dir / "predictions.jsonl", progress=bool(cfg.progress),
-        resume_from=cfg.get("resume_from"),
+        resume_from=cfg.get("resume_from"), model_id=model_id,
     )
     summary = {
         "benchmark": result.benchmark,
@@ -172,9 +219,12 @@ def evaluate(cfg: DictConfig) -> float | None:
         "image_aspect": image_aspect,
         "num_questions": result.num_questions,
         "resumed_answers": result.extra.get("resumed", 0),
+        "model_fingerprint": model_id,
         "seconds": round(result.seconds, 3),
         "questions_per_s": round(result.questions_per_s, 3),
         "batch_size": int(cfg.batch_size),
+        "reduction": reducer.describe() if reducer is not None else {"name": "none"},
+        "efficiency": _efficiency(cfg, model, benchmark, loaded, template, image_aspect) if rank == 0 else None,
         "config_hash": info.get("config_hash"),
         "git_commit": info.get("git_commit"),
     }
@@ -185,12 +235,19 @@ def evaluate(cfg: DictConfig) -> float | None:
 
     flat = {f"eval/{result.benchmark}/{k}": float(v) for k, v in result.metrics.items() if not isinstance(v, str)}
     flat[f"eval/{result.benchmark}/questions_per_s"] = result.questions_per_s
+    for key in ("kept_visual_tokens", "prefill_flops", "ttft_ms", "decode_ms_per_token", "kv_cache_bytes"):
+        if summary["efficiency"]:
+            flat[f"eval/{result.benchmark}/{key}"] = float(summary["efficiency"][key])
     for logger in _loggers(cfg, result.benchmark, tag):
         logger.log_hyperparams({"ckpt": str(cfg.ckpt), "projector": tag, "benchmark": result.benchmark})
         logger.log_metrics(flat, step=0)
         logger.finalize("success")
 
-    print(f"\n{tag}  {cfg.ckpt}\n{format_table([result])}\n")
+    cost = summary["efficiency"]
+    cost_line = "" if not cost else (f"\nkept {cost['kept_visual_tokens']}/{cost['visual_tokens']} visual tokens, "
+                                     f"prefill {cost['prefill_flops'] / 1e9:.3g} GFLOPs, TTFT {cost['ttft_ms']:.1f} ms, "
+                                     f"decode {cost['decode_ms_per_token']:.2f} ms/token")
+    print(f"\n{tag}  {cfg.ckpt}  reduction={summary['reduction']}\n{format_table([result])}{cost_line}\n")
     return float(headline) if headline is not None else None
 
 

@@ -25,7 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from deco.lit.init_from import load_model_weights
 from deco.lit.launch import register_resolvers
 from deco.lit.resume import RunDirBusy, RunDirLock
+from deco.utils import remote_code
 from deco.utils.config import ConfigError, validate_train_config
+from deco.utils.io import DiskWriteError
+from deco.utils.quiet import quiet_lightning
 from deco.utils.run_info import write_run_info
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,32 @@ def _checked_resume(cfg: DictConfig, resolved: dict, output_dir: Path) -> str | 
     return ckpt_path
 
 
+def checkpoint_build_config(resolved: dict) -> dict:
+    """What a checkpoint must hold to be rebuilt and fed as it was trained: the model and projector configs,
+    and every preprocessing choice (image aspect, conversation template, image size) that loaders
+    (`deco.models.loading`) then use by default in evaluate, explain, export, the app and lmms-eval."""
+    data, stage, model = resolved.get("data") or {}, resolved.get("stage") or {}, resolved["model"]
+    preprocessing = {
+        "image_aspect": data.get("image_aspect") or "pad",
+        "template": stage.get("template"),
+        "image_size": (model.get("image_processor") or {}).get("image_size"),
+    }
+    return {"model": model, "projector": resolved["projector"], "preprocessing": preprocessing}
+
+
+def warn_without_checkpoints(callbacks: list, output_dir: Path) -> bool:
+    """Say so loudly when no callback saves checkpoints (e.g. a `callbacks=` list without `default`): the run
+    would end with an empty checkpoints/ and nothing for evaluate / explain to load. True when it warned."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    if any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        return False
+    log.warning("no checkpoint callback in `callbacks`: this run saves no checkpoint in %s/checkpoints. "
+                "callbacks=default (or callbacks=relevance, which includes it) saves last.ckpt and best.ckpt",
+                output_dir)
+    return True
+
+
 def _writable(directory: Path) -> None:
     """Fail at start, not at the first save, when checkpoints cannot be written."""
     try:
@@ -60,6 +89,24 @@ def _writable(directory: Path) -> None:
             pass
     except OSError as error:
         raise SystemExit(f"cannot write checkpoints to {directory}: {error.strerror or error}") from None
+
+
+def _tower_features(cfg: DictConfig, model, image_processor):
+    """The `tower_features` setting as a TowerFeatures (None when disabled)."""
+    tf = cfg.get("tower_features") or {}
+    if not tf.get("enabled"):
+        return None
+    from deco.data.tower_features import TowerFeatures
+
+    try:
+        features = TowerFeatures(model.vision, image_processor, cfg.data.get("image_aspect", "pad"),
+                                 cache_dir=tf.get("cache_dir"), max_gb=tf.get("max_gb", 8),
+                                 dtype=tf.get("dtype", "float32"))
+    except ValueError as error:
+        raise SystemExit(f"Config error: {error}") from None
+    if features.cache is not None:
+        log.info("tower features: computed in the data workers, cached in %s", features.cache.dir)
+    return features
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -75,7 +122,8 @@ def train(cfg: DictConfig) -> float | None:
         except RunDirBusy as error:
             raise SystemExit(str(error)) from None
     try:
-        return _train(cfg, output_dir)
+        with remote_code.allowed(bool(cfg.get("trust_remote_code", False))):
+            return _train(cfg, output_dir)
     finally:
         lock.release()
 
@@ -93,6 +141,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     from deco.lit.sampling import accumulation_for
     from deco.models.build import build_mllm
 
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero_only.rank == 0:
@@ -111,7 +160,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
             load_model_weights(model, cfg.init_from, strict=cfg.get("init_from_strict", True))
         except ValueError as error:
             raise SystemExit(str(error)) from None
-    module = MLLMModule(model, resolved["stage"], build_config={k: resolved[k] for k in ("model", "projector")},
+    module = MLLMModule(model, resolved["stage"], build_config=checkpoint_build_config(resolved),
                         on_nan=cfg.fault.on_nan)
 
     try:
@@ -121,8 +170,14 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     datamodule = MLLMDataModule.from_config(
         instantiate(cfg.data), tokenizer=tokenizer, image_processor=image_processor,
         template=cfg.stage.template, seed=cfg.seed, max_length=max_length,
+        tower_features=_tower_features(cfg, model, image_processor),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a bar callback then
+        from lightning.pytorch.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    warn_without_checkpoints(callbacks, output_dir)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     setup_gradient_checkpointing(model, trainer, bool(cfg.model.get("gradient_checkpointing")))
@@ -142,7 +197,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if cfg.get("validate_after_fit"):
             trainer.validate(module, datamodule=datamodule)
-    except (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError) as error:
+    except (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError, DiskWriteError) as error:
         raise SystemExit(f"Training stopped: {error}") from None
     except SIGTERMException as error:  # preemption: last.ckpt was saved (deco.lit.fault)
         log.error("Training interrupted: %s", error or "SIGTERM")

@@ -68,3 +68,23 @@ def test_patch_count_from_config_or_hub_name():
     assert vision_patch_count({"config": {"image_size": 336, "patch_size": 14}}) == 576
     assert vision_patch_count({"config": None, "name_or_path": "openai/clip-vit-large-patch14-336"}) == 576
     assert vision_patch_count({"config": None, "name_or_path": "some/unknown-tower"}) is None
+
+
+@pytest.mark.parametrize("choice", ["callbacks=relevance", "callbacks=[default,relevance]"])
+def test_the_relevance_callbacks_keep_the_default_ones(train_config, choice):
+    """`callbacks=relevance`, as the README's config table reads, adds to the checkpoints instead of replacing them."""
+    default = set(train_config().callbacks)
+    assert {"model_checkpoint", "last_checkpoint", "jsonl_metrics", "preemption"} <= default
+    assert set(train_config(choice).callbacks) == default | {"relevance"}
+
+
+def test_a_run_without_a_checkpoint_callback_says_so(caplog, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from deco.lit.callbacks import Throughput
+    from deco.train import warn_without_checkpoints
+
+    with caplog.at_level("WARNING", logger="deco.train"):
+        assert warn_without_checkpoints([Throughput()], tmp_path)
+        assert not warn_without_checkpoints([Throughput(), ModelCheckpoint(dirpath=tmp_path)], tmp_path)
+    assert caplog.text.count("saves no checkpoint") == 1

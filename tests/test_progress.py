@@ -22,3 +22,29 @@ def test_eta_and_training_lines():
     assert eta_text(0, 4, 1.0) == "0/4 (0%), 1.0 s elapsed"
     assert progress_line(120, 800, 20, 50.0, loss=1.2345) == "step 120/800 (15%), loss 1.234, 0.50 s/step, ETA 5.7 min"
     assert progress_line(5, -1, 0, 2.0) == "step 5, 0.40 s/step"
+
+
+def test_a_run_bounded_by_epochs_logs_its_total_and_eta(train_config, caplog):
+    """The default recipe stops after one epoch (max_steps: -1): the line still has a total and an ETA."""
+    from deco.train import train
+
+    cfg = train_config("trainer.max_steps=-1", "trainer.max_epochs=2", "data.train.num_samples=8", "query_num=16",
+                       "+callbacks.progress_log.interval_s=0", "+callbacks.progress_log.force=true",
+                       "trainer.limit_val_batches=0", "+trainer.enable_progress_bar=false")  # no bar: dropped, not refused
+    with caplog.at_level(logging.INFO, logger="deco.progress"):
+        train(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.name == "deco.progress"]
+    # 8 samples / batch 4 = 2 steps per epoch, 2 epochs: 4 steps in all
+    assert [line.split(",")[0] for line in lines] == ["step 1/4 (25%)", "step 2/4 (50%)", "step 3/4 (75%)",
+                                                      "step 4/4 (100%)"]
+    assert all("ETA" in line for line in lines), lines
+
+
+def test_the_bar_counts_epochs_from_one():
+    from types import SimpleNamespace
+
+    from deco.lit.progress_log import EpochBar
+
+    bar = EpochBar()
+    bar._trainer = SimpleNamespace(max_epochs=1)
+    assert bar._get_train_description(0).strip() == "epoch 1/1"

@@ -210,3 +210,45 @@ def test_map_extent_on_non_square_probe():
     assert report.map_extent(200, 100, "crop") == (50, 150, 100, 0)  # the centre 100 x 100 square
     with pytest.raises(ValueError, match="image_aspect"):
         report.map_extent(2, 2, "stretch")
+
+
+def test_visual_tokens_of_a_projector_without_query_num_from_the_zoo_tower():
+    """The default model names its tower (zoo:tiny/vision) instead of inlining its config: 24 x 24 patches."""
+    from deco.report.runs import visual_tokens
+
+    config = {"projector": {"name": "linear"}, "model": {"vision": {"name_or_path": "zoo:tiny/vision"}}}
+    assert visual_tokens(config) == 576
+
+
+def test_one_seed_rates_get_a_ci_over_questions(tmp_path):
+    run = write_run(tmp_path / "s", "avgpool", 4, 1, 1.0, 0.6)
+    path = run / "eval" / "shapes_attribute" / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "num_questions": 200}))
+    rows = report.build_report(tmp_path / "s")["rows"]
+    att = cell(rows, "avgpool", 4, "shapes_attribute/accuracy")
+    assert att["n"] == 1 and att["ci95"] == pytest.approx(1.96 * math.sqrt(0.6 * 0.4 / 200))  # 0.068
+    assert math.isnan(cell(rows, "avgpool", 4, "shapes_grounding/accuracy")["ci95"])  # no question count written
+
+
+def test_evaluate_true_scores_the_runs_without_results(tmp_path, monkeypatch):
+    from deco.report import evaluate_missing as em
+
+    run = write_run(tmp_path / "s", "avgpool", 4, 1, 1.0, 0.6)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / "eval" / "shapes_grounding" / "metrics.json").unlink()
+    assert em.missing_evaluations(tmp_path / "s", ["shapes_attribute", "shapes_grounding"]) == [
+        (run, "shapes_grounding")]
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        return type("Done", (), {"returncode": 0, "stdout": ""})()
+
+    monkeypatch.setattr(em.subprocess, "run", fake_run)
+    cfg = compose_config("report", [f"sweep_dir={tmp_path / 's'}", "evaluate=true", "debug=fast"], tmp_path)
+    assert cfg.result_dir == f"{tmp_path / 's'}/report"  # the job's last line names the report, not the log dir
+    report_cli.run(cfg)
+    assert [c[3:] for c in calls] == [[f"ckpt={run}/checkpoints/last.ckpt", "benchmark=shapes_grounding",
+                                       f"hydra.run.dir={run}/eval/shapes_grounding", "logger=none",
+                                       "benchmark.limit=8"]]

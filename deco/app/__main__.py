@@ -5,7 +5,8 @@
 
 Loads every checkpoint with `deco.models.loading.load_model` (or builds the embedded default when
 ckpt=null), builds the page of `deco.app.ui` and serves it on host:port (127.0.0.1 unless `host=` or
-`share=true` ask otherwise), with a queue that runs one request at a time.
+`share=true` ask otherwise), with a queue of `workers` requests at a time (each model still answers one at a
+time), uploads bounded by `max_upload_mb` and each request by `request_time_s`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from deco.explain.methods import METHODS
 from deco.relevance.vit import VISION_RELEVANCE
-from deco.utils.config import looks_like_path
+from deco.utils import remote_code
+from deco.utils.config import apply_reduction_or_exit, looks_like_path, reducer_or_exit
 
 log = logging.getLogger(__name__)
+UNTRAINED = ("no ckpt= given: this is the embedded default with an untrained projector, so its answers and maps "
+             "mean nothing yet; start the app with ckpt=<run>/checkpoints/last.ckpt for a trained model")
 
 
 def _ckpts(value) -> list[str]:
@@ -32,6 +36,7 @@ def _ckpts(value) -> list[str]:
 
 
 def validate(cfg: DictConfig) -> None:
+    reducer_or_exit(cfg.get("reduction"))
     for ckpt in _ckpts(cfg.ckpt):
         if looks_like_path(ckpt) and not Path(ckpt).expanduser().exists():
             raise SystemExit(f"Config error: ckpt={ckpt}: no such file")
@@ -42,9 +47,11 @@ def validate(cfg: DictConfig) -> None:
                          f"{', '.join(VISION_RELEVANCE)}")
     if not 0 < int(cfg.port) < 65536:
         raise SystemExit(f"Config error: port={cfg.port} is not a TCP port (1..65535)")
-    for key in ("max_new_tokens", "max_text_tokens"):
+    for key in ("max_new_tokens", "max_text_tokens", "max_upload_mb", "workers"):
         if int(cfg[key]) < 1:
             raise SystemExit(f"Config error: {key}={cfg[key]} must be >= 1")
+    if not float(cfg.request_time_s) > 0:
+        raise SystemExit(f"Config error: request_time_s={cfg.request_time_s} must be > 0 (seconds)")
 
 
 def _embedded_default(cfg: DictConfig):
@@ -55,9 +62,10 @@ def _embedded_default(cfg: DictConfig):
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     projector_cfg = OmegaConf.to_container(cfg.projector, resolve=True)
-    tokenizer = load_tokenizer(**model_cfg["tokenizer"])
-    torch.manual_seed(int(cfg.seed))
-    model = build_mllm(model_cfg, projector_cfg, tokenizer).eval()
+    with remote_code.allowed(bool(cfg.get("trust_remote_code", False))):
+        tokenizer = load_tokenizer(**model_cfg["tokenizer"])
+        torch.manual_seed(int(cfg.seed))
+        model = build_mllm(model_cfg, projector_cfg, tokenizer).eval()
     log.warning("no ckpt= given: serving the embedded default (model=%s, projector=%s) as built from its "
                 "configs; its projector is untrained, so give ckpt= for answers that mean something",
                 model_cfg.get("name"), projector_cfg["name"])
@@ -74,14 +82,18 @@ def load_slots(cfg: DictConfig) -> list:
     device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
     slots = []
     for ckpt in _ckpts(cfg.ckpt) or [None]:
+        note = ""
         if ckpt is None:
             loaded, label = _embedded_default(cfg), "embedded default"
+            note = UNTRAINED
         else:
             loaded = load_model(ckpt, base=cfg.load.base, vision_tower=cfg.load.vision_tower,
-                                merge_lora=bool(cfg.load.merge_lora))
+                                merge_lora=bool(cfg.load.merge_lora),
+                                trust_remote_code=bool(cfg.get("trust_remote_code", False)))
             label = Path(ckpt).name
         loaded.model.to(device).eval()
-        slots.append(Slot.of(loaded, f"{loaded.projector_tag} ({label})", cfg.template, cfg.image_aspect))
+        apply_reduction_or_exit(loaded.model, reducer_or_exit(cfg.get("reduction")))
+        slots.append(Slot.of(loaded, f"{loaded.projector_tag} ({label})", cfg.template, cfg.image_aspect, note))
     return slots
 
 
@@ -94,14 +106,16 @@ def serve(cfg: DictConfig, block: bool = True):
     slots = load_slots(cfg)
     demo = build_ui(slots, method=str(cfg.method), vision_relevance=str(cfg.vision_relevance),
                     question=str(cfg.question), max_new_tokens=int(cfg.max_new_tokens),
-                    max_text_tokens=int(cfg.max_text_tokens))
+                    max_text_tokens=int(cfg.max_text_tokens), max_upload_bytes=int(cfg.max_upload_mb) * 2**20,
+                    time_limit=float(cfg.request_time_s), workers=int(cfg.workers))
     if cfg.host != "127.0.0.1" or cfg.share:
         log.warning("serving beyond this machine (host=%s, share=%s): anyone who can reach it can run the models",
                     cfg.host, cfg.share)
     demo.queue(max_size=int(cfg.max_queue), default_concurrency_limit=1)
     print(f"deco.app: {len(slots)} model(s) on http://{cfg.host}:{cfg.port}", flush=True)
     demo.launch(server_name=str(cfg.host), server_port=int(cfg.port), share=bool(cfg.share), ssr_mode=False,
-                prevent_thread_lock=not block, show_error=True, footer_links=[])
+                prevent_thread_lock=not block, show_error=True, footer_links=[],
+                max_file_size=int(cfg.max_upload_mb) * 2**20)  # Gradio refuses bigger uploads (413)
     return demo
 
 

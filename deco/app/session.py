@@ -1,7 +1,7 @@
 """What the relevance explorer does for one model, without any UI: read an image, answer, explain, draw.
 
-A `Slot` is one loaded model with its own lock (one request at a time per model) and the template and
-image aspect it was trained with. `answer` generates with `MLLM.generate` (greedy, the prompt of
+A `Slot` is one loaded model with its own lock (one request at a time per model; a request waits for it
+only until its deadline) and the template and image aspect it was trained with. `answer` generates with `MLLM.generate` (greedy, the prompt of
 `deco.data.conversation`); `explain_text` builds the teacher-forced input with `deco.explain.inputs`
 and runs `deco.explain.methods.explain` (per-token rows), so the app and `python -m deco.explain`
 compute the same maps on one code path. Bad input (an unreadable image, an empty or too long text, an
@@ -11,7 +11,9 @@ drawn with `deco.explain.render`. Imports neither Gradio nor Hydra.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +42,26 @@ class Slot:
     template: str
     image_aspect: str
     lock: threading.Lock
+    note: str = ""  # shown under the name, e.g. that the projector is untrained
 
     @classmethod
-    def of(cls, loaded: LoadedModel, name: str, template: str | None = None, image_aspect: str | None = None):
+    def of(cls, loaded: LoadedModel, name: str, template: str | None = None, image_aspect: str | None = None,
+           note: str = ""):
         stage = loaded.config.get("stage") or {}
         return cls(loaded, name, template or stage.get("template") or "vicuna_v1",
-                   image_aspect or loaded.config.get("image_aspect", "pad"), threading.Lock())
+                   image_aspect or loaded.config.get("image_aspect", "pad"), threading.Lock(), note)
+
+
+@contextlib.contextmanager
+def _turn(slot: Slot, deadline: float | None):
+    """Hold the slot's lock; waiting for it ends at `deadline` (time.monotonic) with a message, never forever."""
+    timeout = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+    if not slot.lock.acquire(timeout=timeout):
+        raise AppInputError(f"{slot.name} is busy with another request past this one's time limit; try again.")
+    try:
+        yield
+    finally:
+        slot.lock.release()
 
 
 @dataclass
@@ -86,21 +102,22 @@ def check_text(text: str, tokenizer, max_tokens: int, what: str) -> str:
 
 
 @torch.no_grad()
-def answer(slot: Slot, image: Image.Image, question: str, max_new_tokens: int = 24) -> str:
+def answer(slot: Slot, image: Image.Image, question: str, max_new_tokens: int = 24,
+           deadline: float | None = None) -> str:
     """The model's greedy answer to `question` about `image` (one request at a time per slot)."""
     loaded = slot.loaded
     tok = loaded.tokenizer
     param = next(loaded.model.parameters())
     ids = tokenize_prompt(question, tok, slot.template)[None].to(param.device)
     pixels = process_image(image, loaded.image_processor, slot.image_aspect)[None].to(param.device, param.dtype)
-    with slot.lock:
+    with _turn(slot, deadline):
         new = loaded.model.generate(ids, None, pixels, max_new_tokens=max_new_tokens,
                                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     return tok.decode(new[0].cpu().tolist(), skip_special_tokens=True).strip()
 
 
 def explain_text(slot: Slot, image: Image.Image, question: str, text: str, method: str = "rgae",
-                 vision_relevance: str = "none") -> View:
+                 vision_relevance: str = "none", deadline: float | None = None) -> View:
     """Relevance of `text` as the answer to `question` (teacher-forced), per token, with `method`."""
     if method not in METHODS:
         raise AppInputError(f"Unknown method '{method}'; choose one of: {', '.join(METHODS)}.")
@@ -112,7 +129,7 @@ def explain_text(slot: Slot, image: Image.Image, question: str, text: str, metho
                           slot.image_aspect)
     except ValueError as err:  # an empty target, or one with no content token
         raise AppInputError(f"Nothing to explain: {err}.") from None
-    with slot.lock:
+    with _turn(slot, deadline):
         rel = explain(loaded.model, inp, method, loaded.tokenizer, per_token=True, vision_relevance=vision_relevance)
     return View(rel=rel, inp=inp, answer=text)
 
@@ -135,7 +152,8 @@ def q2i_picture(view: View, query: int, size: int = 336) -> Image.Image:
 def t2q_picture(view: View) -> Image.Image:
     """R_t2q bars, per-token heatmap and query grid."""
     rel = view.rel
-    return render_t2q(rel.r_t2q, rel.r_t2q_tokens, rel.target_tokens, f"{rel.method}: R_t2q over {rel.num_queries} queries")
+    return render_t2q(rel.r_t2q, rel.r_t2q_tokens, rel.target_tokens, f"{rel.method}: R_t2q over {rel.num_queries} queries",
+                      spatial=rel.spatial_queries)
 
 
 def query_choices(view: View) -> list[tuple[str, int]]:

@@ -14,6 +14,9 @@ the browser test finds.
 from __future__ import annotations
 
 import logging
+import os
+import stat
+import time
 from collections.abc import Sequence
 
 from deco.app import session
@@ -22,6 +25,7 @@ from deco.explain.methods import METHODS
 
 log = logging.getLogger(__name__)
 FIELDS = ("answer", "info", "t2i", "word", "word_img", "t2q", "query", "q2i", "state")
+NOT_UPLOADED = "Upload the image through this page (only files the page received as uploads are read)."
 VISION_CHOICES = [("patch features (R_ii = I)", "none"), ("input patches (GAE through the ViT)", "gae")]
 
 
@@ -36,9 +40,41 @@ def _column_outputs(gr, view: View | None, info: str) -> list:
             gr.update(choices=queries, value=queries[0][1]), session.q2i_picture(view, queries[0][1]), view]
 
 
+def uploaded_path(image_data, upload_dir: str, max_bytes: int) -> str | None:
+    """The server path of an image Gradio received as an upload into `upload_dir`, else AppInputError.
+
+    The click handler takes Gradio's file record unprocessed (our messages for broken images), so this is the
+    upload-folder check Gradio's preprocessing would do: any other path, existing or not, a link out of the
+    folder, a device or FIFO (`/dev/stdin` would block the worker) gets the same message, so a caller learns
+    nothing about the server's files. None: nothing uploaded.
+    """
+    if image_data is None:
+        return None
+    path = image_data.get("path") if isinstance(image_data, dict) else image_data
+    if not isinstance(path, str) or not path:
+        raise AppInputError(NOT_UPLOADED)
+    real, root = os.path.realpath(path), os.path.realpath(upload_dir)
+    try:
+        inside = os.path.commonpath([real, root]) == root and real != root
+        info = os.stat(real) if inside else None
+    except (OSError, ValueError):
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode):
+        raise AppInputError(NOT_UPLOADED)
+    if info.st_size > max_bytes:
+        raise AppInputError(f"The image file is {info.st_size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
+    return real
+
+
 def ask(slots: Sequence[Slot], image, question: str, forced: str, method: str, vision_relevance: str,
-        max_new_tokens: int, max_text_tokens: int) -> tuple[str, list[tuple[View | None, str]]]:
-    """(status message, per slot (View or None, info line)); bad input -> a message, never an exception."""
+        max_new_tokens: int, max_text_tokens: int, time_limit: float | None = None,
+        ) -> tuple[str, list[tuple[View | None, str]]]:
+    """(status message, per slot (View or None, info line)); bad input -> a message, never an exception.
+
+    time_limit (s): models not started by then are skipped with a message, and no model's lock is waited for
+    past it, so one request never holds the next for longer.
+    """
+    deadline = None if time_limit is None else time.monotonic() + float(time_limit)
     try:
         picture = session.read_image(image)
         tok = slots[0].loaded.tokenizer
@@ -48,12 +84,15 @@ def ask(slots: Sequence[Slot], image, question: str, forced: str, method: str, v
         return f"**{err}**", [(None, "") for _ in slots]
     results = []
     for slot in slots:
+        if deadline is not None and time.monotonic() > deadline:
+            results.append((None, f"**Skipped: this request passed its time limit ({time_limit:g} s).**"))
+            continue
         try:
-            text = forced or session.answer(slot, picture, question, max_new_tokens)
+            text = forced or session.answer(slot, picture, question, max_new_tokens, deadline)
             if not text:
                 results.append((None, "The model answered nothing; type a teacher-forced text to explain one."))
                 continue
-            view = session.explain_text(slot, picture, question, text, method, vision_relevance)
+            view = session.explain_text(slot, picture, question, text, method, vision_relevance, deadline)
             source = "teacher-forced text" if forced else "generated answer"
             side = "input patches (through the ViT)" if vision_relevance == "gae" else "patch features"
             results.append((view, f"{method}, {source}: log p = {view.rel.log_prob:.2f} over "
@@ -69,13 +108,18 @@ def ask(slots: Sequence[Slot], image, question: str, forced: str, method: str, v
 
 
 def build_ui(slots: Sequence[Slot], *, method: str = "rgae", vision_relevance: str = "none",
-             question: str = "Describe the image briefly.", max_new_tokens: int = 24, max_text_tokens: int = 64):
+             question: str = "Describe the image briefly.", max_new_tokens: int = 24, max_text_tokens: int = 64,
+             max_upload_bytes: int = 16 * 2**20, time_limit: float | None = 120.0, workers: int = 2):
     """The gr.Blocks app (not launched)."""
     import gradio as gr
+    from gradio.utils import get_upload_folder
 
     with gr.Blocks(title="deco relevance explorer", analytics_enabled=False) as demo:
         gr.Markdown("## deco relevance explorer\nWhere each projector's answer comes from: "
                     "R_t2i = R_t2q × R_q2i (DeCo's R-GAE and baselines).")
+        for slot in slots:
+            if slot.note:
+                gr.Markdown(f"**Warning: {slot.name}: {slot.note}**", elem_id="model-warning")
         with gr.Row():
             image = gr.Image(type="filepath", label="image", sources=["upload", "clipboard"], height=320,
                              elem_id="image-input")
@@ -91,7 +135,7 @@ def build_ui(slots: Sequence[Slot], *, method: str = "rgae", vision_relevance: s
         with gr.Row():
             for i, slot in enumerate(slots):
                 with gr.Column():
-                    gr.Markdown(f"### {slot.name}")
+                    gr.Markdown(f"### {slot.name}" + (f"\n**{slot.note}**" if slot.note else ""))
                     col = {
                         "answer": gr.Textbox(label="answer", interactive=False, elem_id=f"m{i}-answer"),
                         "info": gr.Markdown(elem_id=f"m{i}-info"),
@@ -112,17 +156,21 @@ def build_ui(slots: Sequence[Slot], *, method: str = "rgae", vision_relevance: s
 
         def on_ask(image_data, question_text, forced_text, method_name, vision_name):
             # preprocess=False: the upload arrives as Gradio's file record, read by us, so a broken file
-            # gets our message rather than Gradio's preprocessing error
-            image_path = image_data.get("path") if isinstance(image_data, dict) else image_data
-            message, results = ask(slots, image_path, question_text, forced_text, method_name, vision_name,
-                                   max_new_tokens, max_text_tokens)
+            # gets our message rather than Gradio's preprocessing error; uploaded_path does Gradio's
+            # upload-folder check that preprocessing would have done
+            try:
+                image_path = uploaded_path(image_data, get_upload_folder(), max_upload_bytes)
+                message, results = ask(slots, image_path, question_text, forced_text, method_name, vision_name,
+                                       max_new_tokens, max_text_tokens, time_limit)
+            except AppInputError as err:  # not an upload of this page
+                message, results = f"**{err}**", [(None, "") for _ in slots]
             outputs = [message]
             for view, info in results:
                 outputs += _column_outputs(gr, view, info)
             return outputs
 
         outputs = [status] + [col[f] for col in columns for f in FIELDS]
-        button.click(on_ask, [image, question_box, forced, method_box, vision], outputs, concurrency_limit=1,
+        button.click(on_ask, [image, question_box, forced, method_box, vision], outputs, concurrency_limit=workers,
                      preprocess=False)
         for col in columns:
             col["word"].input(lambda view, k: None if view is None or k is None else session.t2i_picture(view, int(k)),

@@ -32,6 +32,8 @@ except ImportError:  # older transformers
 from transformers import AutoImageProcessor
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from deco.utils import remote_code
+
 ASPECTS = ("pad", "resize", "crop")
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's own decompression-bomb warning threshold
 MAX_ASPECT_RATIO = 50  # longer side / shorter side; LLaVA-style data stays far below
@@ -93,7 +95,7 @@ def load_image_processor(name_or_path: str | None, image_size: int = 336):
     path = os.path.expanduser(str(name_or_path))
     if (os.path.isabs(path) or path.startswith(".") or os.path.exists(path)) and not os.path.isdir(path):
         raise FileNotFoundError(f"image processor directory not found: {path!r}")
-    return AutoImageProcessor.from_pretrained(path)
+    return AutoImageProcessor.from_pretrained(path, trust_remote_code=remote_code.current())
 
 
 def _as_dict(size) -> dict:

@@ -263,9 +263,19 @@ class ShapesDataset(torch.utils.data.Dataset):
         return self.num_samples
 
     def __getitem__(self, i: int) -> dict:
+        return self.item(i)
+
+    def item(self, i: int, pixels: bool = True) -> dict:
+        """Sample i; `pixels=False` leaves out pixel_values (its tower features come from a cache)."""
         if not 0 <= i < self.num_samples:
             raise IndexError(f"index {i} out of range for ShapesDataset of length {self.num_samples}")
         scene, conv, meta = make_sample(self.seed, i, self.tasks, self.image_size, self.negatives)
         tok = tokenize_conversation(conv, self.tokenizer, self.template, self.max_length)
-        pixels = process_image(scene.image, self.image_processor, self.image_aspect)
-        return {**tok, "pixel_values": pixels, "task": meta["task"], "index": i}
+        out = {**tok, "task": meta["task"], "index": i}
+        if pixels:
+            out["pixel_values"] = process_image(scene.image, self.image_processor, self.image_aspect)
+        return out
+
+    def feature_key(self, i: int) -> str:
+        """The identity of sample i's image (world seed, size, index): the scene depends on nothing else."""
+        return f"shapes:seed={self.seed}:size={self.image_size}:index={i}"

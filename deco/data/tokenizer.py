@@ -17,6 +17,8 @@ import os
 
 from transformers import AddedToken, AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from deco.utils import remote_code
+from deco.utils.remote_code import strip_code_options
 from deco.zoo import resolve
 
 IMAGE_TOKEN = "<image>"
@@ -50,6 +52,7 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """Tiny tokenizer for None, else `AutoTokenizer.from_pretrained` with `<image>` and a pad token ensured.
 
+    Code-loading options in `kwargs` (stored settings) are dropped: see deco.utils.remote_code.
     Adding `<image>` (or `<pad>`) grows the vocabulary: size the embeddings with `len(tokenizer)`.
     """
     if name_or_path is None or name_or_path == TINY_TOKENIZER:
@@ -57,7 +60,9 @@ def load_tokenizer(
     path = os.path.expanduser(str(resolve(name_or_path)))
     if _looks_local(path) and not os.path.isdir(path):
         raise FileNotFoundError(f"tokenizer directory not found: {path!r}")
-    tok = AutoTokenizer.from_pretrained(path, model_max_length=model_max_length, padding_side="right", **kwargs)
+    kwargs = strip_code_options(kwargs, f"tokenizer {path}")
+    tok = AutoTokenizer.from_pretrained(path, model_max_length=model_max_length, padding_side="right",
+                                        trust_remote_code=remote_code.current(), **kwargs)
     if IMAGE_TOKEN not in tok.get_vocab():
         tok.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
     if tok.pad_token is None:

@@ -174,11 +174,13 @@ def evaluate_benchmark(
     predictions_path: str | Path | None = None,
     progress: bool = True,
     resume_from: str | Path | None = None,
+    model_id: str | None = None,
 ) -> EvalResult:
     """Answer every question of `benchmark`, score the answers, optionally write predictions JSONL.
 
     Answers already in `resume_from` (default: `predictions_path` itself, if it exists) for the same
-    question, prompt and reference are reused and not asked again.
+    question, prompt and reference are reused and not asked again; with `model_id` (see
+    `deco.eval.predictions.fingerprint`) every line records it and only lines of the same model are reused.
     """
     rank, world = _dist()
     benchmark.use_image_aspect(image_aspect)
@@ -189,7 +191,7 @@ def evaluate_benchmark(
     source = Path(resume_from) if resume_from is not None else path
     done = {} if source is None else finished_answers(
         source, [s.id for s in samples], [everything.prompt_text(i) for i in range(len(samples))],
-        [jsonable(s.reference) for s in samples])
+        [jsonable(s.reference) for s in samples], model_id)
     if done and rank == 0:
         log.info("%s: resuming, %d of %d answers read from %s", benchmark.name, len(done), len(samples), source)
     todo = [i for i, s in enumerate(samples) if id_key(s.id) not in done]
@@ -216,6 +218,8 @@ def evaluate_benchmark(
             s = shard_samples[i]
             record = {"id": jsonable(s.id), "prompt": dataset.prompt_text(i), "answer": answer,
                       "reference": jsonable(s.reference), **{k: jsonable(v) for k, v in s.meta.items()}}
+            if model_id is not None:
+                record["model"] = model_id
             if stream is not None:
                 stream.write(_line(record))
             else:
@@ -254,11 +258,20 @@ def _line(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, default=str) + "\n"
 
 
+def _shown_metrics(metrics: dict) -> list[tuple[str, object]]:
+    """The metrics worth printing: a split's `<split>/<metric>` is left out when it only repeats the overall value
+    (a benchmark with one split, e.g. shapes_existence's `shapes/accuracy`); metrics.json keeps them all."""
+    splits = {k.split("/", 1)[0] for k in metrics if "/" in k}
+    if len(splits) > 1:
+        return list(metrics.items())
+    return [(k, v) for k, v in metrics.items() if "/" not in k or metrics.get(k.split("/", 1)[1]) != v]
+
+
 def format_table(results: Sequence[EvalResult]) -> str:
-    """A plain-text table: one row per (benchmark, metric)."""
+    """A plain-text table: one row per (benchmark, metric), then a line per marker it uses."""
     rows = [("benchmark", "family", "metric", "value")]
     for result in results:
-        for key, value in result.metrics.items():
+        for key, value in _shown_metrics(result.metrics):
             marker = " *" if key == result.headline else ""
             text = f"{value:g}" if isinstance(value, float) else str(value)
             rows.append((result.benchmark, result.family, key + marker, text))
@@ -266,4 +279,8 @@ def format_table(results: Sequence[EvalResult]) -> str:
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("* the headline metric (the one metrics.json's `headline` names and a sweep reports)")
+    if any("unclear" in r.metrics for r in results):
+        lines.append("unclear: answers that say neither yes nor no; POPE's rule (LLaVA's) counts every answer "
+                     "without a \"no\" as \"yes\", so they count in precision, recall and f1")
     return "\n".join(lines)

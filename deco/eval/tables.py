@@ -44,24 +44,52 @@ def _value(summary: dict) -> str:
     return "" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def reduction_label(summary: dict) -> str:
+    """"none", or "<reducer> <keep>" with its knobs (e.g. "fastv 64 layer=2") of a run's training-free reduction."""
+    red = dict(summary.get("reduction") or {"name": "none"})
+    name = red.pop("name", "none")
+    if name == "none":
+        return "none"
+    keep = red.pop("keep", "")
+    return " ".join([f"{name} {keep}", *(f"{k}={v}" for k, v in red.items() if v is not None)])
+
+
+COST_COLUMNS = (("kept tokens", "kept_visual_tokens", "{:d}"), ("prefill GFLOPs", "prefill_flops", "{:.4g}"),
+                ("TTFT ms", "ttft_ms", "{:.1f}"), ("decode ms/token", "decode_ms_per_token", "{:.2f}"))
+
+
+def _cost(summary: dict, key: str, fmt: str) -> str:
+    value = (summary.get("efficiency") or {}).get(key)
+    if value is None:
+        return ""
+    return fmt.format(value / 1e9 if key == "prefill_flops" else value)
+
+
 def joint_table(summaries: Sequence[dict]) -> tuple[str, str]:
-    """(markdown, csv) with rows = checkpoints (in first-seen order), columns = benchmarks."""
+    """(markdown, csv) with rows = checkpoint x reduction (in first-seen order), columns = benchmarks, then the
+    measured cost of the row's first run that has one (kept tokens, prefill GFLOPs, TTFT, decode ms/token)."""
     benchmarks: list[str] = []
-    rows: dict[str, dict] = {}
+    rows: dict[tuple, dict] = {}
     for s in summaries:
         if s["benchmark"] not in benchmarks:
             benchmarks.append(s["benchmark"])
-        row = rows.setdefault(s["ckpt"], {"checkpoint": checkpoint_label(s["ckpt"]),
-                                          "projector": s.get("projector", ""), "ckpt": s["ckpt"]})
+        label = reduction_label(s)
+        row = rows.setdefault((s["ckpt"], label), {"checkpoint": checkpoint_label(s["ckpt"]), "reduction": label,
+                                                   "projector": s.get("projector", ""), "ckpt": s["ckpt"]})
         row[s["benchmark"]] = _value(s)
+        for title, key, fmt in COST_COLUMNS:
+            row[title] = row.get(title) or _cost(s, key, fmt)
     headlines = {s["benchmark"]: s.get("headline", "") for s in summaries}
-    header = ["checkpoint", "projector"] + [f"{b} ({headlines[b]})" for b in benchmarks]
-    body = [[r["checkpoint"], r["projector"]] + [r.get(b, "") for b in benchmarks] for r in rows.values()]
+    costs = [c[0] for c in COST_COLUMNS if any(r.get(c[0]) for r in rows.values())]
+    # the reduction column only when some run reduced: plain sweeps keep their table
+    lead = ["checkpoint", "projector"] + (["reduction"] if any(r["reduction"] != "none" for r in rows.values()) else [])
+    header = lead + [f"{b} ({headlines[b]})" for b in benchmarks] + costs
+    body = [[r[c] for c in lead] + [r.get(b, "") for b in benchmarks + costs] for r in rows.values()]
     markdown = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                          + ["| " + " | ".join(cells) + " |" for cells in body]) + "\n"
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["checkpoint", "projector", "ckpt"] + benchmarks)
+    writer.writerow(lead + ["ckpt"] + benchmarks + costs)
     for r in rows.values():
-        writer.writerow([r["checkpoint"], r["projector"], r["ckpt"]] + [r.get(b, "") for b in benchmarks])
+        writer.writerow([r[c] for c in lead] + [r["ckpt"]] + [r.get(b, "") for b in benchmarks + costs])
     return markdown, buf.getvalue()

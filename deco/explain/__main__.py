@@ -10,7 +10,8 @@
 and `relevance-...pt` into the run dir (dataset mode: one set per sample, names prefixed with the sample
 index, plus `index.jsonl`). `mode=score` scores the maps on shapes-world scenes against the named object's
 box (energy in box, pointing game, perturbation AUCs) and writes `scores.csv`, `summary.json` and
-`comparison.md` (one row per projector and method). The science lives in the sibling modules, which
+`comparison.md` (one row per checkpoint and method; two checkpoints of one projector keep apart: their
+tags differ and every row names its checkpoint). The science lives in the sibling modules, which
 import neither Hydra nor Lightning; this file only composes, loads and loops.
 """
 
@@ -30,11 +31,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from deco.explain.distributed import Shard, from_environment, local_device
 from deco.explain.methods import METHODS
 from deco.relevance.vit import VISION_RELEVANCE
-from deco.utils.config import looks_like_path
+from deco.utils.config import apply_reduction_or_exit, looks_like_path, reducer_or_exit
 from deco.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 MODES = ("export", "score")
+PROBE_SETS = ("shapes", "distractors")  # mode=score: today's probes, and the shared-attribute distractor scenes
 # Keys whose values are prose: commas, brackets and quotes in them are text, not Hydra grammar.
 FREE_TEXT_KEYS = ("text", "question")
 
@@ -55,7 +57,13 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _reducer(cfg: DictConfig):
+    section = cfg.get("reduction")
+    return reducer_or_exit(OmegaConf.to_container(section, resolve=True) if section is not None else None)
+
+
 def _validate(cfg: DictConfig) -> None:
+    _reducer(cfg)
     if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
         raise SystemExit("Config error: ckpt is required, e.g. ckpt=outputs/train/<run>/checkpoints/last.ckpt")
     for ckpt in _as_list(cfg.ckpt):
@@ -70,6 +78,12 @@ def _validate(cfg: DictConfig) -> None:
     if cfg.vision_relevance not in VISION_RELEVANCE:
         raise SystemExit(f"Config error: vision_relevance={cfg.vision_relevance} is unknown; choose one of: "
                          f"{', '.join(VISION_RELEVANCE)}")
+    for key in ("max_queries", "ig_steps", "score.num_samples"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise SystemExit(f"Config error: {key}={value} must be a whole number >= 1")
+    if cfg.num_samples is not None and (not isinstance(cfg.num_samples, int) or cfg.num_samples < 1):
+        raise SystemExit(f"Config error: num_samples={cfg.num_samples} must be >= 1, or null for every sample")
     if cfg.mode == "export" and cfg.get("data") is None:
         if not cfg.image or not cfg.text:
             raise SystemExit('Config error: give image=<path> and text="..." (or data=<name> for dataset mode)')
@@ -107,13 +121,31 @@ def _dataset_inputs(cfg: DictConfig, loaded, template: str, keep=None):
         yield i, input_from_item(item, loaded.tokenizer, loaded.image_processor)
 
 
+def _single_input(cfg: DictConfig, loaded, template: str, ckpt: str | None):
+    """The image= / text= input; a text longer than the model reads is a config error, not a silent run."""
+    from deco.data.conversation import SampleTooLong
+    from deco.explain.inputs import build_input
+
+    limits = [getattr(loaded.tokenizer, "model_max_length", None),
+              getattr(getattr(getattr(loaded.model, "llm", None), "config", None), "max_position_embeddings", None)]
+    limits = [int(v) for v in limits if isinstance(v, int) and v < 10**8]  # "no limit" reads as ~1e30
+    # the placeholder counts once in the text; the projector's q tokens take its place
+    budget = min(limits) - (loaded.model.num_visual_tokens - 1) if limits else None
+    try:
+        return build_input(loaded.tokenizer, loaded.image_processor, str(Path(cfg.image).expanduser()),
+                           str(cfg.text), cfg.question, template, cfg.image_aspect, max_length=budget)
+    except SampleTooLong as error:
+        raise SystemExit(f"Config error: text= with its question is too long for {ckpt or 'this model'}: {error} "
+                         f"(the text tokens it reads beside its {loaded.model.num_visual_tokens} visual tokens); "
+                         "shorten text= or question=") from None
+
+
 def export(cfg: DictConfig, loaded, out_dir: Path, tag: str | None = None, ckpt: str | None = None,
            compare: dict | None = None, shard: Shard | None = None) -> list[dict]:
     """Export mode for one loaded checkpoint; returns one record per written input. `tag`: the name in the
     files (default: the projector tag); `compare`: collects (tag, input, relevance) per method for the
     comparison figure (single-image mode); `shard`: this rank's share (dataset: its samples; one image: rank 0)."""
     from deco.explain.export import export_relevance, slugify
-    from deco.explain.inputs import build_input
     from deco.explain.methods import explain_all
 
     shard = shard or Shard()
@@ -125,8 +157,7 @@ def export(cfg: DictConfig, loaded, out_dir: Path, tag: str | None = None, ckpt:
     if cfg.get("data") is None and not shard.is_main:
         inputs = []
     elif cfg.get("data") is None:
-        inputs = [(None, build_input(loaded.tokenizer, loaded.image_processor, str(Path(cfg.image).expanduser()),
-                                     str(cfg.text), cfg.question, template, cfg.image_aspect))]
+        inputs = [(None, _single_input(cfg, loaded, template, ckpt))]
     else:
         inputs = _dataset_inputs(cfg, loaded, template, keep=shard.mine)
         wrap = _progress(cfg, f"explain {tag}")
@@ -167,7 +198,11 @@ def write_comparisons(compare: dict, out_dir: Path, cfg: DictConfig) -> list[Pat
     return written
 
 
-def score(cfg: DictConfig, loaded, shard: Shard | None = None) -> list[dict]:
+def score(cfg: DictConfig, loaded, shard: Shard | None = None, tag: str | None = None,
+          ckpt: str | None = None) -> list[dict]:
+    """Score rows of one checkpoint; `tag` (default: the projector tag) and the checkpoint's label name its rows."""
+    from deco.explain.distractors import distractor_probes
+    from deco.explain.export import ckpt_label
     from deco.explain.score import score_model, shapes_probes
 
     seed = int(cfg.score.seed)
@@ -176,13 +211,24 @@ def score(cfg: DictConfig, loaded, shard: Shard | None = None) -> list[dict]:
         if cfg.data.get("name") != "shapes" or split is None:
             raise SystemExit("Config error: mode=score needs ground-truth boxes: use data=shapes (or no data=)")
         seed = int(split.seed)
-    probes = shapes_probes(loaded.tokenizer, loaded.image_processor, seed, int(cfg.score.num_samples),
-                           _template(cfg, loaded), tasks=list(cfg.score.tasks))
+    sets = _as_list(cfg.score.get("probes", ["shapes"]))
+    bad = [s for s in sets if s not in PROBE_SETS]
+    if bad or not sets:
+        raise SystemExit(f"Config error: score.probes={bad or sets} is unknown; choose among: {', '.join(PROBE_SETS)}")
+    probes = []
+    if "shapes" in sets:
+        probes += shapes_probes(loaded.tokenizer, loaded.image_processor, seed, int(cfg.score.num_samples),
+                                _template(cfg, loaded), tasks=list(cfg.score.tasks))
+    if "distractors" in sets:
+        probes += distractor_probes(loaded.tokenizer, loaded.image_processor, seed,
+                                    int(cfg.score.get("num_distractors", 64)), _template(cfg, loaded))
+    reference = [p.inp for p in probes]  # the causal test's mean tokens: over every probe, whatever the shard
     probes = [p for k, p in enumerate(probes) if (shard or Shard()).mine(k)]
-    tag = loaded.projector_tag
+    tag = tag or loaded.projector_tag
     return score_model(loaded.model, loaded.tokenizer, probes, _as_list(cfg.score.methods), tag,
                        perturbation=bool(cfg.score.perturbation), progress=_progress(cfg, f"score {tag}"),
-                       vision_relevance=str(cfg.vision_relevance))
+                       vision_relevance=str(cfg.vision_relevance), checkpoint=ckpt_label(ckpt) if ckpt else "",
+                       causal=float(cfg.score.get("causal", 0.0) or 0.0), reference=reference)
 
 
 def _csv_text(rows: list[dict]) -> str:
@@ -230,8 +276,10 @@ def _run(cfg: DictConfig, shard: Shard) -> dict:
     for ckpt_index, ckpt in enumerate(ckpts):
         options = cfg.get("model") or {}
         loaded = load_model(ckpt, base=options.get("base"), vision_tower=options.get("vision_tower"),
-                            merge_lora=bool(options.get("merge_lora", True)))
+                            merge_lora=bool(options.get("merge_lora", True)),
+                            trust_remote_code=bool(cfg.get("trust_remote_code", False)))
         loaded.model.to(device)
+        apply_reduction_or_exit(loaded.model, _reducer(cfg))
         tag = unique_tag(loaded.projector_tag, ckpt, used_tags)  # two seeds of one projector: two names
         if tag != loaded.projector_tag:
             log.info("%s: another checkpoint of this run is %s too; its files are named %s",
@@ -242,7 +290,7 @@ def _run(cfg: DictConfig, shard: Shard) -> dict:
             records += _keyed(ckpt_index, export(cfg, loaded, out_dir, tag=tag, ckpt=ckpt, compare=compare,
                                                  shard=shard))
         else:
-            rows += _keyed(ckpt_index, score(cfg, loaded, shard))  # a projector's rows pool over its checkpoints
+            rows += _keyed(ckpt_index, score(cfg, loaded, shard, tag=tag, ckpt=ckpt))  # one group per checkpoint
     records, rows = shard.gather(records), shard.gather(rows)  # rank 0: everything, in single-process order
     if not shard.is_main:
         return {"records": [], "rank": shard.rank}

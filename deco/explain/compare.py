@@ -1,7 +1,8 @@
 """The DeCo paper's comparison figure: one row per projector, for the same image and text.
 
 Columns: R_t2i over the image | R_t2q per target token (token x query) | R_t2q on the sqrt(q) x sqrt(q)
-query grid | R_q2i (where the most text-relevant queries look). Maps from projectors with different
+query grid (tokens that keep the patch layout; learned queries, which have none, as bars ranked by
+relevance) | R_q2i (where the most text-relevant queries look). Maps from projectors with different
 token counts are put on one scale per column by dividing each by its mean (1 = uniform relevance), so
 "how peaked" reads the same in every row: linear colour scales shared per column for R_t2i and R_t2q,
 a shared log scale for R_q2i (a pooling query covers a few patches, a linear one a single patch, a
@@ -37,6 +38,7 @@ class Row:
     r_t2q_tokens: torch.Tensor  # k q
     image: Image.Image  # S x S, what the model saw
     tokens: list[str] | None = None
+    spatial: bool = True  # the tokens keep the patch layout (False: Q-Former / resampler queries)
 
     @classmethod
     def from_tensors(cls, label: str, data: dict, image: Image.Image) -> "Row":
@@ -45,7 +47,7 @@ class Row:
         tokens = data.get("r_t2q_tokens")
         tokens = torch.as_tensor(tokens).float() if tokens is not None else t["r_t2q"][None]
         return cls(label, t["r_t2i"], t["r_t2q"].reshape(-1), t["r_q2i"], tokens.reshape(-1, t["r_t2q"].numel()),
-                   image, list(data.get("target_tokens") or []) or None)
+                   image, list(data.get("target_tokens") or []) or None, bool(data.get("spatial_queries", True)))
 
 
 def _square(vec: torch.Tensor) -> torch.Tensor | None:
@@ -86,8 +88,14 @@ def render_comparison(rows: list[Row], text: str, question: str | None = None, m
         if row.tokens and len(row.tokens) == row.r_t2q_tokens.shape[0]:
             ax[1].set_yticks(range(len(row.tokens)), [repr(t)[1:-1] for t in row.tokens], fontsize=7)
 
-        grid = _square(t2q[i])
-        if grid is not None:
+        grid = _square(t2q[i]) if row.spatial else None
+        if not row.spatial:
+            order = torch.argsort(-t2q[i], stable=True)
+            ax[2].bar(np.arange(order.numel()), t2q[i][order].numpy(), width=1.0)
+            ax[2].set_ylim(0, vmax["t2q"])
+            ax[2].set_title("R_t2q, queries ranked (no spatial order)", fontsize=9)
+            ax[2].set_xlabel(f"rank (first: q{int(order[0])})", fontsize=8)
+        elif grid is not None:
             ax[2].imshow(grid.numpy(), cmap=cmap, vmin=0, vmax=vmax["t2q"], interpolation="nearest")
             ax[2].set_title(f"R_t2q on the {grid.shape[0]}x{grid.shape[1]} query grid", fontsize=9)
         else:
@@ -133,6 +141,15 @@ def square_view(image: Image.Image, aspect: str = "pad", size: int = 336,
     return image.resize((size, size), Image.BICUBIC)
 
 
+def distinct_labels(labels: list[str], ckpts: list[str]) -> list[str]:
+    """Row labels that differ: a label shared by several rows gets its checkpoint's label appended
+    (then a number, when even those agree)."""
+    from deco.explain.export import ckpt_label
+
+    out = [f"{label}-{ckpt_label(ckpt)}" if labels.count(label) > 1 else label for label, ckpt in zip(labels, ckpts)]
+    return [f"{label}-{out[:i].count(label) + 1}" if out.count(label) > 1 else label for i, label in enumerate(out)]
+
+
 def compare_job_dirs(job_dirs: list, out_dir) -> list:
     """The comparison figure of a `deco.explain -m ckpt=a,b,c ...` sweep: one row per job dir, from each
     job's `index.jsonl`, tensor files and `.hydra/config.yaml` (image, text, question); one figure per
@@ -159,11 +176,16 @@ def compare_job_dirs(job_dirs: list, out_dir) -> list:
             data = load_relevance(job / record["files"]["tensors"])
             image = square_view(Image.open(cfg.image), aspect)
             key = (record["method"], record["text"], cfg.get("question"))
-            groups.setdefault(key, []).append(Row.from_tensors(record.get("tag", record["projector"]), data, image))
+            row = Row.from_tensors(record.get("tag", record["projector"]), data, image)
+            groups.setdefault(key, []).append((row, str(record.get("ckpt") or cfg.get("ckpt") or job.name)))
     written = []
-    for (method, text, question), rows in groups.items():
-        if len(rows) < 2:
+    for (method, text, question), entries in groups.items():
+        if len(entries) < 2:
             continue
+        rows = [row for row, _ in entries]
+        # each job named itself: two checkpoints of one projector need their checkpoint labels
+        for row, label in zip(rows, distinct_labels([r.label for r in rows], [c for _, c in entries])):
+            row.label = label
         path = Path(out_dir) / f"comparison-{method}-{slugify(text)}.png"
         atomic_write_bytes(path, png_bytes(render_comparison(rows, text, question, method)))
         written.append(path)

@@ -66,6 +66,7 @@ def tensor_dict(rel: Relevance, text: str, tag: str) -> dict:
         "r_t2i_tokens": rel.r_t2i_tokens.contiguous(),
         "method": rel.method,
         "vision_relevance": rel.vision_relevance,
+        "spatial_queries": bool(rel.spatial_queries),
         "text": text,
         "tag": tag,
         "target_tokens": list(rel.target_tokens),
@@ -88,7 +89,7 @@ def render_all(rel: Relevance, inp: ExplainInput, title: str = "", max_queries: 
     """{"R_t2i", "R_t2q", "R_q2i"} -> PIL image."""
     return {
         "R_t2i": render_t2i(inp.image, rel.r_t2i, title, question=inp.question),
-        "R_t2q": render_t2q(rel.r_t2q, rel.r_t2q_tokens, rel.target_tokens, title),
+        "R_t2q": render_t2q(rel.r_t2q, rel.r_t2q_tokens, rel.target_tokens, title, spatial=rel.spatial_queries),
         "R_q2i": render_q2i(rel.r_q2i, inp.image, order=rel.r_t2q, max_queries=max_queries,
                             title=f"R_q2i: where each query looks, most text-relevant first | {title}"),
     }

@@ -43,6 +43,8 @@ class ForwardTrace:
     vis_start: int  # first visual token in the merged sequence
     num_queries: int  # q
     vision_attns: list[torch.Tensor] | None = None  # per used vision layer: 1 h 1+n 1+n (vision_maps=True)
+    reduction: torch.Tensor | None = None  # pre-LLM reducer: q n weights of the patches in each kept token
+    kept: torch.Tensor | None = None  # FastV: the visual tokens (0..q-1) layers >= K still see
 
 
 @contextlib.contextmanager
@@ -67,8 +69,19 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
     input_ids = inp.input_ids.to(device)[None]  # 1 t
     labels = torch.where(inp.target_mask.to(device), input_ids[0], IGNORE_INDEX)[None]  # 1 t
     param = next(model.projector.parameters(), None)
-    vision_attns = None
-    if vision_maps:
+    vision_attns = reduction = None
+    reducer = getattr(model, "reducer", None)
+    if reducer is not None and reducer.stage == "vision" and vision_maps:
+        raise ValueError(f"vision_relevance=gae is not available with reduction={reducer.name}; use vision_relevance=none")
+    if reducer is not None and reducer.stage == "vision":
+        from deco.models.reduction import reduce_features, vision_signals
+
+        with torch.no_grad():
+            _, mat = reduce_features(model.vision, model.projector, reducer, inp.pixel_values.to(device)[None])
+            hidden = vision_signals(model.vision, inp.pixel_values.to(device)[None]).hidden
+        feats = hidden.detach().to(mat.dtype).requires_grad_(True)  # 1 1+n d: [CLS] + patches, a leaf
+        reduction = mat[0, :, 1:]
+    elif vision_maps:
         with attention(model.vision.model, "eager"):
             feats, vision_attns = model.vision.forward_with_attentions(inp.pixel_values.to(device)[None])
         feats = feats.to(param.dtype if param is not None else feats.dtype)
@@ -78,7 +91,9 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
         feats = feats.detach().to(param.dtype if param is not None else feats.dtype).requires_grad_(True)
     q_self = q_cross = None
     with torch.enable_grad():
-        if need_projector_maps and hasattr(model.projector, "forward_with_attentions"):
+        if reduction is not None:
+            tokens = model.projector.forward_tokens(mat @ feats)  # 1 k d_llm
+        elif need_projector_maps and hasattr(model.projector, "forward_with_attentions"):
             tokens, q_self, q_cross = model.projector.forward_with_attentions(feats)
         else:
             tokens = model.projector(feats)  # 1 q d_llm
@@ -87,7 +102,7 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
         )
         if int(image_positions[0]) < 0:
             raise ValueError("the input has no <image> placeholder: nothing visual to explain")
-        with attention(model.llm, "eager"):  # the only implementation that returns the maps
+        with attention(model.llm, "eager"), _fastv_mask(model, embeds, mask, merged_labels, image_positions) as kept:
             out = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                             output_attentions=True)
         attns = list(out.attentions or [])
@@ -115,7 +130,49 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
         vis_start=int(image_positions[0]),
         num_queries=tokens.shape[1],
         vision_attns=vision_attns,
+        reduction=reduction,
+        kept=kept,
     )
+
+
+@contextlib.contextmanager
+def _fastv_mask(model: nn.Module, embeds, mask, labels, image_positions):
+    """Under FastV: the kept visual tokens (chosen by the prompt's last token, as in generation) and, for the
+    block, layers >= K with the dropped ones masked out of every key. With the original positions kept this is
+    the pruned forward for every kept token, and the attention maps GAE reads stay T x T. Yields None otherwise."""
+    reducer = getattr(model, "reducer", None)
+    if reducer is None or reducer.stage != "llm" or int(image_positions[0]) < 0:
+        yield None
+        return
+    from deco.models.reduction.llm_runner import last_token_attention, run_layers
+
+    prompt_len = int((labels[0] != IGNORE_INDEX).nonzero().flatten()[0])  # the first target token
+    start, q = int(image_positions[0]), model.projector.num_tokens()
+    with torch.no_grad():
+        prompt, prompt_mask = embeds[:, :prompt_len].detach(), mask[:, :prompt_len]
+        positions = position_ids_from_mask(prompt_mask)
+        hidden = run_layers(model.llm, range(reducer.layer - 1), prompt, positions, prompt_mask, None)
+        attn = last_token_attention(model.llm, reducer.layer - 1, hidden, positions, prompt_mask)
+    kept = attn[0, start : start + q].topk(reducer.keep).indices.sort().values
+    dropped = torch.ones(q, dtype=torch.bool, device=embeds.device)
+    dropped[kept] = False
+    columns = dropped.nonzero().flatten() + start
+
+    def hide(_module, args, kwargs):
+        m = kwargs.get("attention_mask")
+        if m is not None:
+            m = m.clone()
+            m[..., columns] = torch.finfo(m.dtype).min if m.is_floating_point() else False
+            kwargs["attention_mask"] = m
+        return args, kwargs
+
+    layers = model.llm.get_base_model().model.layers if hasattr(model.llm, "get_base_model") else model.llm.model.layers
+    hooks = [layers[i].register_forward_pre_hook(hide, with_kwargs=True) for i in range(reducer.layer, len(layers))]
+    try:
+        yield kept
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def gradients(score: torch.Tensor, tensors: Sequence[torch.Tensor], retain_graph: bool = True) -> list[torch.Tensor]:

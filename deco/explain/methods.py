@@ -51,6 +51,8 @@ class Relevance:
     score: float  # sum of the target tokens' logits
     log_prob: float  # sum of their log-probabilities
     vision_relevance: str = "none"  # none: r_q2i over the patch features; gae: over the input patches
+    kept: torch.Tensor | None = None  # FastV: visual tokens the layers after K still see (others: early layers only)
+    spatial_queries: bool = True  # the q tokens keep the patch layout (False: learned queries, drawn as a ranked strip)
 
     @property
     def num_queries(self) -> int:
@@ -216,6 +218,14 @@ def explain_all(model: nn.Module, inp: ExplainInput, methods: list[str], tokeniz
     with eval_mode(model):
         trace = teacher_forced_forward(model, inp, need_projector_maps=True, vision_maps=vision_relevance == "gae")
         results = {m: METHODS[m](model, trace, tokens, per_token=per_token, inp=inp, ig_steps=ig_steps) for m in methods}
+        for rel in results.values():
+            rel.spatial_queries = bool(getattr(model.projector, "spatial_tokens", True))
+            if trace.reduction is not None:  # kept / merged tokens back to the patches they carry
+                rel.r_q2i = trace.reduction.detach().float().cpu()
+            if trace.kept is not None:
+                rel.kept = trace.kept.cpu()
+            if trace.reduction is not None and model.reducer.name != "pool":
+                rel.spatial_queries = False  # kept / merged tokens no longer tile the grid
         return through_vision(model, trace, results) if vision_relevance == "gae" else results
 
 

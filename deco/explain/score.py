@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -34,11 +33,11 @@ from torch import nn
 from deco.data.tokenizer import IGNORE_INDEX
 from deco.explain.inputs import ExplainInput, build_input
 from deco.explain.llm_relevance import eval_mode
+from deco.explain.summary import METRICS, comparison_table, summarize  # noqa: F401  (the tables' home)
 from deco.models.mllm import position_ids_from_mask
 
 # Fractions of patches removed, as in Chefer's bi-modal perturbation test (LXMERT perturbation.py).
 STEPS = (0.0, 0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
-METRICS = ("energy", "box_area", "pointing", "top_query_energy", "auc_positive", "auc_negative", "log_prob")
 TOP_QUERIES = 3
 
 Box = tuple[float, float, float, float]
@@ -136,11 +135,16 @@ def target_log_probs(model: nn.Module, inp: ExplainInput, pixel_values: torch.Te
 
 
 def perturbation_curve(model: nn.Module, inp: ExplainInput, rel: torch.Tensor, positive: bool,
-                       steps: Sequence[float] = STEPS) -> list[float]:
-    """Target mean log-prob after removing each fraction of patches (in relevance order) from the image."""
+                       steps: Sequence[float] = STEPS, insertion: bool = False) -> list[float]:
+    """Target mean log-prob after removing each fraction of patches (in relevance order) from the image.
+
+    `insertion`: the reverse protocol (Petsiuk et al., RISE, 2018): start from the blank image (every patch
+    at the mean colour) and put back the given fraction of patches, most relevant first (`positive`).
+    """
     pixels = inp.pixel_values.float()
     size = pixels.shape[-1]
-    keep = patch_keep_masks(rel, steps, positive).float()  # s g g
+    keep = patch_keep_masks(rel, steps, positive)  # s g g
+    keep = (~keep if insertion else keep).float()
     keep = torch.nn.functional.interpolate(keep[:, None], size=(size, size), mode="nearest")  # s 1 S S
     batch = pixels[None] * keep  # removed patches -> 0 = the mean colour after normalisation
     with eval_mode(model):
@@ -161,6 +165,8 @@ class Probe:
     index: int
     task: str
     phrase: str  # "green triangle": the object the target is about
+    distractor: Box | None = None  # an object sharing colour or shape with it (deco.explain.distractors)
+    probe_set: str = "shapes"
 
 
 def _attribute_object(question: str, objects):
@@ -216,23 +222,33 @@ def score_map(model: nn.Module, probe: Probe, rel: torch.Tensor, perturbation: b
         "box_area": float(box_patch_fraction(probe.box, rel.shape[0]).mean()),
         "pointing": pointing_hit(rel, probe.box),
     }
+    if probe.distractor is not None:
+        row["distractor_energy"] = energy_in_box(rel, probe.distractor)
     if perturbation:
         row["auc_positive"] = auc(steps, perturbation_curve(model, probe.inp, rel, True, steps))
         row["auc_negative"] = auc(steps, perturbation_curve(model, probe.inp, rel, False, steps))
+        row["auc_insertion"] = auc(steps, perturbation_curve(model, probe.inp, rel, True, steps, insertion=True))
     return row
 
 
 def score_model(model: nn.Module, tokenizer, probes: Iterable[Probe], methods: Sequence[str], tag: str,
                 perturbation: bool = True, steps: Sequence[float] = STEPS, progress=None,
-                vision_relevance: str = "none") -> list[dict]:
+                vision_relevance: str = "none", checkpoint: str = "", causal: float = 0.0,
+                reference: Sequence[ExplainInput] | None = None) -> list[dict]:
     """One row per (probe, method), plus the `random` baseline; `progress` wraps the probe iterable (e.g. tqdm).
 
     `vision_relevance="gae"` scores the maps carried through the vision tower (over the input patches).
+    `checkpoint`: the checkpoint's label, a column of every row, so two checkpoints of one projector stay apart.
+    `causal` > 0: also the causal test (`deco.explain.causal`), mean-ablating that fraction of the visual tokens
+    with their means over `reference` (default: the probes' own inputs; a sharded run passes every rank's).
     """
+    from deco.explain.causal import causal_test, visual_token_means
     from deco.explain.methods import explain_all
 
     rows = []
     probes = list(probes)
+    reference = [p.inp for p in probes] if reference is None else list(reference)
+    means = visual_token_means(model, reference) if causal > 0 and reference else None
     for probe in progress(probes) if progress else probes:
         results = explain_all(model, probe.inp, list(methods), tokenizer, vision_relevance=vision_relevance)
         maps = {m: r.r_t2i for m, r in results.items()}
@@ -240,41 +256,17 @@ def score_model(model: nn.Module, tokenizer, probes: Iterable[Probe], methods: S
         maps["random"] = random_map(grid, probe.index)
         log_prob = next(iter(results.values())).log_prob if results else float("nan")
         for method, rel in maps.items():
-            row = {"projector": tag, "method": method, "index": probe.index, "task": probe.task,
-                   "phrase": probe.phrase, "text": probe.inp.text, "log_prob": log_prob}
+            row = {"probes": probe.probe_set, "projector": tag, "checkpoint": checkpoint, "method": method,
+                   "index": probe.index, "task": probe.task, "phrase": probe.phrase, "text": probe.inp.text,
+                   "log_prob": log_prob}
             row.update(score_map(model, probe, rel, perturbation, steps))
             if method in results:
-                row["top_query_energy"] = top_query_energy(results[method].r_t2q, results[method].r_q2i, probe.box)
+                r_t2q, r_q2i = results[method].r_t2q, results[method].r_q2i
+                row["top_query_energy"] = top_query_energy(r_t2q, r_q2i, probe.box)
+                if probe.distractor is not None:
+                    row["top_query_distractor"] = top_query_energy(r_t2q, r_q2i, probe.distractor)
+                    row["top_query_margin"] = row["top_query_energy"] - row["top_query_distractor"]
+                if means is not None:
+                    row.update(causal_test(model, probe.inp, r_t2q, means, causal, seed=probe.index))
             rows.append(row)
     return rows
-
-
-def summarize(rows: Sequence[dict]) -> list[dict]:
-    """Mean (and 95% CI half-width, normal approximation) of each metric per (projector, method)."""
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for row in rows:
-        groups[(row["projector"], row["method"])].append(row)
-    out = []
-    for (tag, method), members in groups.items():
-        entry = {"projector": tag, "method": method, "n": len(members)}
-        for metric in METRICS:
-            values = torch.tensor([m[metric] for m in members if metric in m], dtype=torch.float64)
-            if values.numel() == 0:
-                continue
-            entry[metric] = float(values.mean())
-            std = float(values.std()) if values.numel() > 1 else 0.0
-            entry[f"{metric}_ci95"] = 1.96 * std / math.sqrt(values.numel())
-        out.append(entry)
-    return out
-
-
-def comparison_table(summary: Sequence[dict]) -> str:
-    """Markdown table: one row per (projector, method), the metrics as columns (mean ± 95% CI)."""
-    metrics = [m for m in ("energy", "box_area", "pointing", "top_query_energy", "auc_positive", "auc_negative")
-               if any(m in s for s in summary)]
-    head = "| projector | method | n | " + " | ".join(metrics) + " |"
-    lines = [head, "|" + "---|" * (3 + len(metrics))]
-    for s in sorted(summary, key=lambda s: (s["projector"], s["method"])):
-        cells = [f"{s[m]:.3f} ± {s[m + '_ci95']:.3f}" if m in s else "" for m in metrics]
-        lines.append(f"| {s['projector']} | {s['method']} | {s['n']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -9,7 +9,10 @@ conversation template with `<image>` first (as `deco.evaluate` and LLaVA-1.5 do)
 preprocessed with the checkpoint's aspect (or `image_aspect=`), and answers come from
 `deco.eval.runner.generate_answers` (greedy, batched, left padded). `until` stop strings cut the
 answer. `loglikelihood` scores a continuation after the prompt. Model args: ckpt (required), device
-(auto), dtype, image_aspect, template, attn_implementation (sdpa), max_new_tokens (128), base.
+(auto), dtype, image_aspect, template, attn_implementation (sdpa), max_new_tokens (128), base,
+trust_remote_code (false: a checkpoint's stored settings never turn it on), and a training-free reduction
+(docs/reduction.md): reduction=fastv|visionzip|prumerge_plus|divprune|pool, reduction_keep=64 and the method's
+knobs as reduction_<knob> (reduction_layer=2, reduction_contextual=10).
 """
 
 from __future__ import annotations
@@ -46,22 +49,27 @@ class DecoLMM(lmms):
     def __init__(self, ckpt: str, batch_size: int | str = 1, device: str | None = "auto", dtype: str | None = None,
                  image_aspect: str | None = None, template: str | None = None,
                  attn_implementation: str | None = "sdpa", max_new_tokens: int = 128, base: str | None = None,
-                 **kwargs) -> None:
+                 trust_remote_code: bool | str = False, **kwargs) -> None:
         super().__init__()
         from deco.models.attention import set_attention
         from deco.models.loading import load_model
+        from deco.models.reduction import reducer_from_config
 
+        reduction = {k[len("reduction_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("reduction_")}
+        reducer = reducer_from_config({"name": kwargs.pop("reduction"), **reduction}) if "reduction" in kwargs else None
         if kwargs:
             log.warning("deco lmms-eval model ignores model_args %s", sorted(kwargs))
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype={dtype} is unknown; allowed: {', '.join(DTYPES)}")
-        loaded = load_model(str(ckpt), base=base, dtype=DTYPES.get(dtype))
+        trust = str(trust_remote_code).strip().lower() in ("true", "1", "yes")  # model_args arrive as strings
+        loaded = load_model(str(ckpt), base=base, dtype=DTYPES.get(dtype), trust_remote_code=trust)
         if device in (None, "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._device = torch.device(device)
         self.model = loaded.model.to(self._device).eval()
         if attn_implementation:
             set_attention(self.model, attn_implementation)
+        self.model.set_reduction(reducer)
         self.tokenizer, self.image_processor = loaded.tokenizer, loaded.image_processor
         self.template = template or loaded.config.get("stage", {}).get("template", "vicuna_v1")
         self.image_aspect = image_aspect or loaded.config.get("image_aspect", "pad")

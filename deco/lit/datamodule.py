@@ -68,7 +68,10 @@ class MLLMDataModule(L.LightningDataModule):
         image_aspect: str = "pad",
         seed: int = 0,
         group_by_modality_length: bool = False,
+        tower_features=None,
     ):
+        """tower_features: a `deco.data.tower_features.TowerFeatures` (tower outputs made in the workers,
+        from its cache when it has one), or None (the model runs its tower)."""
         super().__init__()
         self.dataset_factories = {"train": train, "val": val}
         self.dataset_kwargs = dict(
@@ -84,6 +87,9 @@ class MLLMDataModule(L.LightningDataModule):
         self.seed = seed
         self.group_by_modality_length = group_by_modality_length
         self.collate = Collator(pad_token_id=tokenizer.pad_token_id, padding_side="right", max_length=max_length)
+        self.tower_features = tower_features
+        if tower_features is not None:
+            self.collate = tower_features.collator(self.collate)
         self.datasets: dict[str, Dataset] = {}
 
     @classmethod
@@ -101,6 +107,8 @@ class MLLMDataModule(L.LightningDataModule):
                     raise ValueError(f"data.{split} is empty: no samples to train or validate on")
                 if callable(getattr(dataset, "set_distributed", None)) and self.trainer is not None:
                     dataset.set_distributed(self.trainer.global_rank, self.trainer.world_size)
+                if self.tower_features is not None:
+                    dataset = self.tower_features.wrap(dataset)
                 self.datasets[split] = dataset
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader | None:

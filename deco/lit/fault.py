@@ -30,6 +30,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from deco.lit.checkpointing import ValidationResume, mark_validation_pending, validation_due_after_this_batch
+
 log = logging.getLogger(__name__)
 
 ON_NAN_CHOICES = ("stop", "skip")
@@ -113,6 +115,7 @@ class PreemptionCheckpoint(L.Callback):
         self._saving_mid_validation = False
         self._pending: str | None = None  # saved, stop at the next hook (message)
         self._saved_step: int | None = None
+        self._val_owed = False
 
     def _record(self, signum: int, frame) -> None:
         log.warning("received %s: saving a checkpoint at the end of this batch", signal.Signals(signum).name)
@@ -152,12 +155,17 @@ class PreemptionCheckpoint(L.Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
         if self._saving_mid_validation:
             checkpoint["loops"]["fit_loop"] = self._loops_before_val
+            if self._val_owed:
+                checkpoint[ValidationResume.OWED] = True
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         # The loop state a checkpoint written now holds. Saved mid-validation, Lightning's own loop
         # state resumes into the wrong epoch (it skipped one); with this one the resumed run redoes
         # the validation and goes on exactly as an uninterrupted run (a small dict of counters).
         self._loops_before_val = copy.deepcopy(trainer.fit_loop.state_dict())
+        self._val_owed = validation_due_after_this_batch(trainer)
+        if self._val_owed:  # saved during that validation: the resumed run runs it again
+            mark_validation_pending(self._loops_before_val)
         if (batch_idx + 1) % trainer.accumulate_grad_batches or self._pending is not None:
             return  # mid-accumulation: partial gradients are not checkpointed, wait for the step
         local = self._received is not None or bool(trainer.received_sigterm)
@@ -198,21 +206,25 @@ class FaultInjection(L.Callback):
     kill_at_step: SIGKILL this process (no handler runs, nothing is flushed: a hard crash).
     signal_at_step: send `signal_name` to this process (e.g. SIGTERM, as SLURM does on preemption).
     signal_at_val_batch: send `signal_name` at this batch of the first validation run inside fit.
+    kill_at_val_batch: SIGKILL this process at this batch of validation run number `val_run` (0: the first).
     nan_grad_at_step: after that step's backward, set one gradient element to NaN (the loss stays finite).
     rank: inject on this global rank only (a fault on one DDP process); None: on every rank.
     """
 
     def __init__(self, nan_at_step: int | None = None, kill_at_step: int | None = None,
                  signal_at_step: int | None = None, signal_name: str = "SIGTERM", rank: int | None = None,
-                 signal_at_val_batch: int | None = None, nan_grad_at_step: int | None = None):
+                 signal_at_val_batch: int | None = None, nan_grad_at_step: int | None = None,
+                 kill_at_val_batch: int | None = None, val_run: int = 0):
         self.rank = rank  # only on this global rank (None: all)
         self.nan_at_step = nan_at_step
         self.kill_at_step = kill_at_step
         self.signal_at_step = signal_at_step
         self.signal_at_val_batch = signal_at_val_batch
         self.nan_grad_at_step = nan_grad_at_step
+        self.kill_at_val_batch, self.val_run = kill_at_val_batch, int(val_run)
         self.signum = _signal_number(signal_name)
         self._signalled = False
+        self._val_runs = 0
 
     def _mine(self, trainer: L.Trainer) -> bool:
         return self.rank is None or trainer.global_rank == self.rank
@@ -227,10 +239,18 @@ class FaultInjection(L.Callback):
             self._signalled = True
             os.kill(os.getpid(), self.signum)
         if self.nan_at_step is not None and step == self.nan_at_step:
-            batch["pixel_values"].fill_(float("nan"))
+            images = batch.get("vision_features")
+            (batch["pixel_values"] if images is None else images).fill_(float("nan"))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._val_runs += 1
 
     def on_validation_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int,
                                   dataloader_idx: int = 0) -> None:
+        if (self._mine(trainer) and not trainer.sanity_checking and self._val_runs == self.val_run
+                and batch_idx == self.kill_at_val_batch):
+            os.kill(os.getpid(), signal.SIGKILL)
         if (self._mine(trainer) and not trainer.sanity_checking and trainer.state.fn == "fit"
                 and batch_idx == self.signal_at_val_batch and not self._signalled):
             self._signalled = True

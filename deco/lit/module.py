@@ -24,6 +24,17 @@ from deco.models.mllm import position_ids_from_mask
 from deco.models.stages import apply_stage, parameter_groups, trainable_summary
 
 
+def parameter_line(part: str, trainable: int, total: int) -> str:
+    """'   vision:      224,832 parameters, frozen (eval mode: no dropout, fixed statistics)' and the like."""
+    if trainable == 0:
+        state = "frozen (eval mode: no dropout, fixed statistics)" if part == "vision" else "frozen"
+    elif trainable == total:
+        state = "all trainable"
+    else:
+        state = f"{trainable:,} trainable (LoRA adapters or a partly frozen part)"
+    return f"{part:>9}: {total:>12,} parameters, {state}"
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; training cannot continue meaningfully."""
 
@@ -37,7 +48,7 @@ class MLLMModule(L.LightningModule):
         self.model = model
         self.stage = dict(stage)
         self.on_nan = on_nan
-        self.loss_reduction = str(self.stage.get("loss_reduction") or "token")
+        self.loss_reduction = str(self.stage.get("loss_reduction") or "sample")  # as configs/stage/*.yaml
         if self.loss_reduction not in REDUCTIONS:
             raise ValueError(f"stage.loss_reduction={self.loss_reduction} is unknown; choose one of: {', '.join(REDUCTIONS)}")
         self._skip_step = False  # a micro-batch of this optimizer step had a non-finite loss
@@ -46,9 +57,13 @@ class MLLMModule(L.LightningModule):
         self.save_hyperparameters({"stage": self.stage, "build": dict(build_config or {})})
 
     def forward(self, batch: Mapping) -> torch.Tensor:
+        # Tower features made in the data pipeline (deco.data.tower_features): only projector + LLM run here.
+        feats = batch.get("vision_features")
+        image_tokens = self.model.project(feats) if feats is not None else None
         if self.loss_reduction == "sample":  # each sample's answer counts once, however long it is
             embeds, mask, labels, _ = self.model.prepare_inputs_embeds(
-                batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["labels"])
+                batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["labels"],
+                image_tokens=image_tokens)
             out = self.model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask))
             return next_token_loss(out.logits, labels, "sample", self.model.ignore_index)
         out = self.model(
@@ -56,14 +71,14 @@ class MLLMModule(L.LightningModule):
             attention_mask=batch["attention_mask"],
             pixel_values=batch["pixel_values"],
             labels=batch["labels"],
+            image_tokens=image_tokens,
         )
         return out.loss
 
     def on_fit_start(self) -> None:
         summary = trainable_summary(self.model)
         for part, counts in summary.items():
-            state = "trainable" if counts["trainable"] else "frozen"
-            rank_zero_info(f"{part:>9}: {counts['trainable']:>12,} / {counts['total']:>12,} parameters {state}")
+            rank_zero_info(parameter_line(part, counts["trainable"], counts["total"]))
         for logger in self.loggers:
             logger.log_hyperparams({f"params/{p}_trainable": c["trainable"] for p, c in summary.items()})
 
@@ -108,6 +123,6 @@ class MLLMModule(L.LightningModule):
         groups = parameter_groups(self.model, self.stage)
         optimizer = torch.optim.AdamW(groups, weight_decay=float(self.stage.get("weight_decay", 0.0)))
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = math.ceil(total * float(self.stage.get("warmup_ratio", 0.0)))
+        warmup = math.ceil(total * float(self.stage.get("warmup_ratio", 0.03)))  # configs/stage/*.yaml
         scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -10,7 +10,8 @@
   before Lightning sees it; a pickle that needs arbitrary code is refused and nothing in it runs.
 - `check_same_model`: a resume must train the model the run was trained with. The saved `config.yaml`
   (or the checkpoint's own build config) is compared with this command's; a difference in the model,
-  projector, pooling, query_num or stage stops the run naming each key (with both values).
+  projector, pooling, query_num or stage (name, trained parts, LoRA, template) stops the run naming each key
+  (with both values); a checkpoint of another run is compared through its own hyper-parameters.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".deco.lock"
 # What fixes the model's parameters (and which of them train): a resume may change anything else.
-MODEL_KEYS = ("model", "projector", "pooling", "query_num", "stage.name", "stage.train_vision", "stage.train_llm",
-              "stage.lora", "stage.template")
+# The stage keys that fix which parameters train and what the model was taught to read.
+STAGE_KEYS = ("stage.name", "stage.train_vision", "stage.train_llm", "stage.lora", "stage.template")
+MODEL_KEYS = ("model", "projector", "pooling", "query_num", *STAGE_KEYS)
+# What a checkpoint of another run records of these: its build config (model, projector: the projector's
+# pooling and query_num are inside it) and its stage.
+CHECKPOINT_KEYS = ("model", "projector", *STAGE_KEYS)
 # Keys under MODEL_KEYS that change how a model runs, not what it is: a resume may change them.
 RUNTIME_KEYS = ("model.gradient_checkpointing",)
 
@@ -130,7 +135,7 @@ def check_same_model(resolved: dict, checkpoint: dict, ckpt_path: str | Path, ru
         hparams = checkpoint.get("hyper_parameters") or {}
         build = hparams.get("build") or {}
         old = {"model": build.get("model"), "projector": build.get("projector"), "stage": hparams.get("stage")}
-        diffs = config_differences(old, resolved, ("model", "projector", *MODEL_KEYS[5:])) if build else []
+        diffs = config_differences(old, resolved, CHECKPOINT_KEYS) if build else []
         source = f"{ckpt_path} (its hyper-parameters)"
     if diffs:
         shown = "; ".join(diffs[:8]) + (f"; ... ({len(diffs)} in all)" if len(diffs) > 8 else "")

@@ -14,7 +14,8 @@ the training config repeated. Formats (see docs/checkpoints.md):
 * a llava-hf directory (`LlavaForConditionalGeneration`);
 * a hub name (`org/name`) for any of the directory formats, when the machine has network.
 
-Every tensor is read with safetensors or `torch.load(weights_only=True)`: a pickle that needs arbitrary
+Code shipped with a model or tokenizer runs only with `trust_remote_code=True` from the caller (the user's
+command line), never because a checkpoint's stored settings ask for it. Every tensor is read with safetensors or `torch.load(weights_only=True)`: a pickle that needs arbitrary
 code is refused (`UnsafeCheckpointError`) before anything in it runs.
 """
 
@@ -37,6 +38,17 @@ FORMATS = ("deco_ckpt", "deco", "llava_original", "llava_lora", "llava_hf")
 def _run_dir_of(ckpt_path: Path) -> Path:
     # <run>/checkpoints/last.ckpt -> <run>
     return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+
+
+def trained_image_aspect(build: dict, path: Path) -> str:
+    """The `data.image_aspect` a checkpoint was trained with (recorded since deco records preprocessing);
+    older checkpoints recorded none: pad, deco's default then, with a warning that names the override."""
+    aspect = (build.get("preprocessing") or {}).get("image_aspect") or build.get("image_aspect")
+    if aspect:
+        return str(aspect)
+    log.warning("%s records no image aspect (trained before deco recorded it): assuming pad, the default then; "
+                "pass image_aspect=resize|crop if it was trained otherwise", path)
+    return "pad"
 
 
 def load_lightning_checkpoint(path: str | Path, map_location: str = "cpu") -> LoadedModel:
@@ -65,8 +77,11 @@ def load_lightning_checkpoint(path: str | Path, map_location: str = "cpu") -> Lo
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
     model.load_state_dict(state, strict=True)
     model.eval()
-    config = {**build, "stage": stage, "image_aspect": build.get("image_aspect", "pad"),
+    config = {**build, "stage": stage, "image_aspect": trained_image_aspect(build, path),
               "source": {"format": "deco_ckpt", "path": str(path)}}
+    template = (build.get("preprocessing") or {}).get("template")
+    if template and not stage.get("template"):
+        config["stage"] = {**stage, "template": template}
     return LoadedModel(model, tokenizer, image_processor, config)
 
 
@@ -139,6 +154,7 @@ def load_model(
     vision_tower: str | None = None,
     merge_lora: bool = True,
     dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Detect the checkpoint format of `ckpt` and load it.
 
@@ -148,7 +164,16 @@ def load_model(
         vision_tower: CLIP checkpoint to use instead of a LLaVA config's `mm_vision_tower`.
         merge_lora: merge a LoRA adapter into the LLM weights (peft merge_and_unload) or keep it as an adapter.
         dtype: cast the model (float32, bfloat16, float16); default: as stored, float32 for configs-built parts.
+        trust_remote_code: the user's own consent (never read from the checkpoint) to run Python code shipped
+            with the model or tokenizer; off by default, a warning when on (deco.utils.remote_code).
     """
+    from deco.utils import remote_code
+
+    with remote_code.allowed(trust_remote_code):
+        return _load(ckpt, map_location, base, vision_tower, merge_lora, dtype)
+
+
+def _load(ckpt, map_location, base, vision_tower, merge_lora, dtype) -> LoadedModel:
     path = _resolve(ckpt)
     fmt = detect_format(path)
     dt = _dtype(dtype)

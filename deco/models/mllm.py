@@ -5,6 +5,8 @@ is replaced by the projector's q visual tokens in a single vectorised scatter (n
 text after the placeholder shifts right by q - 1, labels are `ignore_index` on visual tokens and padding,
 and the attention mask grows with the sequence. Right padding is for training; left padding (every row
 right-aligned after the merge, text-only rows included) is for batched greedy generation with a KV cache.
+An optional training-free reducer (`set_reduction`, deco.models.reduction) cuts the visual tokens at inference:
+before the projector (VisionZip, PruMerge+, DivPrune, pool) or inside the LLM's prefill (FastV).
 """
 
 from __future__ import annotations
@@ -46,6 +48,21 @@ class MLLM(nn.Module):
         self.llm = llm
         self.image_token_id = int(image_token_id)
         self.ignore_index = ignore_index
+        self.reducer = None  # training-free visual-token reduction (set_reduction); None: every token
+
+    def set_reduction(self, reducer) -> None:
+        """Use `reducer` (deco.models.reduction; None: no reduction) from now on; raises ReductionConfigError
+        when it cannot work with this model (a keep budget, a layer, a projector that mixes patches)."""
+        from deco.models.reduction import ReductionConfigError
+
+        if reducer is not None:
+            if reducer.stage == "vision" and not hasattr(self.projector, "forward_tokens"):
+                raise ReductionConfigError(
+                    f"reduction={reducer.name} picks the tower's tokens before a token-wise projector (linear, "
+                    f"mlp2x_gelu); this model's {type(self.projector).__name__} mixes patches: use reduction=fastv")
+            llm_layers = getattr(getattr(self.llm, "config", None), "num_hidden_layers", None)
+            reducer.check(self.projector.num_tokens(), llm_layers)
+        self.reducer = reducer
 
     @property
     def num_visual_tokens(self) -> int:
@@ -56,8 +73,21 @@ class MLLM(nn.Module):
         vision_trainable = any(p.requires_grad for p in self.vision.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and vision_trainable):
             feats = self.vision(pixel_values)  # b n d_vision
+        return self.project(feats)
+
+    def project(self, feats: torch.Tensor) -> torch.Tensor:  # b n d_vision -> b q d_llm
+        """The projector on tower features (made here, or beforehand: deco.data.tower_features)."""
         param = next(self.projector.parameters(), None)
         return self.projector(feats.to(param.dtype) if param is not None else feats)
+
+    def _visual_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """encode_images, or the pre-LLM reducer's tokens: projector(M @ tower tokens)."""
+        if self.reducer is None or self.reducer.stage != "vision":
+            return self.encode_images(pixel_values)
+        from deco.models.reduction import reduce_features
+
+        feats, _ = reduce_features(self.vision, self.projector, self.reducer, pixel_values)
+        return self.projector.forward_tokens(feats)
 
     def _check_padding(self, attention_mask: torch.Tensor, padding_side: str) -> None:
         if padding_side not in PADDING_SIDES:
@@ -119,7 +149,7 @@ class MLLM(nn.Module):
             if image_tokens is None:
                 if pixel_values is None:
                     raise ValueError(f"{n_img} rows have an <image> placeholder but pixel_values is None")
-                image_tokens = self.encode_images(self._rows_with_image(pixel_values, has_img, "pixel_values"))
+                image_tokens = self._visual_tokens(self._rows_with_image(pixel_values, has_img, "pixel_values"))
             else:
                 image_tokens = self._rows_with_image(image_tokens, has_img, "image_tokens")
             q = image_tokens.shape[1]
@@ -177,9 +207,16 @@ class MLLM(nn.Module):
         **llm_kwargs,
     ):
         """Merged forward through the LLM; returns its output (`loss` when labels are given, `logits`)."""
-        embeds, mask, merged_labels, _ = self.prepare_inputs_embeds(
+        embeds, mask, merged_labels, image_positions = self.prepare_inputs_embeds(
             input_ids, attention_mask, pixel_values, labels, padding_side, image_tokens
         )
+        if self.reducer is not None and self.reducer.stage == "llm":
+            from deco.models.reduction.llm_runner import pruned_forward
+
+            if labels is not None or llm_kwargs:
+                raise ValueError(f"reduction={self.reducer.name} runs inference only: no labels or LLM keyword arguments")
+            choose = self.reducer.chooser(mask, image_positions, self.projector.num_tokens())
+            return pruned_forward(self.llm, embeds, mask, self.reducer.layer, choose)
         return self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                         labels=merged_labels, **llm_kwargs)
 
@@ -202,9 +239,14 @@ class MLLM(nn.Module):
         stops early once every row has produced EOS. `cache` ("static" | "dynamic") and `prefill` ("auto" |
         "batched" | "rows") change the speed, not the tokens (deco/models/generation.py).
         """
-        embeds, mask, _, _ = self.prepare_inputs_embeds(
+        embeds, mask, _, image_positions = self.prepare_inputs_embeds(
             input_ids, attention_mask, pixel_values, padding_side="left", image_tokens=image_tokens
         )
         eos_ids = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
         pad = pad_token_id if pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
+        if self.reducer is not None and self.reducer.stage == "llm":
+            from deco.models.reduction.llm_runner import pruned_greedy_decode
+
+            choose = self.reducer.chooser(mask, image_positions, self.projector.num_tokens())
+            return pruned_greedy_decode(self.llm, embeds, mask, self.reducer.layer, choose, max_new_tokens, eos_ids, pad)
         return greedy_decode(self.llm, embeds, mask, max_new_tokens, eos_ids, pad, cache=cache, prefill=prefill)

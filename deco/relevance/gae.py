@@ -76,5 +76,5 @@ def attn_gradcam(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """
     if attn.shape != grad.shape:
         raise ValueError(f"attention {tuple(attn.shape)} and its gradient {tuple(grad.shape)} differ in shape")
-    alpha = grad.float().mean(dim=(-2, -1), keepdim=True)  # b h 1 1
+    alpha = grad.float().mean(dim=(2, 3), keepdim=True)  # b h 1 1
     return (alpha * attn.float()).mean(dim=1).clamp(min=0)

@@ -1,9 +1,9 @@
 """Entry point: `python -m deco.report sweep_dir=<sweep or study runs dir>` (Hydra config `configs/report.yaml`).
 
-    python -m deco.report sweep_dir=multirun/train/<date>_<time>
+    python -m deco.report sweep_dir=multirun/train/<date>_<time> evaluate=true
     python -m deco.report sweep_dir=experiments/projector_study/runs out_dir=report probe_image=probe.png wandb=true
 
-Composes the config, opens a W&B run when asked, hands over to `deco.report.build_report` and prints
+Composes the config, evaluates the runs that lack results when `evaluate=true`, opens a W&B run when asked, hands over to `deco.report.build_report` and prints
 the table; the last line names the folder the report went to.
 """
 
@@ -24,6 +24,14 @@ def run(cfg: DictConfig) -> dict:
 
     if OmegaConf.is_missing(cfg, "sweep_dir") or not cfg.sweep_dir:
         raise SystemExit("Config error: sweep_dir is required: python -m deco.report sweep_dir=<multirun or study runs dir>")
+    if cfg.get("evaluate"):
+        from deco.report.evaluate_missing import evaluate_missing
+
+        limit = (cfg.get("benchmark") or {}).get("limit")  # debug=fast: a few questions each
+        try:
+            evaluate_missing(cfg.sweep_dir, list(cfg.benchmarks), [f"benchmark.limit={limit}"] if limit else [])
+        except RuntimeError as error:
+            raise SystemExit(f"deco.report: {error}") from None
     wandb_run = None
     if cfg.wandb:
         import wandb

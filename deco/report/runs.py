@@ -42,6 +42,7 @@ class Run:
     records: list[dict]
     scalars: dict[str, float] = field(default_factory=dict)  # metric -> value of this run
     families: dict[str, str] = field(default_factory=dict)  # eval metric -> task family
+    questions: dict[str, int] = field(default_factory=dict)  # eval rate metric -> questions it was measured on
     relevance: list[Path] = field(default_factory=list)
     image_aspect: str = "pad"  # how its images were made square (data.image_aspect), for overlays
 
@@ -63,13 +64,15 @@ def _read_yaml(path: Path) -> dict:
 
 def visual_tokens(config: dict) -> int | None:
     """Visual tokens per image: the projector's query_num, else one per patch of the vision grid."""
+    from deco.utils.config import ConfigError, vision_patch_count
+
     projector = config.get("projector") or {}
     if isinstance(projector.get("query_num"), int):
         return projector["query_num"]
-    vision = ((config.get("model") or {}).get("vision") or {}).get("config") or {}
-    if vision.get("image_size") and vision.get("patch_size"):
-        return (int(vision["image_size"]) // int(vision["patch_size"])) ** 2
-    return None
+    try:  # the tower's own config.json (e.g. the zoo's), its inline config or a CLIP hub name
+        return vision_patch_count((config.get("model") or {}).get("vision") or {})
+    except (ConfigError, OSError, ValueError, KeyError):
+        return None
 
 
 def _trainable_params(run_dir: Path) -> dict[str, float]:
@@ -121,9 +124,10 @@ def _as_fraction(metric: str, value: float) -> float:
     return value / 100.0 if metric in RATE_METRICS and value > 1.0 else value
 
 
-def _eval_scalars(run_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
-    """Headline metric of each `metrics.json` written by deco.evaluate below the run dir."""
-    scalars, families = {}, {}
+def _eval_scalars(run_dir: Path) -> tuple[dict[str, float], dict[str, str], dict[str, int]]:
+    """Headline metric of each `metrics.json` written by deco.evaluate below the run dir, its task family,
+    and for rates the number of questions (for a CI over questions when there is one seed)."""
+    scalars, families, questions = {}, {}, {}
     for path in sorted(run_dir.glob("eval/**/metrics.json")):
         summary = json.loads(path.read_text())
         if "benchmark" not in summary or "metrics" not in summary:
@@ -134,7 +138,9 @@ def _eval_scalars(run_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
         key = f"{summary['benchmark']}/{headline}"
         scalars[key] = _as_fraction(headline, float(summary["metrics"][headline]))
         families[key] = summary.get("family", "other")
-    return scalars, families
+        if headline in RATE_METRICS and summary.get("num_questions"):
+            questions[key] = int(summary["num_questions"])
+    return scalars, families, questions
 
 
 def _relevance_scalars(run_dir: Path) -> dict[str, float]:
@@ -146,6 +152,8 @@ def _relevance_scalars(run_dir: Path) -> dict[str, float]:
         if not isinstance(entries, list):
             raise ValueError(f"{path}: expected a list of per-method summaries (deco.explain mode=score)")
         for entry in entries:
+            if entry.get("probes", "shapes") != "shapes":  # the distractor set is scored beside, not instead
+                continue
             for metric in ("energy", "pointing"):
                 if metric in entry and "method" in entry:
                     out[f"relevance_{entry['method']}/{metric}"] = float(entry[metric])
@@ -167,9 +175,11 @@ def read_run(run_dir: Path) -> Run:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; is {run_dir} a deco.train run dir?")
     config = _read_yaml(config_path)
-    projector = (config.get("projector") or {}).get("name")
-    if not projector:
+    from deco.models.formats.common import projector_name
+
+    if not (config.get("projector") or {}).get("name"):
         raise ValueError(f"{config_path}: no projector.name")
+    projector = projector_name(config["projector"])  # avgpool with pooling=max reports as maxpool
     stage = (config.get("stage") or {}).get("name", "train")
     run = Run(
         path=run_dir, stage=stage, projector=projector, tokens=visual_tokens(config),
@@ -180,7 +190,7 @@ def read_run(run_dir: Path) -> Run:
     run.scalars.update(_trainable_params(run_dir))
     if run.tokens is not None:
         run.scalars["visual_tokens"] = float(run.tokens)
-    evals, run.families = _eval_scalars(run_dir)
+    evals, run.families, run.questions = _eval_scalars(run_dir)
     run.scalars.update(evals)
     run.scalars.update(_family_scalars(evals, run.families))
     run.scalars.update(_relevance_scalars(run_dir))

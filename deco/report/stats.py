@@ -27,3 +27,11 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
         return mean, math.nan, 1
     sem = float(xs.std(ddof=1)) / math.sqrt(n)
     return mean, t_quantile_975(n - 1) * sem, n
+
+
+def binomial_ci(rate: float, questions: int) -> float:
+    """95% CI half-width of a rate measured on `questions` independent questions (normal approximation,
+    1.96 sqrt(p (1 - p) / n)): what one seed's accuracy on 200 questions can tell apart."""
+    if questions < 1 or not math.isfinite(rate):
+        return math.nan
+    return 1.96 * math.sqrt(rate * (1 - rate) / questions)

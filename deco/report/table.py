@@ -1,5 +1,5 @@
 """The comparison table: one row per (stage, projector, visual tokens) and metric, mean ± 95% CI over
-seeds; written as markdown (`summary.md`) and long-format CSV (`summary.csv`, read back by `read_csv`)."""
+seeds (a single seed's rate: over the benchmark's questions); written as markdown (`summary.md`) and long-format CSV (`summary.csv`, read back by `read_csv`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from deco.report.runs import STAGE_ORDER, Run
-from deco.report.stats import mean_ci
+from deco.report.stats import binomial_ci, mean_ci
 
 # Column order of the table; anything else (per-benchmark metrics) follows in name order.
 LEADING = ["visual_tokens", "params_projector", "params_trainable", "steps", "step_time_s", "tokens_per_s",
@@ -36,6 +36,8 @@ def summarize(runs: Sequence[Run]) -> list[dict]:
         for metric in metrics:
             values = [r.scalars.get(metric, math.nan) for r in members]
             mean, ci, n = mean_ci(values)
+            if n == 1 and metric in members[0].questions:  # one seed: the CI over the benchmark's questions
+                ci = binomial_ci(mean, members[0].questions[metric])
             rows.append({
                 "stage": group[0], "projector": group[1], "tokens": group[2], "metric": metric,
                 "mean": mean, "ci95": ci, "n": n, "seeds": [r.seed for r in members], "values": values,

@@ -163,6 +163,9 @@ def validate_train_config(cfg: Mapping) -> None:
             raise ConfigError(f"{key}={value}: no such file")
     validate_projector(cfg["projector"], vision_patch_count(model["vision"]))
     stage = cfg["stage"]
+    if (cfg.get("tower_features") or {}).get("enabled") and stage.get("train_vision"):
+        raise ConfigError("tower_features.enabled=true precomputes the vision tower's outputs, but "
+                          "stage.train_vision=true trains it: disable one of them")
     from deco.data.conversation import TEMPLATES
 
     from deco.data.image import ASPECTS
@@ -172,3 +175,24 @@ def validate_train_config(cfg: Mapping) -> None:
         raise ConfigError(f"data.image_aspect={aspect} is unknown; choose one of: {', '.join(ASPECTS)}")
     if stage["template"] not in TEMPLATES:
         raise ConfigError(f"stage.template={stage['template']} is unknown; choose one of: {', '.join(TEMPLATES)}")
+
+
+def reducer_or_exit(section: Mapping | None):
+    """The `reduction` group as a reducer (None for none/absent); a bad key exits with "Config error: ..."."""
+    from deco.models.reduction import ReductionConfigError, reducer_from_config
+
+    try:
+        return reducer_from_config(dict(section) if section is not None else None)
+    except ReductionConfigError as error:
+        raise SystemExit(f"Config error: {error}") from None
+
+
+def apply_reduction_or_exit(model, reducer) -> None:
+    """model.set_reduction(reducer); a budget this model cannot take (more than its tokens, a layer it lacks, a
+    projector that mixes patches) exits with "Config error: ..." naming the key."""
+    from deco.models.reduction import ReductionConfigError
+
+    try:
+        model.set_reduction(reducer)
+    except ReductionConfigError as error:
+        raise SystemExit(f"Config error: {error}") from None

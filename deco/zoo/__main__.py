@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -66,8 +67,10 @@ def build_zoo(cfg: DictConfig) -> Path:
         _save_vision(model, out)
     tokenizer.save_pretrained(out / "tokenizer")
 
+    text = cfg.llm.get("scene", "symbolic") == "text"  # no embedder to save (deco.zoo.text_scene)
+
     def save_llm(step, symbolic, curve):  # after every evaluation: a stopped run leaves a complete zoo
-        _save_llm(model, symbolic, out)
+        _save_llm(model, None if text else symbolic, out)
         _write(out, parts, config, {**metrics, "llm": curve}, times)
 
     if "llm" in parts:
@@ -95,6 +98,7 @@ def llm_stages(llm_cfg: dict, seed: int) -> list[dict]:
 
 def _pretrain_llm(model, tokenizer, cfg, metrics, times, on_eval, out: Path, old: dict | None):
     from deco.zoo.evaluate import shapes_accuracy
+    from deco.zoo.text_scene import text_tokens
     from deco.zoo.train_llm import symbolic_tokens, train_llm
 
     stages = llm_stages(OmegaConf.to_container(cfg.llm), int(cfg.seed))
@@ -108,6 +112,9 @@ def _pretrain_llm(model, tokenizer, cfg, metrics, times, on_eval, out: Path, old
     start = time.monotonic()
     for k, stage in enumerate(stages[first:], start=first):
         def evaluate(step, emb, stage=stage):
+            if stage.get("scene", "symbolic") == "text":  # one scene at a time: generate has no padding mask
+                return shapes_accuracy(model, tokenizer, text_tokens(model.llm, tokenizer), stage["template"],
+                                       num=int(stage["eval_questions"]), batch_size=1)
             return shapes_accuracy(model, tokenizer, symbolic_tokens(emb, int(stage["eval_grid"])),
                                    stage["template"], num=int(stage["eval_questions"]))
 
@@ -129,12 +136,14 @@ def _load_llm(model, out: Path):
 
     from deco.zoo.symbolic import SymbolicScene
 
-    for part in ("llm", "symbolic"):
+    text = not (out / "symbolic").is_dir()  # a text-scene zoo (llm.scene=text) has no embedder
+    for part in ("llm",) if text else ("llm", "symbolic"):
         if not (out / part / "model.safetensors").is_file():
             raise FileNotFoundError(f"llm.from_stage > 0 continues the zoo in {out}, which has no {part}/model.safetensors")
     model.llm.load_state_dict(load_file(out / "llm" / "model.safetensors"))
     symbolic = SymbolicScene(model.llm.get_input_embeddings().embedding_dim)
-    symbolic.load_state_dict(load_file(out / "symbolic" / "model.safetensors"))
+    if not text:
+        symbolic.load_state_dict(load_file(out / "symbolic" / "model.safetensors"))
     return symbolic
 
 
@@ -146,6 +155,9 @@ def _save_llm(model, symbolic, out: Path) -> None:
     from safetensors.torch import save_file
 
     model.llm.save_pretrained(out / "llm", safe_serialization=True)
+    if symbolic is None:  # a text-scene LLM: an embedder left by an earlier zoo would not match it
+        shutil.rmtree(out / "symbolic", ignore_errors=True)
+        return
     (out / "symbolic").mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in symbolic.state_dict().items()}, out / "symbolic" / "model.safetensors")
 

@@ -8,6 +8,9 @@ Sparse curriculum (`sparse_until` > 0): early batches keep only the cells an obj
 the background cells that grows linearly from 0 to all of them at fraction `sparse_until` of the run (cells
 stay in raster order and keep their position code). A small LLM learns to find the asked object among a
 few cells in a few hundred steps; among 64 mostly empty ones it sits on the blind answer much longer.
+
+`scene="text"`: the sample also carries `scene_ids`, the scene's text rendering (`deco.zoo.text_scene`: objects
+in a seeded random order, no grid), which the LLM reads in place of the grid (the zoo without a layout prior).
 """
 
 from __future__ import annotations
@@ -22,13 +25,19 @@ from deco.data.collate import Collator
 from deco.data.conversation import tokenize_conversation
 from deco.data.shapes import make_sample
 from deco.zoo.symbolic import coverage_grid, label_mask
+from deco.zoo.text_scene import pad_ids, scene_ids
+
+SCENES = ("symbolic", "text")  # what stands in the <image> slot: a label grid, or the scene in words
 
 
 class SymbolicScenes(torch.utils.data.Dataset):
     def __init__(self, num_samples: int, seed: int, tokenizer, tasks: Sequence[str], grids: Sequence[int],
                  batch_size: int, template: str, plain_fraction: float = 0.0, max_length: int = 256,
                  grid_weights: Sequence[float] | None = None, sparse_until: float = 0.0,
-                 negatives: str = "random"):
+                 negatives: str = "random", scene: str = "symbolic"):
+        if scene not in SCENES:
+            raise ValueError(f"llm.scene={scene!r}: choose among {list(SCENES)}")
+        self.scene = scene
         self.num_samples, self.seed, self.tokenizer = num_samples, seed, tokenizer
         self.tasks, self.grids, self.batch_size = tuple(tasks), tuple(grids), batch_size
         self.grid_weights = list(grid_weights) if grid_weights is not None else None
@@ -47,8 +56,11 @@ class SymbolicScenes(torch.utils.data.Dataset):
         tok = tokenize_conversation(conv, self.tokenizer, "plain" if plain else self.template, self.max_length)
         grid = self.grid_of_batch(i // self.batch_size)
         coverage = torch.from_numpy(coverage_grid(label_mask(scene), grid))
-        return {**tok, "coverage": coverage, "meta": meta, "scene": scene, "index": i,
+        item = {**tok, "coverage": coverage, "meta": meta, "scene": scene, "index": i,
                 "background_share": self.background_share(i)}
+        if self.scene == "text":
+            item["scene_ids"] = scene_ids(scene, self.tokenizer, random.Random(self.seed * 15_485_863 + i))
+        return item
 
     def background_share(self, i: int) -> float:
         """Share of background cells kept for sample i (1.0: the dense grid)."""
@@ -87,4 +99,6 @@ def collate(samples: list[dict], pad_token_id: int, seed: int = 0) -> dict:
     batch["coverage"], batch["cells"], batch["cell_valid"] = sparsify(coverage, [s["background_share"] for s in samples],
                                                  seed + int(samples[0].get("index", 0)))
     batch["grid"] = math.isqrt(coverage.shape[1])
+    if "scene_ids" in samples[0]:
+        batch["scene_ids"], batch["scene_valid"] = pad_ids([s["scene_ids"] for s in samples], pad_token_id)
     return batch

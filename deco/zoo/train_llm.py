@@ -37,7 +37,7 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None,
 
     cfg keys: steps, batch_size, lr, warmup_ratio, seed, tasks, grids, grid_weights, plain_fraction, template,
     max_length, eval_every, eval_grid, num_workers; optional: content_std, position_std, sparse_until,
-    existence_negatives. `evaluate(step, symbolic) -> dict` is called every eval_every steps and at the end; `on_eval(step, symbolic, curve)` after it (e.g. to save the weights, so a
+    existence_negatives, scene ("symbolic" or "text": deco.zoo.scenes). `evaluate(step, symbolic) -> dict` is called every eval_every steps and at the end; `on_eval(step, symbolic, curve)` after it (e.g. to save the weights, so a
     long run that is stopped leaves its latest evaluated state).
     """
     torch.manual_seed(int(cfg["seed"]))
@@ -49,7 +49,7 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None,
     data = SymbolicScenes(steps * bs, int(cfg["seed"]), tokenizer, cfg["tasks"], cfg["grids"], bs,
                           cfg["template"], float(cfg["plain_fraction"]), int(cfg["max_length"]),
                           cfg.get("grid_weights"), float(cfg.get("sparse_until") or 0.0),
-                          cfg.get("existence_negatives", "random"))
+                          cfg.get("existence_negatives", "random"), cfg.get("scene", "symbolic"))
     loader = torch.utils.data.DataLoader(data, batch_size=bs, shuffle=False, num_workers=int(cfg["num_workers"]),
                                          collate_fn=functools.partial(collate, pad_token_id=tokenizer.pad_token_id,
                                                                                 seed=int(cfg["seed"])))
@@ -58,10 +58,12 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None,
     curve: list[dict] = []
     llm.train()
     for step, batch in enumerate(track(loader, "zoo llm", total=steps), start=1):
+        if "scene_ids" in batch:  # the scene in words, read through the LLM's own embeddings
+            tokens, valid = llm.get_input_embeddings()(batch["scene_ids"]), batch["scene_valid"]
+        else:  # b k: padding cells of the sparse curriculum are masked out
+            tokens, valid = symbolic(batch["coverage"], batch["cells"], batch["grid"]), batch["cell_valid"]
         embeds, mask, labels, image_at = model.prepare_inputs_embeds(
-            batch["input_ids"], batch["attention_mask"], labels=batch["labels"],
-            image_tokens=symbolic(batch["coverage"], batch["cells"], batch["grid"]))
-        valid = batch["cell_valid"]  # b k: padding cells of the sparse curriculum are masked out
+            batch["input_ids"], batch["attention_mask"], labels=batch["labels"], image_tokens=tokens)
         cols = image_at[:, None] + torch.arange(valid.shape[1])
         mask = mask.scatter(1, cols, valid.to(mask.dtype))
         logits = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits

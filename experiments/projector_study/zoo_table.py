@@ -46,6 +46,7 @@ def read_runs(root: Path) -> dict[tuple[str, int], dict]:
         params = _trainable_projector_params(run)
         relevance = json.loads((run / "score" / "summary.json").read_text()) \
             if (run / "score" / "summary.json").is_file() else []
+        relevance = [r for r in relevance if r.get("probes", "shapes") == "shapes"]  # distractors: deco.explain
         runs[(name, int(seed))] = {"scores": scores, "s_per_step": statistics.median(step_times) if step_times else None,
                                    "params": params, "relevance": relevance, "curve": read_curve(run)}
     return runs

@@ -293,3 +293,15 @@ def test_finished_answers_keep_only_matching_questions(tmp_path):
     done = finished_answers(path, [1, 2, 3, 4], ["p1", "p2", "p3", "p4"],
                             [[0.0, 0.25, 0.5, 0.75], "no", [0.0, 0.0, 0.5, 0.5], "yes"])
     assert [r["id"] for r in done.values()] == [1] and next(iter(done.values()))["answer"] == "yes"
+
+
+def test_table_prints_each_metric_once_and_explains_its_marks():
+    from deco.eval.runner import EvalResult
+
+    metrics = {"shapes/accuracy": 50.0, "shapes/f1": 20.0, "accuracy": 50.0, "f1": 20.0, "n": 16, "unclear": 3}
+    table = format_table([EvalResult("shapes_existence", "mllm", "accuracy", metrics, 16, 1.0)])
+    assert "shapes/accuracy" not in table and table.count("accuracy *") == 1
+    assert "* the headline metric" in table and "unclear: answers that say neither yes nor no" in table
+    two = {"adversarial/f1": 80.0, "random/f1": 90.0, "f1": 85.0}  # POPE's splits differ: all shown
+    table = format_table([EvalResult("pope", "mllm", "f1", two, 2, 1.0)])
+    assert "adversarial/f1" in table and "random/f1" in table and "unclear:" not in table

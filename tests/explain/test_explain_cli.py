@@ -14,7 +14,7 @@ from explain_helpers import scene_image, trained_run
 from PIL import Image
 
 from deco.explain.__main__ import run
-from deco.explain.export import load_relevance
+from deco.explain.export import ckpt_label, load_relevance
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAGS = ["device=cpu", "progress=false"]
@@ -84,18 +84,23 @@ def test_dataset_mode_exports_every_sample(ckpt, tmp_path):
 
 
 def test_score_mode_writes_csv_json_and_table(ckpt, tmp_path):
-    cfg = compose_config("explain", [f"ckpt=[{ckpt},{ckpt}]", "mode=score", "score.num_samples=2",
+    cfg = compose_config("explain", [f"ckpt=[{ckpt},{ckpt}]", "mode=score", "score.num_samples=2", "score.num_distractors=1",
                                      "score.perturbation=false", "score.methods=[rgae,rawattn]", *FLAGS],
                          tmp_path / "out")
     result = run(cfg)
     out = tmp_path / "out"
     lines = (out / "scores.csv").read_text().splitlines()
-    assert lines[0].startswith("projector,method,index,task") and len(lines) == 1 + 2 * 2 * 3  # ckpts x probes x (2 + random)
+    # ckpts x (2 shapes + 1 distractor probe) x (2 methods + random)
+    assert lines[0].startswith("probes,projector,checkpoint,method,index,task") and len(lines) == 1 + 2 * 3 * 3
     summary = json.loads((out / "summary.json").read_text())
     assert {s["method"] for s in summary} == {"rgae", "rawattn", "random"}
-    assert all(s["n"] == 4 and 0 <= s["energy"] <= 1 for s in summary)
+    # the same file twice is still two checkpoints: two tags, each scored on its own probes
+    assert {s["projector"] for s in summary} == {"avgpool2_16", f"avgpool2_16-{ckpt_label(str(ckpt))}"}
+    assert all(s["n"] == (2 if s["probes"] == "shapes" else 1) and 0 <= s["energy"] <= 1 for s in summary)
+    assert all("causal_drop_top" in s and "distractor_energy" in s for s in summary
+               if s["probes"] == "distractors" and s["method"] != "random")  # the defaults: causal test on
     assert (out / "comparison.md").read_text().strip() == result["table"]
-    assert "| avgpool2_16 | rgae | 4 |" in result["table"]
+    assert f"| shapes | avgpool2_16 | {ckpt_label(str(ckpt))} | rgae | 2 |" in result["table"]
 
 
 def test_bad_input_fails_with_a_clear_message(ckpt, tmp_path):

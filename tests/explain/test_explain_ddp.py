@@ -48,7 +48,7 @@ def _torchrun(overrides: list[str], run_dir: Path) -> None:
 def test_two_processes_equal_one(tmp_path):
     ckpt = trained_run() / "checkpoints" / "last.ckpt"
     export = [f"ckpt={ckpt}", "data=shapes", "num_samples=5", "images=false", "method=[rgae,rawattn]"]
-    score = [f"ckpt={ckpt}", "mode=score", "score.num_samples=3", "score.perturbation=false",
+    score = [f"ckpt={ckpt}", "mode=score", "score.probes=[shapes]", "score.num_samples=3", "score.perturbation=false",
              "score.methods=[rgae,rawattn]"]
     for name, overrides in (("export", export), ("score", score)):
         run(compose_config("explain", [*overrides, *FLAGS], tmp_path / "one" / name))

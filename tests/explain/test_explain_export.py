@@ -44,8 +44,8 @@ def test_export_writes_named_readable_files(avgpool_relevance, tmp_path, fmt):
         with Image.open(files[kind]) as img:
             img.load()
             assert img.format == "PNG" and img.width > 100 and img.height > 100
-    # R_q2i grid: 16 queries -> 4 x 4 cells of 84 px + 2 px gaps, under an 18 px title strip
-    assert Image.open(files["R_q2i"]).size == (4 * 86 + 2, 18 + 4 * 86 + 2)
+    # R_q2i grid: 16 queries -> 4 x 4 cells of 84 px + 2 px gaps, under a 34 px title strip with its colour bar
+    assert Image.open(files["R_q2i"]).size == (4 * 86 + 2, 34 + 4 * 86 + 2)
     data = load_relevance(files["tensors"])
     assert data["r_t2i"].shape == (24, 24) and data["r_t2q"].shape == (16,) and data["r_q2i"].shape == (16, 576)
     assert data["r_t2q_tokens"].shape == (11, 16) and data["r_t2i_tokens"].shape == (11, 24, 24)
@@ -81,7 +81,7 @@ def test_render_q2i_shows_the_most_relevant_queries_first():
     order[100] = 2.0
     order[7] = 1.0
     grid = np.asarray(render_q2i(r_q2i, None, order=order, max_queries=4, cell=48))
-    header = 18  # the title strip
+    header = 34  # the title strip and its colour bar
     assert grid.shape == (header + 2 * 50 + 2, 2 * 50 + 2, 3)
     assert (grid[:header] < 100).any()  # the title's dark text
     # first cell is query 100 = patch (4, 4): hottest at that patch's spot (48 px / 24 patches = 2 px each)
@@ -93,6 +93,28 @@ def test_render_q2i_shows_the_most_relevant_queries_first():
     assert (label == 0).all(axis=-1).any() and (label > 200).all(axis=-1).any()
     untitled = np.asarray(render_q2i(r_q2i, None, order=order, max_queries=4, cell=48, title=None))
     assert untitled.shape == (2 * 50 + 2, 2 * 50 + 2, 3)
+
+
+def test_render_q2i_draws_every_cell_on_one_scale():
+    """A near-uniform query is dim beside a focused one (per-cell min-max made both look equally focused)."""
+    focused = torch.zeros(16)
+    focused[5] = 1.0
+    near_uniform = torch.full((16,), 1.0)
+    near_uniform[5] = 1.2
+    grid = np.asarray(render_q2i(torch.stack([focused, near_uniform]), None, cell=32, title=None))
+    first, second = grid[2:34, 2:34].astype(int), grid[2:34, 36:68].astype(int)
+    # patch 5 = grid cell (1, 1) of 4 x 4: 8 px each; the same spot, the same colour map, one scale
+    assert first[12, 12, 0] > 200 and second[12, 12, 0] < 120  # yellow vs dark: 16x vs 1.2x the row mean
+
+
+def test_t2q_figure_names_itself_and_scales_its_token_panel():
+    from deco.explain.render import t2q_figure
+
+    fig = t2q_figure(torch.rand(16), torch.rand(3, 16), ["Red", ".", "</s>"], title="avgpool2_16")
+    assert fig._suptitle.get_text().startswith("R_t2q") and "avgpool2_16" in fig._suptitle.get_text()
+    token_ax = next(ax for ax in fig.axes if ax.get_title() == "per target token")
+    assert min(t.get_fontsize() for t in token_ax.get_yticklabels()) >= 9
+    assert any(ax.get_ylabel() == "relevance" for ax in fig.axes)  # the per-token panel's colour bar
 
 
 def test_flat_map_is_said_on_the_figure_and_in_the_log(caplog):
@@ -163,3 +185,26 @@ def test_comparison_of_a_multirun_from_its_job_dirs(avgpool_relevance, tmp_path)
     # pad: the 200 x 100 red image sits in the middle of a square of the mean colour
     view = np.asarray(square_view(Image.open(image), "pad", size=100))
     assert tuple(view[50, 50]) == (200, 30, 30) and tuple(view[5, 50]) == (122, 116, 104)
+
+
+def test_sweep_rows_of_one_projector_keep_their_checkpoints_apart():
+    from deco.explain.compare import distinct_labels
+
+    labels = distinct_labels(["avgpool2_64", "avgpool2_64", "qformer2_64"],
+                             ["runs/a4/checkpoints/last.ckpt", "runs/a800/checkpoints/last.ckpt", "q.ckpt"])
+    assert labels == ["avgpool2_64-a4", "avgpool2_64-a800", "qformer2_64"]
+    assert distinct_labels(["x", "x"], ["same.ckpt", "same.ckpt"]) == ["x-same-1", "x-same-2"]
+
+
+def test_learned_queries_get_a_ranked_strip_never_a_grid():
+    from deco.explain.render import ranked_queries, t2q_figure
+
+    r_t2q = torch.tensor([0.1, 0.4, 0.0, 0.4] + [0.05] * 12)  # 16 queries: a square count
+    assert ranked_queries(r_t2q, 3) == [1, 3, 0]  # ties: lower index first
+    titles = lambda fig: [ax.get_title() for ax in fig.axes]  # noqa: E731
+    grid = titles(t2q_figure(r_t2q, spatial=True))
+    strip_fig = t2q_figure(r_t2q, spatial=False)
+    assert "4x4 query grid" in grid
+    assert not any("grid" in t for t in titles(strip_fig))
+    strip = next(ax for ax in strip_fig.axes if ax.get_title().startswith("ranked queries"))
+    assert [t.get_text() for t in strip.get_yticklabels()][:3] == ["q1", "q3", "q0"]

@@ -57,3 +57,26 @@ def test_raw_attention_and_attn_gradcam_by_hand():
     # clamp after the head mean: α = (1, -2) gives mean(A_h0 - 2 A_h1) < 0 everywhere -> 0
     g = torch.stack([torch.ones(2, 2), -2 * torch.ones(2, 2)])[None]
     assert torch.equal(attn_gradcam(A2, g), torch.zeros(1, 2, 2))
+
+
+def test_rows_with_nothing_beyond_the_identity_stay_the_identity():
+    # row 0: R = I (residual 0); row 1: a residual that sums to 0 carries nothing either; row 2: normalised
+    rel = torch.tensor([[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 3.0, 2.0]]])
+    expected = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.75, 1.25]]])
+    torch.testing.assert_close(normalize_self_relevance(rel), expected)
+
+
+def test_cross_rule_drops_undefined_terms_and_uses_the_q_side():
+    r_ss = torch.eye(2)[None]
+    cam = torch.tensor([[[float("nan"), 1.0], [0.0, 2.0]]])
+    torch.testing.assert_close(cross_attention_rule(torch.ones(1, 2, 2), r_ss, cam),
+                               torch.tensor([[[1.0, 2.0], [1.0, 3.0]]]))  # nan -> 0 added
+    r_qq = torch.tensor([[[1.0, 0.0], [2.0, 1.0]]])  # R̄_qq = [[1, 0], [1, 1]]
+    torch.testing.assert_close(cross_attention_rule(torch.zeros(1, 2, 2), r_ss, torch.eye(2)[None], r_qq),
+                               torch.tensor([[[1.0, 0.0], [1.0, 1.0]]]))
+
+
+def test_one_layer_self_relevance_is_identity_plus_its_cam():
+    torch.testing.assert_close(self_attention_relevance([A1], [G1]), torch.eye(2)[None] + avg_heads(A1, G1))
+    with pytest.raises(ValueError, match="one gradient per attention layer"):
+        self_attention_relevance([], [])

@@ -54,6 +54,11 @@ def test_explained_avgpool_r_q2i_is_block_uniform(results):
             torch.testing.assert_close(grid[i, j], block)
 
 
+def test_only_pooled_and_linear_tokens_are_spatial(results):
+    assert results["avgpool"]["rgae"].spatial_queries and results["linear"]["rawattn"].spatial_queries
+    assert not any(rel.spatial_queries for rel in results["qformer"].values())  # learned queries: no layout
+
+
 def test_linear_r_q2i_is_identity(results):
     for method in ("rgae", "rawattn", "gradcam"):
         assert torch.equal(results["linear"][method].r_q2i, torch.eye(576))

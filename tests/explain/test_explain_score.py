@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from explain_helpers import tiny_model
@@ -92,9 +94,23 @@ def test_summary_and_table():
     summary = {(s["projector"], s["method"]): s for s in summarize(rows)}
     assert summary[("avgpool2_16", "rgae")]["energy"] == pytest.approx(0.4)
     assert summary[("avgpool2_16", "rgae")]["n"] == 2 and summary[("linear", "rgae")]["pointing"] == 0.0
+    # Student t, 1 degree of freedom: t = 12.706; sd of (0.5, 0.3) = 0.1414, sem = 0.1
+    assert summary[("avgpool2_16", "rgae")]["energy_ci95"] == pytest.approx(12.7062 * 0.1, rel=1e-4)
+    assert math.isnan(summary[("linear", "rgae")]["energy_ci95"])  # one value: no interval
     table = comparison_table(list(summary.values())).splitlines()
-    assert table[0] == "| projector | method | n | energy | box_area | pointing |"
-    assert table[2].startswith("| avgpool2_16 | rgae | 2 | 0.400 ± ")
+    assert table[0] == "| probes | projector | checkpoint | method | n | energy | box_area | pointing |"
+    assert table[2].startswith("| shapes | avgpool2_16 |  | rgae | 2 | 0.400 ± 1.271 |")
+
+
+def test_two_checkpoints_of_one_projector_stay_apart():
+    rows = [{"projector": "avgpool2_16", "checkpoint": c, "method": "rgae", "energy": e}
+            for c, e in (("run4", 0.1), ("run4", 0.3), ("run800", 0.7))]
+    summary = {s["checkpoint"]: s for s in summarize(rows)}
+    assert summary["run4"]["n"] == 2 and summary["run4"]["energy"] == pytest.approx(0.2)
+    assert summary["run800"]["n"] == 1 and summary["run800"]["energy"] == pytest.approx(0.7)
+    table = comparison_table(list(summary.values()))
+    assert "| avgpool2_16 | run4 | rgae | 2 | 0.200" in table and "| avgpool2_16 | run800 | rgae | 1 | 0.700" in table
+    assert comparison_table(summarize(rows), metrics=["energy"]).splitlines()[0].endswith("| n | energy |")
 
 
 def test_top_query_energy_reads_the_tokens_the_text_relies_on():

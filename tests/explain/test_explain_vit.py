@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from explain_helpers import tiny_model
-from torch.nn import functional as F
 
 from deco.data.shapes import render_scene
 from deco.explain.inputs import build_input
@@ -36,6 +35,18 @@ def test_feature_to_patch_relevance_by_hand():
     torch.testing.assert_close(with_cls, torch.cat([torch.tensor([[[1.0, 0.0]]]), expected], dim=1))
     with pytest.raises(ValueError, match="no vision attention maps"):
         feature_to_patch_relevance([], [])
+
+
+def test_a_patch_with_nothing_beyond_itself_keeps_all_its_relevance():
+    # one layer, one head; the score's gradient is negative on patch 2's row: Ā = [[1, 0, 0], [0, .5, .5], [0, 0, 0]]
+    # R = I + Ā; patch block minus I = [[.5, .5], [0, 0]]: row 1 -> ([.5, .5] + [1, 0]) / 2; row 2 stays [0, 1]
+    attn = torch.tensor([[[[1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]]]])
+    grad = torch.tensor([[[[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]]]])
+    expected = torch.tensor([[[0.75, 0.25], [0.0, 1.0]]])
+    torch.testing.assert_close(feature_to_patch_relevance([attn], [grad]), expected)
+    # the CLS feature's row beyond I is empty too: all zeros (a CLS token is no patch)
+    with_cls = feature_to_patch_relevance([attn], [grad], cls_feature=True)
+    torch.testing.assert_close(with_cls, torch.cat([torch.zeros(1, 1, 2), expected], dim=1))
 
 
 def _clip_layer_by_hand(layer, h):
@@ -131,7 +142,7 @@ def test_cli_exports_maps_over_the_input_patches(tmp_path):
     assert not torch.allclose(deep["r_q2i"], flat["r_q2i"])
     scores = {}
     for setting in ("none", "gae"):
-        cfg = compose_config("explain", [f"ckpt={ckpt}", "mode=score", "score.num_samples=2", "score.methods=[rgae]",
+        cfg = compose_config("explain", [f"ckpt={ckpt}", "mode=score", "score.probes=[shapes]", "score.num_samples=2", "score.methods=[rgae]",
                                          "score.perturbation=false", f"vision_relevance={setting}", "device=cpu",
                                          "progress=false"], out / f"score-{setting}")
         scores[setting] = {s["method"]: s for s in run(cfg)["summary"]}

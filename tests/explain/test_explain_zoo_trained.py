@@ -22,7 +22,7 @@ def test_rgae_beats_a_random_map_on_a_zoo_trained_model(projector, query_num, tm
     train(compose_config("train", [f"projector={projector}", f"query_num={query_num}", "trainer.max_steps=200",
                                    "data.train.num_samples=6400", "logger=none"], tmp_path / "train"))
     ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
-    run(compose_config("explain", [f"ckpt={ckpt}", "mode=score", "score.perturbation=false",
+    run(compose_config("explain", [f"ckpt={ckpt}", "mode=score", "score.probes=[shapes]", "score.perturbation=false",
                                    "score.methods=[rgae]", "device=cpu", "progress=false"], tmp_path / "score"))
     summary = {row["method"]: row for row in json.loads((tmp_path / "score" / "summary.json").read_text())}
     assert summary["rgae"]["n"] == summary["random"]["n"] >= 32

@@ -65,6 +65,9 @@ def parse_projector_type(projector_type: str | None) -> dict:
 def projector_type_of(projector_cfg: Mapping) -> str:
     """deco projector config -> `mm_projector_type` string (the inverse of `parse_projector_type`)."""
     name = projector_cfg.get("name")
+    if projector_cfg.get("permute_tokens") not in (None, False):
+        raise ValueError("projector.permute_tokens is a deco control with no LLaVA mm_projector_type; export "
+                         "the unpermuted projector")
     if name == "linear":
         return "linear"
     if name == "mlp2x_gelu":

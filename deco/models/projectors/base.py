@@ -30,13 +30,26 @@ def register_projector(name: str):
 
 def build_projector(name: str, in_dim: int, out_dim: int, num_patches: int, **kwargs) -> "Projector":
     """Build the projector registered as `name` (vision width `in_dim` -> LLM width `out_dim`)."""
+    """`permute_tokens` (a seed, true = 0, null / false = off) reorders the output tokens by one fixed
+    permutation (deco.models.projectors.permuted: the token-layout control)."""
     if name not in PROJECTORS:
         raise ValueError(f"Unknown projector '{name}'; choose one of: {', '.join(sorted(PROJECTORS))}")
-    return PROJECTORS[name](in_dim=in_dim, out_dim=out_dim, num_patches=num_patches, **kwargs)
+    from deco.models.projectors.permuted import permute_seed, permuted
+
+    seed = permute_seed(kwargs.pop("permute_tokens", None))
+    projector = PROJECTORS[name](in_dim=in_dim, out_dim=out_dim, num_patches=num_patches, **kwargs)
+    return projector if seed is None else permuted(projector, seed)
 
 
 class Projector(nn.Module):
-    """Base class: holds the widths and the patch count; subclasses implement the mixing step."""
+    """Base class: holds the widths and the patch count; subclasses implement the mixing step.
+
+    `spatial_tokens`: the output tokens keep the patch grid's layout (token k covers a region; pooling,
+    convolutions, grid queries), so R_t2q may be drawn as a grid. Learned queries (Q-Former, resampler)
+    have no position: False, and R_t2q is drawn as a ranked strip instead.
+    """
+
+    spatial_tokens = True
 
     def __init__(self, in_dim: int, out_dim: int, num_patches: int):
         super().__init__()

@@ -34,6 +34,15 @@ class _TokenPreserving(Projector):
         """Identity (n x n): token i is patch i."""
         return torch.eye(self.num_patches)
 
+    def forward(self, patch_feats: torch.Tensor) -> torch.Tensor:  # b n d_in -> b n d_out
+        self._check_input(patch_feats)
+        return self.forward_tokens(patch_feats)
+
+    def forward_tokens(self, feats: torch.Tensor) -> torch.Tensor:  # b k d_in -> b k d_out, any k
+        """The per-token map on any number of tokens (training-free reduction feeds it k < n merged or kept
+        features, deco.models.reduction)."""
+        raise NotImplementedError
+
 
 @register_projector("linear")
 class LinearProjector(_TokenPreserving):
@@ -52,9 +61,8 @@ class LinearProjector(_TokenPreserving):
         bound = 1 / math.sqrt(self.in_dim)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, patch_feats: torch.Tensor) -> torch.Tensor:  # b n d_in -> b n d_out
-        self._check_input(patch_feats)
-        return F.linear(patch_feats, self.weight, self.bias)
+    def forward_tokens(self, feats: torch.Tensor) -> torch.Tensor:
+        return F.linear(feats, self.weight, self.bias)
 
 
 @register_projector("mlp2x_gelu")
@@ -73,9 +81,8 @@ class MLPProjector(_TokenPreserving):
         for i, layer in enumerate(layers):
             self.add_module(str(i), layer)
 
-    def forward(self, patch_feats: torch.Tensor) -> torch.Tensor:  # b n d_in -> b n d_out
-        self._check_input(patch_feats)
-        x = patch_feats
+    def forward_tokens(self, feats: torch.Tensor) -> torch.Tensor:
+        x = feats
         for layer in self.children():
             x = layer(x)
         return x

@@ -37,6 +37,8 @@ class QFormerProjector(Projector):
         dropout: hidden and attention-probability dropout (BLIP-2 uses 0.1).
     """
 
+    spatial_tokens = False  # learned queries: no layout on the image
+
     def __init__(
         self,
         in_dim: int,

@@ -1,0 +1,142 @@
+"""The arena's table from its run dirs (experiments/arena/run.py), as Markdown on stdout.
+
+    python -m experiments.arena.table multirun/arena [--steps 800]
+
+Per projector and token count: seeds, per task mean ± 95 % CI (Student t over seeds), the overall score
+(stats.overall), projector / total trainable parameters, s/step, steps to 80 % attribute and to 50 % grounding
+(per seed), the paired difference against avgpool at the same token count (same seeds), and Kendall tau /
+Spearman rho between the arena's overall ranking and TokenPacker Table 3's average (tokenpacker_table3.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from experiments.arena.stats import fmt, mean_ci, overall, rank_correlation
+
+BENCH_TASK = {"shapes_existence": "existence", "shapes_attribute": "attribute", "shapes_grounding": "grounding",
+              "shapes_caption": "caption"}
+TARGETS = {"attribute": 80.0, "grounding": 50.0}
+PUBLISHED = Path(__file__).with_name("tokenpacker_table3.json")
+RUN = re.compile(r"(?P<name>.+)-q(?P<q>\d+)-s(?P<seed>\d+)")
+
+
+def _headline(path: Path) -> float:
+    data = json.loads(path.read_text())
+    return float(data["metrics"][data["headline"]])
+
+
+def read_run(run: Path) -> dict:
+    scores = {BENCH_TASK[b]: _headline(run / "eval" / b / "metrics.json")
+              for b in BENCH_TASK if (run / "eval" / b / "metrics.json").is_file()}
+    curve: dict[str, dict[int, float]] = defaultdict(dict)
+    for path in run.glob("curve/step*/*/metrics.json"):
+        if path.parent.name in BENCH_TASK:
+            curve[BENCH_TASK[path.parent.name]][int(path.parent.parent.name.removeprefix("step"))] = _headline(path)
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()] \
+        if (run / "metrics.jsonl").is_file() else []
+    times = [r["train/step_time_s"] for r in records if "train/step_time_s" in r]
+    params = {}
+    for hp in run.rglob("hparams.yaml"):
+        params.update({k: int(v) for k, v in re.findall(r"params/(\w+)_trainable: (\d+)", hp.read_text())})
+    return {"scores": scores, "curve": dict(curve), "s_per_step": statistics.median(times) if times else None,
+            "projector_params": params.get("projector"), "trainable_params": sum(params.values()) if params else None}
+
+
+def read_runs(root: Path) -> dict[tuple[str, int], dict[int, dict]]:
+    """{(projector, tokens): {seed: run}} for the finetune run dirs below root (pretrain dirs are skipped)."""
+    runs: dict[tuple[str, int], dict[int, dict]] = defaultdict(dict)
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        m = RUN.fullmatch(path.name)
+        if m:
+            runs[(m["name"], int(m["q"]))][int(m["seed"])] = read_run(path)
+    return dict(runs)
+
+
+def steps_to(run: dict, task: str, final_step: int) -> int | None:
+    """First evaluated step at or above the task's target (the final score counts at final_step); None if never."""
+    points = dict(run["curve"].get(task, {}))
+    if task in run["scores"]:
+        points[final_step] = run["scores"][task]
+    return next((s for s, v in sorted(points.items()) if v >= TARGETS[task]), None)
+
+
+def _score(run: dict, task: str) -> float | None:
+    return overall(run["scores"]) if task == "overall" else run["scores"].get(task)
+
+
+def arena_table(runs, final_step: int) -> list[str]:
+    cols = ["existence", "attribute", "grounding", "caption", "overall"]
+    lines = ["| projector | tokens | seeds | existence | attribute | grounding Acc@0.5 | caption CIDEr | overall | "
+             "projector params | trainable params | s/step | steps to 80 % attribute | steps to 50 % grounding |",
+             "|---|---|---|" + "---|" * 10]
+    for (name, q), by_seed in sorted(runs.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        rs = [r for r in by_seed.values() if r["scores"]]
+        if not rs:
+            continue
+        cells = [fmt(mean_ci([_score(r, c) for r in rs])) for c in cols]
+        sps = [r["s_per_step"] for r in rs if r["s_per_step"]]
+        reach = [", ".join(str(x) if x is not None else f">{final_step}" for x in
+                           (steps_to(r, t, final_step) for r in rs)) for t in TARGETS]
+        lines.append(f"| {name} | {q} | {len(rs)} | " + " | ".join(cells) + f" | {rs[0]['projector_params'] or '-'} | "
+                     f"{rs[0]['trainable_params'] or '-'} | {f'{statistics.fmean(sps):.2f}' if sps else '-'} | "
+                     + " | ".join(reach) + " |")
+    return lines
+
+
+def paired_table(runs) -> list[str]:
+    cols = ["existence", "attribute", "grounding", "caption", "overall"]
+    lines = ["| projector | tokens | seeds | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
+    for (name, q), by_seed in sorted(runs.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        ref = runs.get(("avgpool", q), {})
+        seeds = sorted(s for s in by_seed if s in ref and by_seed[s]["scores"] and ref[s]["scores"])
+        if name == "avgpool" or not seeds:
+            continue
+        diffs = []
+        for c in cols:
+            pairs = [(_score(by_seed[s], c), _score(ref[s], c)) for s in seeds]
+            diffs.append(fmt(mean_ci([a - b for a, b in pairs if a is not None and b is not None])))
+        lines.append(f"| {name} | {q} | {len(seeds)} | " + " | ".join(diffs) + " |")
+    return lines
+
+
+def transfer(runs, published: dict) -> list[str]:
+    lines = ["| tokens | projectors in both | Kendall tau | Spearman rho | arena order (overall) | Table 3 order |",
+             "|---|---|---|---|---|---|"]
+    for q, table in published["average"].items():
+        arena = {}
+        for (name, tokens), by_seed in runs.items():
+            ci = mean_ci([overall(r["scores"]) for r in by_seed.values()]) if tokens == int(q) else None
+            if ci is not None:
+                arena[name] = ci[0]
+        corr = rank_correlation(arena, table)
+        both = sorted(set(arena) & set(table))
+        order = lambda d: " > ".join(sorted(both, key=lambda n: -d[n]))  # noqa: E731
+        if corr is None:
+            lines.append(f"| {q} | {len(both)} | - | - | {order(arena) or '-'} | {order(table) or '-'} |")
+        else:
+            lines.append(f"| {q} | {corr[0]} | {corr[1]:.2f} | {corr[2]:.2f} | {order(arena)} | {order(table)} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", type=Path)
+    ap.add_argument("--steps", type=int, default=800, help="the finetune's last step (for steps-to-target)")
+    ap.add_argument("--published", type=Path, default=PUBLISHED)
+    a = ap.parse_args(argv)
+    runs, published = read_runs(a.root), json.loads(a.published.read_text())
+    print("\n".join(["## The arena (mean ± 95 % CI over seeds; overall = mean of existence, attribute, grounding and "
+                     "CIDEr / 10)", "", *arena_table(runs, a.steps), "",
+                     "## Paired difference against avgpool (same seeds, same token count)", "", *paired_table(runs), "",
+                     f"## Rank correlation with TokenPacker Table 3 (arXiv 2407.02392; {a.published.name})", "",
+                     *transfer(runs, published)]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The projector arena (experiments/arena): its jobs, statistics, table and selection on fixture run dirs
+(hand-computed means, CIs, tau and rho), and a smoke of the arena command with two tiny jobs (slow)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.arena import select, table
+from experiments.arena.jobs import Settings, arena_jobs, evaluation_steps, training_steps, tuning_jobs
+from experiments.arena.stats import mean_ci, overall, rank_correlation
+
+T975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (tables)
+T975_1 = 12.706204736174707  # 1 degree of freedom
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_run(root: Path, name: str, scores: tuple[float, float, float, float], params: int = 100) -> None:
+    for bench, value in zip(("shapes_existence", "shapes_attribute", "shapes_grounding", "shapes_caption"), scores):
+        headline = "cider" if bench == "shapes_caption" else "accuracy"
+        (root / name / "eval" / bench).mkdir(parents=True)
+        (root / name / "eval" / bench / "metrics.json").write_text(json.dumps({"headline": headline, "metrics": {headline: value}}))
+    (root / name / "csv").mkdir()
+    (root / name / "csv" / "hparams.yaml").write_text(f"params/projector_trainable: {params}\nparams/llm_trainable: 1000\n")
+
+
+def test_mean_ci_overall_and_rank_correlation_by_hand():
+    m, half = mean_ci([1.0, 2.0, 3.0])  # sd 1
+    assert m == 2.0 and math.isclose(half, T975_2 / math.sqrt(3))
+    assert mean_ci([5.0]) == (5.0, None) and mean_ci([]) is None and mean_ci([float("nan")]) is None
+    assert overall({"existence": 90, "attribute": 80, "grounding": 50, "caption": 700}) == (90 + 80 + 50 + 70) / 4
+    assert overall({"existence": 90}) is None
+    # arena a > b > d > c, published a > b > c > d: one discordant pair of six
+    n, tau, rho = rank_correlation({"a": 4, "b": 3, "c": 1, "d": 2, "x": 9}, {"a": 10, "b": 9, "c": 8, "d": 7})
+    assert n == 4 and math.isclose(tau, (5 - 1) / 6) and math.isclose(rho, 1 - 6 * 2 / (4 * (16 - 1)))
+    assert rank_correlation({"a": 1, "b": 2}, {"a": 1, "b": 2}) is None
+
+
+def test_jobs_cover_the_arena_and_the_budget(tmp_path):
+    jobs = arena_jobs()
+    assert len(jobs) == 3 * (2 + 10 * 2)  # 3 seeds x (linear, mlp at 576 + ten projectors at 144 and 64)
+    assert jobs[0].name == "linear-q576-s42" and {j.tokens for j in jobs if j.projector == "qformer"} == {144, 64}
+    tune = tuning_jobs()
+    assert len(tune) == 8 * 4 + 4 * 8  # lr x4; attention projectors x heads {default, 4}
+    q = [j for j in tune if j.projector == "qformer"]
+    assert q[1].name == "qformer-lr0.5-h4-q64-s42" and q[1].overrides == ("stage.projector_lr=0.001", "projector.num_attention_heads=4")
+    s = Settings(out=tmp_path, validation=True)
+    (pre, pre_cmd), (ft, ft_cmd) = training_steps(s, jobs[0])
+    assert "experiment=shapes_pretrain" in pre_cmd and "+arena=linear" in pre_cmd and "trainer.max_steps=200" in pre_cmd
+    assert f"init_from={tmp_path}/linear-q576-s42-pretrain/checkpoints/last.ckpt" in ft_cmd and ft == tmp_path / "linear-q576-s42" / "done"
+    marker, cmd = evaluation_steps(s, jobs[0])[0]
+    assert "benchmark.seed=60000" in cmd and marker.name == "metrics.json"  # tuning scores on the validation world
+
+
+def test_table_means_cis_paired_differences_and_tau(tmp_path, capsys):
+    # avgpool-64: seeds 1, 2 -> grounding 50, 60; qformer: 10, 30 (paired differences -40, -30)
+    write_run(tmp_path, "avgpool-q64-s1", (90, 90, 50, 700))
+    write_run(tmp_path, "avgpool-q64-s2", (92, 94, 60, 720))
+    write_run(tmp_path, "qformer-q64-s1", (90, 90, 10, 500), params=300)
+    write_run(tmp_path, "qformer-q64-s2", (90, 92, 30, 600), params=300)
+    for name, g in (("tokenpacker", 70), ("ldpv2", 55), ("resampler", 40)):  # one seed each
+        write_run(tmp_path, f"{name}-q64-s1", (90, 90, g, 700))
+    (tmp_path / "avgpool-q64-s1-pretrain").mkdir()  # a pretrain dir is not a row
+    table.main([str(tmp_path), "--steps", "800"])
+    out = capsys.readouterr().out.splitlines()
+    row = next(x for x in out if x.startswith("| avgpool | 64 | 2 |"))
+    half = T975_1 * math.sqrt(50) / math.sqrt(2)  # grounding 50, 60: sd sqrt(50)
+    assert f"| 55.0 ± {half:.1f} |" in row and "| 24832" not in row and "| 100 | 1100 |" in row
+    # overall per seed: (90+90+50+70)/4 = 75, (92+94+60+72)/4 = 79.5: sd 4.5 / sqrt 2
+    assert f"| 77.2 ± {T975_1 * (4.5 / math.sqrt(2)) / math.sqrt(2):.1f} |" in row
+    paired = [x for x in out if x.startswith("| qformer | 64 | 2 |")][-1]  # the paired table comes after the arena's
+    assert f"| -35.0 ± {T975_1 * math.sqrt(50) / math.sqrt(2):.1f} |" in paired  # grounding: -40, -30
+    # overall at 64: tokenpacker 80 > avgpool 77.25 > ldpv2 76.25 > resampler 72.5;
+    # Table 3 at 64: tokenpacker 61.9 > ldpv2 60.6 > resampler 60.1 > avgpool 59.1.
+    # Pairs: concordant tp-avg, tp-ldpv2, tp-res, ldpv2-res; discordant avg-ldpv2, avg-res: tau = (4 - 2) / 6.
+    # Ranks (arena, Table 3): tp 1, 1; avg 2, 4; ldpv2 3, 2; res 4, 3: sum d^2 = 0 + 4 + 1 + 1.
+    corr = next(x for x in out if x.startswith("| 64 | 4 |"))
+    tau, rho = (4 - 2) / 6, 1 - 6 * (0 + 4 + 1 + 1) / (4 * 15)
+    assert f"| {tau:.2f} | {rho:.2f} |" in corr and "tokenpacker > avgpool > ldpv2 > resampler" in corr
+    assert "| 144 | 0 | - | - |" in "\n".join(out)  # no run at 144: no correlation claimed
+
+
+def test_select_writes_the_best_complete_budget(tmp_path):
+    runs, configs = tmp_path / "tune", tmp_path / "configs"
+    configs.mkdir()
+    for scale, g in (("0.5", 40), ("1", 50), ("2", 60), ("4", 60)):  # x2 and x4 tie: the smaller lr wins
+        write_run(runs, f"avgpool-lr{scale}-q64-s42", (90, 90, g, 700))
+    write_run(runs, "qformer-lr1-q64-s42", (90, 90, 10, 500))  # 1 of 8 trials: not chosen
+    select.main([str(runs), "--configs", str(configs)])
+    text = (configs / "avgpool.yaml").read_text()
+    assert "projector_lr: 0.004\n" in text and "lr x2: 77.5" in text and "lr x0.5: 72.5" in text
+    assert not (configs / "qformer.yaml").exists()
+
+
+def test_shipped_arena_configs_compose():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["projector=qformer", "+arena=qformer", "projector.num_attention_heads=4"])
+    assert cfg.stage.projector_lr == 2.0e-3 and cfg.projector.num_attention_heads == 4
+
+
+@pytest.mark.slow
+def test_arena_command_runs_two_tiny_jobs_end_to_end(tmp_path):
+    out = tmp_path / "arena"
+    cmd = [sys.executable, "-m", "experiments.arena.run", "--out", str(out), "--projectors", "avgpool", "qformer",
+           "--tokens", "64", "--seeds", "42", "--steps", "2", "--pretrain-steps", "2", "--batch", "2", "--curve", "1",
+           "--benchmarks", "shapes_existence", "shapes_grounding", "--eval-extra", "benchmark.limit=2",
+           "--extra", "data.val.num_samples=2", "trainer.limit_val_batches=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.split() == ["avgpool-q64-s42:", "ok", "qformer-q64-s42:", "ok"], proc.stdout
+    for name in ("avgpool-q64-s42", "qformer-q64-s42"):
+        assert (out / f"{name}-pretrain" / "done").is_file() and (out / name / "done").is_file()
+        assert json.loads((out / name / "eval" / "shapes_grounding" / "metrics.json").read_text())["num_questions"] == 2
+        assert (out / name / "curve" / "step1" / "shapes_existence" / "metrics.json").is_file()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)  # resumed: nothing left to run
+    assert again.returncode == 0 and "$ " not in (out / "avgpool-q64-s42.log").read_text().split("ok")[-1]
+    rows = table.read_runs(out)
+    assert set(rows) == {("avgpool", 64), ("qformer", 64)} and rows[("qformer", 64)][42]["projector_params"] == 146048
