@@ -1,6 +1,6 @@
 """Training callback: score a benchmark every N optimizer steps and log it (CSV, W&B, any Lightning logger).
 
-    python -m deco.train callbacks=[default,benchmark] callbacks.benchmark_eval.benchmark=pope \
+    python -m deco.train callbacks=[default,periodic_eval] callbacks.benchmark_eval.benchmark=pope \
         callbacks.benchmark_eval.every_n_steps=500 callbacks.benchmark_eval.limit=500
 
 The benchmark is a config of configs/benchmark/ (by name, `${eval_data_dir}` set from `eval_data_dir`) or

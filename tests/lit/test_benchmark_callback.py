@@ -1,4 +1,4 @@
-"""`callbacks=[default,benchmark]`: a benchmark scored every N steps during training and logged, with the
+"""`callbacks=[default,periodic_eval]`: a benchmark scored every N steps during training and logged, with the
 value `deco.evaluate` gives for the checkpoint of the same step."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def test_benchmark_logged_every_n_steps_matches_deco_evaluate(train_config, tmp_
 
     from deco.evaluate import evaluate
 
-    cfg = train_config("callbacks=[default,benchmark]", "callbacks.benchmark_eval.every_n_steps=2",
+    cfg = train_config("callbacks=[default,periodic_eval]", "callbacks.benchmark_eval.every_n_steps=2",
                        "callbacks.benchmark_eval.limit=6", "callbacks.benchmark_eval.batch_size=6",
                        "trainer.max_steps=4", "data.train.num_samples=16", "logger=csv", "query_num=16")
     train(cfg)
