@@ -21,7 +21,6 @@ reading the file count once, in the `train` (or `all`) split.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import os
