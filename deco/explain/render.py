@@ -148,7 +148,7 @@ def t2q_figure(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, to
     show_tokens = r_t2q_tokens is not None and r_t2q_tokens.shape[0] > 1
     show_grid = spatial and side * side == q
     panels = 1 + int(show_tokens) + int(show_grid or not spatial)
-    fig = Figure(figsize=(4.5 * panels, 4))
+    fig = Figure(figsize=(5 * panels, 4.2), layout="constrained")
     axes = list(fig.subplots(1, panels, squeeze=False)[0])
     ax = axes.pop(0)
     ax.bar(np.arange(q), r_t2q.numpy(), width=1.0, color="tab:blue")
@@ -166,7 +166,7 @@ def t2q_figure(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, to
         if tokens is not None and len(tokens) == mat.shape[0]:
             ax.set_yticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], fontsize=9)
         ax.set_title("per target token")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="relevance")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.set_title("relevance", fontsize=8)
     if show_grid:
         ax = axes.pop(0)
         im = ax.imshow(r_t2q.reshape(side, side).numpy(), cmap=cmap, interpolation="nearest")
@@ -184,11 +184,11 @@ def ranked_queries(r_t2q: torch.Tensor, shown: int = 32) -> list[int]:
     return torch.argsort(-r_t2q.detach().float().cpu(), stable=True)[:shown].tolist()
 
 
-def _ranked_strip(ax, fig: Figure, r_t2q: torch.Tensor, cmap: str, shown: int = 32) -> None:
+def _ranked_strip(ax, fig: Figure, r_t2q: torch.Tensor, cmap: str, shown: int = 20) -> None:
     """Learned queries have no place on the image: a strip of the most relevant ones, ranked, labelled."""
     order = ranked_queries(r_t2q, shown)
     im = ax.imshow(r_t2q[order].numpy()[:, None], cmap=cmap, aspect="auto", interpolation="nearest")
-    ax.set_yticks(range(len(order)), [f"q{i}" for i in order], fontsize=6)
+    ax.set_yticks(range(len(order)), [f"q{i}" for i in order], fontsize=8)
     ax.set_xticks([])
     ax.set_title(f"ranked queries (top {len(order)} of {r_t2q.shape[0]}; no spatial order)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.3, pad=0.04)

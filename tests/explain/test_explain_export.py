@@ -114,7 +114,7 @@ def test_t2q_figure_names_itself_and_scales_its_token_panel():
     assert fig._suptitle.get_text().startswith("R_t2q") and "avgpool2_16" in fig._suptitle.get_text()
     token_ax = next(ax for ax in fig.axes if ax.get_title() == "per target token")
     assert min(t.get_fontsize() for t in token_ax.get_yticklabels()) >= 9
-    assert any(ax.get_ylabel() == "relevance" for ax in fig.axes)  # the per-token panel's colour bar
+    assert any(ax.get_title() == "relevance" for ax in fig.axes)  # the per-token panel's colour bar
 
 
 def test_flat_map_is_said_on_the_figure_and_in_the_log(caplog):
@@ -208,3 +208,14 @@ def test_learned_queries_get_a_ranked_strip_never_a_grid():
     assert not any("grid" in t for t in titles(strip_fig))
     strip = next(ax for ax in strip_fig.axes if ax.get_title().startswith("ranked queries"))
     assert [t.get_text() for t in strip.get_yticklabels()][:3] == ["q1", "q3", "q0"]
+
+
+def test_images_of_one_wandb_key_share_a_size():
+    from PIL import Image
+
+    from deco.lit.relevance_callback import one_size
+
+    small, wide = Image.new("RGB", (40, 30), (0, 0, 0)), Image.new("RGB", (60, 20), (0, 0, 0))
+    padded = one_size([small, wide])
+    assert [p.size for p in padded] == [(60, 30), (60, 30)]
+    assert padded[0].getpixel((10, 10)) == (0, 0, 0) and padded[0].getpixel((50, 25)) == (255, 255, 255)
