@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-lmms train zoo test test-full bench bench-gpu figure clean
+.PHONY: help install install-lmms train zoo test test-full lint format bench bench-gpu figure clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,16 @@ test: install ## Run the default test suite (not slow)
 
 test-full: install ## Run every test, slow ones included
 	$(PY) -m pytest -q $(ARGS)
+
+# Python files this branch changed against main (all of them on main itself: none).
+CHANGED_PY = $(shell git diff --name-only --diff-filter=AM $$(git merge-base HEAD main 2>/dev/null || echo HEAD) -- '*.py' 2>/dev/null)
+
+lint: install ## ruff check (pyproject.toml) on everything, ruff format --check on the files this branch changed
+	$(VENV)/bin/ruff check .
+	$(if $(strip $(CHANGED_PY)),$(VENV)/bin/ruff format --check $(CHANGED_PY),@echo "ruff format: no changed Python files")
+
+format: install ## ruff format the Python files this branch changed
+	$(if $(strip $(CHANGED_PY)),$(VENV)/bin/ruff format $(CHANGED_PY),@echo "ruff format: no changed Python files")
 
 bench: install ## Run the performance benchmarks (prints ratios and goals, writes experiments/perf/results.json)
 	$(PY) -m experiments.perf.run $(ARGS)

@@ -1,3 +1,16 @@
 """deco: train, sweep, evaluate and explain LLaVA-style MLLMs that differ only in their projector."""
 
 __version__ = "0.1.0"
+
+
+def _init() -> None:
+    from omegaconf import OmegaConf
+
+    from deco.utils.job_help import fast_help_if_asked, hydra_template
+
+    if not OmegaConf.has_resolver("deco_help"):
+        OmegaConf.register_new_resolver("deco_help", hydra_template)
+    fast_help_if_asked()  # `python -m deco.<job> --help`: answered before torch is imported
+
+
+_init()

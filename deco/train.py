@@ -11,7 +11,9 @@ sweepers can optimise it.
 from __future__ import annotations
 
 import logging
+import signal
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from deco.lit.resume import RunDirBusy, RunDirLock
 from deco.utils import remote_code
 from deco.utils.config import ConfigError, validate_train_config
 from deco.utils.io import DiskWriteError
+from deco.utils.quiet import quiet_lightning
 from deco.utils.run_info import write_run_info
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,22 @@ def checkpoint_build_config(resolved: dict) -> dict:
         "image_size": (model.get("image_processor") or {}).get("image_size"),
     }
     return {"model": model, "projector": resolved["projector"], "preprocessing": preprocessing}
+
+
+def run_settings(resolved: dict) -> dict:
+    """What a dashboard needs to tell runs apart besides the model (which the module logs): seed, visual
+    tokens, data mix and batch sizes, trainer settings, the stage's recipe."""
+    data = resolved.get("data") or {}
+    train_data = {k: v for k, v in (data.get("train") or {}).items() if not str(k).startswith("_")}
+    return {
+        "seed": resolved.get("seed"), "query_num": resolved.get("query_num"),
+        "data": {"name": data.get("name"), "train": train_data, "batch_size": data.get("batch_size"),
+                 "global_batch_size": data.get("global_batch_size"), "image_aspect": data.get("image_aspect")},
+        "trainer": {k: v for k, v in (resolved.get("trainer") or {}).items() if not str(k).startswith("_")
+                    and k not in ("plugins", "default_root_dir")},
+        "recipe": {k: (resolved.get("stage") or {}).get(k) for k in ("lr", "projector_lr", "weight_decay",
+                                                                     "warmup_ratio", "loss_reduction")},
+    }
 
 
 def warn_without_checkpoints(callbacks: list, output_dir: Path) -> bool:
@@ -127,18 +146,27 @@ def train(cfg: DictConfig) -> float | None:
         lock.release()
 
 
+def _on_sigterm(handler):
+    """Install `handler` for SIGTERM (main thread only); returns the one it replaces."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     from deco.data.image import load_image_processor
     from deco.data.tokenizer import load_tokenizer
     from deco.lit.checkpointing import NonFiniteWeightsError
     from deco.lit.datamodule import MLLMDataModule, text_budget
-    from deco.lit.fault import NonFiniteGradientError
+    from deco.lit.fault import NonFiniteGradientError, _exit_preempted
     from deco.lit.loggers import finish_runs
+    from deco.lit.memory import setup_gradient_checkpointing, warn_if_plan_unfit
     from deco.lit.module import MLLMModule, NonFiniteLossError
     from deco.lit.resume import clean_orphan_tmps
     from deco.lit.sampling import accumulation_for
     from deco.models.build import build_mllm
 
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero_only.rank == 0:
@@ -176,7 +204,11 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     warn_without_checkpoints(callbacks, output_dir)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    for experiment_logger in loggers:  # the run's settings in W&B's config panel / the CSV's hparams.yaml
+        experiment_logger.log_hyperparams(run_settings(resolved))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    setup_gradient_checkpointing(model, trainer, bool(cfg.model.get("gradient_checkpointing")))
+    warn_if_plan_unfit(resolved, trainer)
     if cfg.data.get("global_batch_size"):
         try:
             trainer.accumulate_grad_batches = accumulation_for(cfg.data.global_batch_size, cfg.data.batch_size,
@@ -187,6 +219,9 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     if trainer.is_global_zero:
         tokenizer.save_pretrained(output_dir / "tokenizer")
         image_processor.save_pretrained(output_dir / "image_processor")
+    # SIGTERM before training starts or after a preemption checkpoint: exit 143 at once (during training
+    # PreemptionCheckpoint handles it; Lightning puts this handler back when fit ends)
+    previous = _on_sigterm(_exit_preempted)
     try:
         # weights_only passed explicitly: torch honours it whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -198,6 +233,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
         log.error("Training interrupted: %s", error or "SIGTERM")
         raise SystemExit(PREEMPTED_EXIT_CODE) from None
     finally:
+        _on_sigterm(previous)
         finish_runs(loggers)
     skipped = getattr(module, "_nonfinite_skips", 0)
     if skipped:
@@ -208,7 +244,12 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
+    try:
+        return train(cfg)
+    except SystemExit as stop:
+        if stop.code == PREEMPTED_EXIT_CODE:  # checkpoint saved: a SIGTERM that arrives now must not turn
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # exit 143 into a kill (another rank's, a late one)
+        raise
 
 
 if __name__ == "__main__":

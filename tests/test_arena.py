@@ -109,14 +109,16 @@ def test_arena_command_runs_two_tiny_jobs_end_to_end(tmp_path):
     cmd = [sys.executable, "-m", "experiments.arena.run", "--out", str(out), "--projectors", "avgpool", "qformer",
            "--tokens", "64", "--seeds", "42", "--steps", "2", "--pretrain-steps", "2", "--batch", "2", "--curve", "1",
            "--benchmarks", "shapes_existence", "shapes_grounding", "--eval-extra", "benchmark.limit=2",
-           "--extra", "data.val.num_samples=2", "trainer.limit_val_batches=1"]
+           "--extra", "data.val.num_samples=2", "trainer.limit_val_batches=1", "--cache", str(tmp_path / "cache")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.split() == ["avgpool-q64-s42:", "ok", "qformer-q64-s42:", "ok"], proc.stdout
     for name in ("avgpool-q64-s42", "qformer-q64-s42"):
         assert (out / f"{name}-pretrain" / "done").is_file() and (out / name / "done").is_file()
         assert json.loads((out / name / "eval" / "shapes_grounding" / "metrics.json").read_text())["num_questions"] == 2
         assert (out / name / "curve" / "step1" / "shapes_existence" / "metrics.json").is_file()
+    logged = (out / "avgpool-q64-s42.log").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)  # resumed: nothing left to run
-    assert again.returncode == 0 and "$ " not in (out / "avgpool-q64-s42.log").read_text().split("ok")[-1]
+    assert again.returncode == 0 and (out / "avgpool-q64-s42.log").read_text() == logged  # no command was rerun
     rows = table.read_runs(out)
     assert set(rows) == {("avgpool", 64), ("qformer", 64)} and rows[("qformer", 64)][42]["projector_params"] == 146048
+    assert any((tmp_path / "cache").rglob("*")), "the jobs share the tower-feature cache"

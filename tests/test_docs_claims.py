@@ -11,6 +11,7 @@ repository, and defaults that equal the composed configs. (`tests/test_docs_comm
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -36,6 +37,7 @@ TABLE_CONFIGS = {
 JOBS = ("train", "evaluate", "explain", "export", "report", "to_wds", "zoo")
 
 
+@functools.lru_cache(maxsize=None)  # read only: one composition per (job, overrides) for the whole file
 def composed(job: str, overrides: tuple[str, ...] = ()):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -99,8 +101,11 @@ def literal(text: str):
 
 
 def config_value(cfg, key: str):
-    if key in cfg.hydra.runtime.choices and OmegaConf.select(cfg, key) is not None and \
-            OmegaConf.is_dict(OmegaConf.select(cfg, key)):
+    if (
+        key in cfg.hydra.runtime.choices
+        and OmegaConf.select(cfg, key) is not None
+        and OmegaConf.is_dict(OmegaConf.select(cfg, key))
+    ):
         return cfg.hydra.runtime.choices[key]  # a config group: its chosen option
     node = OmegaConf.select(cfg, key, throw_on_missing=False, throw_on_resolution_failure=False)
     parent, _, leaf = key.rpartition(".")
@@ -146,8 +151,12 @@ INLINE = re.compile(r"`([\w.]+)=([\w.-]+)` (?:\(default|is the default)")
 
 
 def inline_defaults() -> list[tuple[str, int, str, str]]:
-    return [(doc.name, n, m.group(1), m.group(2)) for doc in DOCS for n, line in lines_of(doc)
-            for m in INLINE.finditer(line)]
+    return [
+        (doc.name, n, m.group(1), m.group(2))
+        for doc in DOCS
+        for n, line in lines_of(doc)
+        for m in INLINE.finditer(line)
+    ]
 
 
 INLINE_ROWS = inline_defaults()
@@ -198,12 +207,16 @@ def test_documented_outputs_in_the_repository_are_ignored_and_cleaned():
     """Every relative `out=` folder of a documented command is git-ignored and removed by `make clean`."""
     import subprocess
 
-    outs = {m.group(1).strip("/").split("/")[0] for doc in DOCS for m in re.finditer(r"\bout=([\w.-][\w./-]*)",
-                                                                                    doc.read_text())}
+    outs = {
+        m.group(1).strip("/").split("/")[0]
+        for doc in DOCS
+        for m in re.finditer(r"\bout=([\w.-][\w./-]*)", doc.read_text())
+    }
     assert {"exported", "hf", "shards"} <= outs
     make = (ROOT / "Makefile").read_text()
     cleaned = set(re.search(r"^DOC_OUTPUTS := (.*)$", make, re.M).group(1).split())
     assert outs <= cleaned, f"make clean leaves {sorted(outs - cleaned)}"
-    ignored = subprocess.run(["git", "check-ignore", *[f"{o}/x" for o in sorted(outs)]], cwd=ROOT,
-                             capture_output=True, text=True).stdout.split()
+    ignored = subprocess.run(
+        ["git", "check-ignore", *[f"{o}/x" for o in sorted(outs)]], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
     assert len(ignored) == len(outs), f"not git-ignored: {sorted(outs - {i.split('/')[0] for i in ignored})}"

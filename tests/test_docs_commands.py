@@ -25,9 +25,9 @@ from omegaconf import DictConfig, ListConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-JOBS = {"deco.train": "train", "deco.evaluate": "evaluate", "deco.explain": "explain", "deco.export": "export",
+JOBS = {"deco.train": "train", "deco.plan": "train", "deco.evaluate": "evaluate", "deco.explain": "explain", "deco.export": "export",
         "deco.report": "report", "deco.data.to_wds": "to_wds", "deco.app": "app", "deco.zoo": "zoo"}
-HELP_JOBS = [m for m in JOBS if m not in ("deco.app", "deco.zoo")]  # the six of this test; the app needs gradio
+HELP_JOBS = [m for m in JOBS if m not in ("deco.app", "deco.zoo", "deco.plan")]  # the six; the app needs gradio; plan = train's config
 # What the docs' shell variables stand for (README: "Set RUN to that folder").
 VARIABLES = {"RUN": "outputs/train/2026-12-01_09-00-00", "SWEEP": "multirun/train/2026-12-01_09-00-00",
              "LORA_DIR": "checkpoints/llava-lora", "VICUNA_DIR": "checkpoints/vicuna-7b"}
@@ -126,7 +126,7 @@ def test_documented_command_composes(doc, line, module, text):
 
 
 def test_help_of_every_entry_point(tmp_path):
-    """`python -m <job> --help` for the six batch jobs, in one interpreter (runpy), so torch loads once."""
+    """`python -m <job> --help` for the six batch jobs through Hydra's help (runpy, one interpreter): deco's text."""
     script = (
         "import runpy, sys\n"
         f"for module in {HELP_JOBS!r}:\n"
@@ -141,9 +141,24 @@ def test_help_of_every_entry_point(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
     for module in HELP_JOBS:
-        job = JOBS[module]
-        section = result.stdout.split(f"=== end {module}")[0].rsplit("=== end", 1)[-1]
-        assert f"deco.{job} is powered by Hydra" in section and f"task_name: {job}" in section, module
+        section = re.split(r"=== end \S+\n", result.stdout.split(f"=== end {module}\n")[0])[-1]
+        assert section.strip().startswith(f"python -m {module}: "), section[:300]  # what it does, first
+        assert "Required keys" in section and "Examples:\n  python -m " + module in section, module
+        assert "powered by Hydra" not in section and "== Config ==" not in section, module
+
+
+def test_help_answers_before_torch_is_imported():
+    """`python -m deco.<job> --help` is answered at `import deco` (deco/utils/job_help.py): torch, Lightning
+    and transformers are never imported, and the text is the one Hydra's help template prints."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "deco.train", "projector=qformer", "--help"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "lightning", "transformers"}, sorted(imported & {"torch", "lightning"})
+    assert result.stdout.startswith("python -m deco.train: pretrain or finetune")
+    assert "  projector       avgpool, cabstractor" in result.stdout and "qformer*" in result.stdout  # the override
+    assert "  benchmark" not in result.stdout and "  model           llava15_7b, tiny*, tiny_scratch" in result.stdout
 
 
 def first_15_minutes() -> list[tuple[str, list[str]]]:

@@ -48,3 +48,17 @@ def test_the_bar_counts_epochs_from_one():
     bar = EpochBar()
     bar._trainer = SimpleNamespace(max_epochs=1)
     assert bar._get_train_description(0).strip() == "epoch 1/1"
+
+
+def test_the_run_settings_reach_the_experiment_logger(train_config, tmp_path):
+    """W&B's config panel (and the CSV logger's hparams.yaml) holds seed, data mix, batch size and trainer."""
+    import yaml
+
+    from deco.train import train
+
+    train(train_config("logger=csv", "trainer.max_steps=1", "data.train.num_samples=4", "query_num=16",
+                       "trainer.limit_val_batches=0"))
+    saved = yaml.safe_load(next(tmp_path.glob("**/hparams.yaml")).read_text())
+    assert saved["seed"] == 42 and saved["query_num"] == 16
+    assert saved["data"]["batch_size"] == 4 and saved["data"]["train"]["tasks"][:2] == ["caption", "attribute"]
+    assert saved["trainer"]["max_steps"] == 1 and saved["recipe"]["loss_reduction"] == "sample"

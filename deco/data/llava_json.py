@@ -21,7 +21,6 @@ reading the file count once, in the `train` (or `all`) split.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import os
@@ -35,6 +34,7 @@ from PIL import Image
 
 from deco.data.conversation import SampleTooLong, get_template, tokenize_conversation
 from deco.data.image import ASPECTS, image_path_problem, image_size_problem, process_image
+from deco.data.llava_records import Records, read_records
 from deco.data.skips import SkipCounter, SkipSample
 from deco.data.tokenizer import IMAGE_TOKEN
 
@@ -66,31 +66,58 @@ def _nesting(value: Any) -> int:
     return deepest
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _shallow(record: dict) -> bool:
+    """True for the usual shape (scalars, and lists of objects of scalars: at most 3 deep); a fast path
+    before `_nesting`, which walks every value."""
+    for value in record.values():
+        if isinstance(value, _SCALARS):
+            continue
+        if not isinstance(value, list):
+            return False
+        for item in value:
+            if not isinstance(item, dict) or not all(isinstance(v, _SCALARS) for v in item.values()):
+                return False
+    return True
+
+
 def check_record(record: Any) -> None:
     """Cheap structural checks of one LLaVA record; raises SkipSample naming what is wrong."""
     if not isinstance(record, dict):
         raise SkipSample("malformed_json", f"record is a {type(record).__name__}, expected an object")
-    if _nesting(record) > MAX_NESTING:
+    if not _shallow(record) and _nesting(record) > MAX_NESTING:
         raise SkipSample("malformed_json", f"lists/objects nested more than {MAX_NESTING} deep")
     conv = record.get("conversations")
     if not isinstance(conv, list):
         raise SkipSample("malformed_json", f"'conversations' must be a list, got {type(conv).__name__}")
     if not conv:
         raise SkipSample("empty_conversation", "no turns")
+    # one pass over the turns (665k records are checked when the file is read)
+    placeholders, blank, in_answer = 0, True, False
     for k, turn in enumerate(conv):
         if not (isinstance(turn, dict) and isinstance(turn.get("from"), str) and isinstance(turn.get("value"), str)):
             raise SkipSample("bad_conversation", f"turn {k} must be an object with string 'from' and 'value'")
-    if all(not t["value"].replace(IMAGE_TOKEN, "").strip() for t in conv):
+        value = turn["value"]
+        count = value.count(IMAGE_TOKEN)
+        if count:
+            placeholders += count
+            in_answer = in_answer or turn["from"] == "gpt"
+            if blank and value.replace(IMAGE_TOKEN, "").strip():
+                blank = False
+        elif blank and value.strip():
+            blank = False
+    if blank:
         raise SkipSample("empty_conversation", "every turn is blank")
     image = record.get("image")
     if image is not None and not isinstance(image, str):
         raise SkipSample("bad_conversation", f"'image' must be one path (str), got {type(image).__name__}")
-    n_placeholders = sum(t["value"].count(IMAGE_TOKEN) for t in conv)
-    if any(IMAGE_TOKEN in t["value"] for t in conv if t["from"] == "gpt"):
+    if in_answer:
         raise SkipSample("bad_conversation", f"{IMAGE_TOKEN} in an assistant turn")
-    if image is not None and n_placeholders != 1:
-        raise SkipSample("bad_conversation", f"record has an image and {n_placeholders} {IMAGE_TOKEN} placeholders")
-    if image is None and n_placeholders:
+    if image is not None and placeholders != 1:
+        raise SkipSample("bad_conversation", f"record has an image and {placeholders} {IMAGE_TOKEN} placeholders")
+    if image is None and placeholders:
         raise SkipSample("bad_conversation", f"{IMAGE_TOKEN} placeholder but no 'image'")
 
 
@@ -159,50 +186,54 @@ def check_dataset_args(tokenizer, template: str, max_length: int | None, image_a
     tokenize_conversation(probe, tokenizer, template, None)
 
 
-def read_json_records(path: str | os.PathLike, skips: SkipCounter | None,
-                      allow_absolute_paths: bool = False) -> list[tuple[int, dict]]:
-    """(position, record) for every structurally valid record of a .json array or .jsonl file.
+def _check_readable(allow_absolute_paths: bool, image_root: Path | None) -> Callable[[Any, int], None]:
+    root = None if image_root is None else os.path.join(image_root, "")
+    def check(record: Any, pos: int) -> None:
+        check_record(record)
+        image = record.get("image")
+        if image:
+            # the common relative path without "..": nothing to check (image_path_problem is the rule)
+            if ".." in image or image.startswith(("/", "~")) or os.sep != "/":
+                problem = image_path_problem(image, allow_absolute_paths)
+                if problem:
+                    raise SkipSample("unsafe_path", problem)
+            if root is not None and not os.path.isfile(os.path.join(root, image) if image[0] == "/" else root + image):
+                raise SkipSample("missing_image", f"no file {str(image_root / image)!r}")
 
-    Malformed lines / records, and records whose image path leaves the image root (`unsafe_path`:
-    `../x.jpg`, and absolute paths unless `allow_absolute_paths`), are skipped and counted in
-    `skips` (None: not counted).
+    return check
+
+
+def _count_skips(records: Records, skips: SkipCounter, path: Path) -> None:
+    for error, record, pos in records.skips:
+        if record is None and not isinstance(error, SkipSample):  # a .jsonl line that is not JSON
+            skips.add("malformed_json", f"{path.name}:{pos + 1}", str(error) or type(error).__name__)
+        else:
+            skips.skip(error, record_id(record, pos) if isinstance(record, dict) else f"#{pos}")
+
+
+def load_records(path: str | os.PathLike, allow_absolute_paths: bool = False,
+                 image_root: Path | None = None) -> Records:
+    """The structurally valid records of a .json array or .jsonl file, read once per process (both splits).
+
+    Malformed lines / records, records whose image path leaves the image root (`unsafe_path`: `../x.jpg`,
+    and absolute paths unless `allow_absolute_paths`), and with `image_root` records whose image file is
+    not there (`missing_image`: one stat each), are dropped and kept in `.skips`.
     A missing file, or a .json file that is not a JSON array, raises.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"LLaVA JSON file not found: {str(path)!r}")
-    records: list[tuple[int, Any]] = []
-    if path.suffix == ".jsonl":
-        with path.open("rb") as f:
-            for pos, line in enumerate(f):
-                if not line.strip():
-                    continue
-                try:
-                    records.append((pos, json.loads(line)))
-                except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, deep nesting
-                    if skips is not None:
-                        skips.add("malformed_json", f"{path.name}:{pos + 1}", str(error) or type(error).__name__)
-    else:
-        try:
-            data = json.loads(path.read_bytes())
-        except (ValueError, RecursionError) as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); one record per line needs a .jsonl name") from None
-        if not isinstance(data, list):
-            raise ValueError(f"{path} must hold a JSON array of records, got {type(data).__name__}")
-        records = list(enumerate(data))
-    good = []
-    for pos, record in records:
-        try:
-            check_record(record)
-            problem = record.get("image") and image_path_problem(record["image"], allow_absolute_paths)
-            if problem:
-                raise SkipSample("unsafe_path", problem)
-        except SkipSample as error:
-            if skips is not None:
-                skips.skip(error, record_id(record, pos) if isinstance(record, dict) else f"#{pos}")
-            continue
-        good.append((pos, record))
-    return good
+    options = (bool(allow_absolute_paths), None if image_root is None else str(image_root))
+    return read_records(path, _check_readable(allow_absolute_paths, image_root), options=options)
+
+
+def read_json_records(path: str | os.PathLike, skips: SkipCounter | None,
+                      allow_absolute_paths: bool = False) -> list[tuple[int, dict]]:
+    """(position, record) for every structurally valid record (skips counted in `skips` unless None)."""
+    records = load_records(path, allow_absolute_paths)
+    if skips is not None:
+        _count_skips(records, skips, Path(path).expanduser())
+    return [(int(records.positions[k]), records.record(k)) for k in range(len(records))]
 
 
 # val_size=auto: 1% of the valid records, at least 1 and at most this many.
@@ -270,45 +301,39 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
         self.max_retries = max_retries
         self.skips = SkipCounter(f"llava_json[{split}]")
 
-        # File-level skips are counted once: by the train (or all) split.
-        records = read_json_records(self.json_path, self.skips if split != "val" else None, allow_absolute_paths)
+        # One parse per process for both splits; file-level skips are counted once: by the train (or all) split.
+        records = load_records(self.json_path, allow_absolute_paths, self.image_root if check_images else None)
+        if split != "val":
+            _count_skips(records, self.skips, self.json_path)
         val_size = resolve_val_size(val_size, len(records))
         if split != "all" and val_size >= len(records):
             raise ValueError(
                 f"data val_size={val_size} leaves no training records: "
                 f"{self.json_path} has {len(records)} valid records"
             )
+        keep = np.arange(len(records), dtype=np.int64)  # indices into the shared records, in file order
         if split == "val":
-            records = records[len(records) - val_size:]
+            keep = keep[len(records) - val_size:]
         elif split == "train" and val_size:
-            records = records[: len(records) - val_size]
+            keep = keep[: len(records) - val_size]
         if num_samples is not None:
-            records = records[:num_samples]
-        if check_images:
-            records = [(pos, r) for pos, r in records if self._image_exists(pos, r)]
-        if not records:
+            keep = keep[:num_samples]
+        if not len(keep):
             raise ValueError(f"no usable samples in {self.json_path} (split {split!r}); {self.skips.summary()}")
-        # Records as one bytes blob + offsets: compact, and forked workers do not touch
-        # millions of Python objects (which would copy their pages through refcounting).
-        encoded = [json.dumps({**r, "_pos": pos}, ensure_ascii=False).encode() for pos, r in records]
-        self._offsets = np.cumsum([0] + [len(b) for b in encoded]).astype(np.int64)
-        self._blob = b"".join(encoded)
+        # The records stay one bytes blob + int64 offsets shared by the splits (deco.data.llava_records):
+        # compact, and forked workers do not touch millions of Python objects.
+        self._records, self._keep = records, keep
         # A second counter keyed by sample index: a bad sample counts once however many epochs read it.
-        self.skips = _with_size(self.skips, len(encoded))
+        self.skips = _with_size(self.skips, len(keep))
         if self.skips.total():
             log.warning("%s (%d usable)", self.skips.summary(), len(self))
 
-    def _image_exists(self, pos: int, record: dict) -> bool:
-        if record.get("image") is None or (self.image_root / record["image"]).is_file():
-            return True
-        self.skips.add("missing_image", record_id(record, pos), f"no file {str(self.image_root / record['image'])!r}")
-        return False
-
     def __len__(self) -> int:
-        return len(self._offsets) - 1
+        return len(self._keep)
 
     def record(self, i: int) -> dict:
-        return json.loads(self._blob[self._offsets[i]: self._offsets[i + 1]])
+        k = int(self._keep[i])
+        return {**self._records.record(k), "_pos": int(self._records.positions[k])}
 
     def load(self, i: int) -> dict:
         """Sample i, or SkipSample if it is broken."""

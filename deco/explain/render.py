@@ -148,7 +148,7 @@ def t2q_figure(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, to
     show_tokens = r_t2q_tokens is not None and r_t2q_tokens.shape[0] > 1
     show_grid = spatial and side * side == q
     panels = 1 + int(show_tokens) + int(show_grid or not spatial)
-    fig = Figure(figsize=(4.5 * panels, 4))
+    fig = Figure(figsize=(5 * panels, 4.2), layout="constrained")
     axes = list(fig.subplots(1, panels, squeeze=False)[0])
     ax = axes.pop(0)
     ax.bar(np.arange(q), r_t2q.numpy(), width=1.0, color="tab:blue")
@@ -161,11 +161,12 @@ def t2q_figure(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, to
     if show_tokens:
         ax = axes.pop(0)
         mat = r_t2q_tokens.detach().float().cpu().numpy()
-        ax.imshow(mat, aspect="auto", cmap=cmap, interpolation="nearest")
+        im = ax.imshow(mat, aspect="auto", cmap=cmap, interpolation="nearest")
         ax.set_xlabel("query token")
         if tokens is not None and len(tokens) == mat.shape[0]:
-            ax.set_yticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], fontsize=7)
+            ax.set_yticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], fontsize=9)
         ax.set_title("per target token")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.set_title("relevance", fontsize=8)
     if show_grid:
         ax = axes.pop(0)
         im = ax.imshow(r_t2q.reshape(side, side).numpy(), cmap=cmap, interpolation="nearest")
@@ -174,8 +175,7 @@ def t2q_figure(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, to
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     elif not spatial:
         _ranked_strip(axes.pop(0), fig, r_t2q, cmap)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    fig.suptitle("R_t2q: text -> the projector's visual tokens" + (f"  ({title})" if title else ""), fontsize=10)
     return fig
 
 
@@ -184,11 +184,11 @@ def ranked_queries(r_t2q: torch.Tensor, shown: int = 32) -> list[int]:
     return torch.argsort(-r_t2q.detach().float().cpu(), stable=True)[:shown].tolist()
 
 
-def _ranked_strip(ax, fig: Figure, r_t2q: torch.Tensor, cmap: str, shown: int = 32) -> None:
+def _ranked_strip(ax, fig: Figure, r_t2q: torch.Tensor, cmap: str, shown: int = 20) -> None:
     """Learned queries have no place on the image: a strip of the most relevant ones, ranked, labelled."""
     order = ranked_queries(r_t2q, shown)
     im = ax.imshow(r_t2q[order].numpy()[:, None], cmap=cmap, aspect="auto", interpolation="nearest")
-    ax.set_yticks(range(len(order)), [f"q{i}" for i in order], fontsize=6)
+    ax.set_yticks(range(len(order)), [f"q{i}" for i in order], fontsize=8)
     ax.set_xticks([])
     ax.set_title(f"ranked queries (top {len(order)} of {r_t2q.shape[0]}; no spatial order)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.3, pad=0.04)
@@ -221,6 +221,14 @@ def pick_queries(q: int, order: torch.Tensor | None, max_queries: int) -> list[i
     return list(range(min(q, max_queries)))
 
 
+def _colour_bar(canvas: Image.Image, draw, at: tuple[int, int], width: int, log_vmax: float, cmap: str) -> None:
+    """A horizontal bar of the shared q2i scale: 1x the row mean (uniform) to `log_vmax` x, log spaced."""
+    strip = heat_rgb(torch.linspace(0, 1, max(width, 10))[None].repeat(10, 1), cmap).astype(np.uint8)
+    canvas.paste(Image.fromarray(strip), at)
+    draw.text((at[0] + strip.shape[1] + 4, at[1] - 1), f"1x .. {log_vmax:.1f}x row mean (log)", fill=(0, 0, 0),
+              font=_font(10))
+
+
 def render_q2i(r_q2i: torch.Tensor, image: Image.Image | None = None, order: torch.Tensor | None = None,
                max_queries: int = 64, cell: int = 84, alpha: float = 0.6, title: str | None = "",
                cmap: str = CMAP, log_vmax: float | None = None) -> Image.Image:
@@ -230,7 +238,8 @@ def render_q2i(r_q2i: torch.Tensor, image: Image.Image | None = None, order: tor
     default: query order. Each cell carries its query index on a dark label. `title`: the heading strip
     ("" writes the default one, None none). `log_vmax`: draw every cell on one shared scale, the value relative
     to its row's mean (1 = uniform) on a log scale from 1 to `log_vmax` (the comparison figure's scale),
-    instead of min-max per cell.
+    instead of min-max per cell; default: that scale with `log_vmax` the largest row max / row mean shown, so
+    a near-uniform query is dim and a focused one bright. A colour bar in the heading strip gives the scale.
     """
     r_q2i = r_q2i.detach().float().cpu()
     q, n = r_q2i.shape
@@ -238,24 +247,28 @@ def render_q2i(r_q2i: torch.Tensor, image: Image.Image | None = None, order: tor
     if grid * grid != n:
         raise ValueError(f"R_q2i has {n} patch columns, not a square grid")
     picked = pick_queries(q, order, max_queries)
+    if log_vmax is None:  # one scale for every cell of this figure (per-cell min-max made every query look focused)
+        rows_shown = r_q2i[picked]
+        log_vmax = max(float((rows_shown.max(1).values / rows_shown.mean(1).clamp_min(1e-12)).max()), 1.5)
     cols = math.ceil(math.sqrt(len(picked)))
     rows = math.ceil(len(picked) / cols)
     pad = 2
     if title == "":
         title = f"R_q2i: where each query looks ({len(picked)} of {q} queries, most text-relevant first)"
-    header = 18 if title else 0
+    header = 34 if title else 0
     canvas = Image.new("RGB", (cols * (cell + pad) + pad, header + rows * (cell + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = _font(max(9, min(14, cell // 6)))
     if title:
         draw.text((pad + 2, 2), title, fill=(0, 0, 0), font=_font(12))
+        _colour_bar(canvas, draw, (pad + 2, 18), min(160, canvas.width - 130), log_vmax, cmap)
+    mode = "bilinear" if image is not None else "nearest"  # without an image: the patches as they are
     for k, query in enumerate(picked):
         rel = r_q2i[query].reshape(grid, grid)
         if log_vmax is not None:
-            heat = heat_rgb(upsample(log_scaled(rel, log_vmax), cell), cmap).astype(np.float32)
+            heat = heat_rgb(upsample(log_scaled(rel, log_vmax), cell, mode=mode), cmap).astype(np.float32)
         else:
-            heat = heat_rgb(normalize_map(upsample(rel, cell, mode="bilinear" if image is not None else "nearest")),
-                            cmap).astype(np.float32)
+            heat = heat_rgb(normalize_map(upsample(rel, cell, mode=mode)), cmap).astype(np.float32)
         if image is not None:
             base = grey_base(image, cell, faint=0.5)
             tile = Image.fromarray(((1 - alpha) * base + alpha * heat).round().astype(np.uint8))

@@ -6,6 +6,7 @@
   Weights that hold NaN/inf are never saved (`NonFiniteWeightsError`, the previous file stays).
   Loads are always `weights_only=True`: a checkpoint that needs arbitrary code is refused.
 - `resolve_ckpt_path` turns `ckpt_path=` / `resume=auto` into the checkpoint `trainer.fit` resumes.
+- `ValidationResume` makes a checkpoint saved just before a validation resume into that validation.
 - `StepSeed` reseeds torch's RNG before every training batch from (seed, rank, epoch, batch
   index). Dropout masks and any other random draw inside a step are then a function of the
   step's position, which the checkpoint restores, so no RNG state has to be carried over (and
@@ -24,6 +25,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from deco.models.formats.common import safe_torch_load
@@ -169,6 +171,76 @@ class EpochEndResume(L.Callback):
         val = fit.get("epoch_loop.val_loop.batch_progress")
         if val:
             val["total"] = {k: 0 for k in val["total"]}
+
+
+def validation_due_after_this_batch(trainer: L.Trainer) -> bool:
+    """Whether the fit loop is at a training batch's end (not yet counted complete) after which it validates."""
+    loop = trainer.fit_loop.epoch_loop
+    progress = loop.batch_progress.current
+    if trainer.sanity_checking or trainer.validating or progress.completed != progress.processed - 1:
+        return False
+    try:  # Lightning's own test, as on_advance_end makes it right after this batch
+        return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+    except Exception:  # another Lightning: assume no validation is owed
+        return False
+
+
+def mark_validation_pending(fit_state: dict) -> None:
+    """Make a fit-loop state saved at a training batch's end read as "stopped inside validation, at its
+    first batch", so that Lightning's restart goes back and runs that validation (RESTARTED_MID_EVALUATION)
+    instead of counting it as done."""
+    val = fit_state.get("epoch_loop.val_loop.batch_progress")
+    if not val:
+        return
+    done = val["total"]["completed"]
+    val["total"].update(ready=done + 1, started=done + 1, processed=done)
+    val["current"] = {"ready": 1, "started": 1, "processed": 0, "completed": 0}
+
+
+class ValidationResume(L.Callback):
+    """A checkpoint written at the end of a training batch that is followed by a validation (e.g. last.ckpt
+    every N steps at the epoch's last batch) resumes into that validation. Without this, Lightning skips
+    it: a kill during validation loses it for good (best.ckpt from another step; no val/loss after a kill in
+    the final validation, so deco.train returns None).
+
+    Mid-run, Lightning's own restart runs it (`mark_validation_pending`); after the last epoch Lightning
+    ends the fit before any restart logic runs, so the owed validation is run here, at the end of training.
+    """
+
+    OWED = "deco_validation_owed"
+
+    def __init__(self):
+        self._owed = False
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
+        fit = (checkpoint.get("loops") or {}).get("fit_loop")
+        if fit and validation_due_after_this_batch(trainer):
+            mark_validation_pending(fit)
+            checkpoint[self.OWED] = True
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
+        self._owed = bool(checkpoint.get(self.OWED))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self._owed:
+            return
+        self._owed = False
+        # The saves that follow this validation in an uninterrupted run (ModelCheckpoint saves best.ckpt at
+        # the epoch's end, after its validation): now, while the weights are those of the validated step.
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback._should_save_on_train_epoch_end(trainer):
+                callback.on_train_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not self._owed or trainer.received_sigterm:
+            return
+        log.info("resumed after the last training step but before its validation: validating now")
+        loop = trainer.fit_loop.epoch_loop
+        trainer.validating = True  # as the training epoch loop does before each validation
+        try:
+            loop.val_loop.run()
+        finally:
+            trainer.training = True
 
 
 def _accelerator_available() -> bool:

@@ -28,8 +28,12 @@ def wandb_logger(project: str, save_dir: str, name: str | None = None, group: st
     if offline is None:
         offline = os.environ.get("WANDB_MODE") in ("offline", "disabled") or not wandb_has_key()
     os.makedirs(save_dir, exist_ok=True)
-    return WandbLogger(project=project, save_dir=save_dir, name=name, group=group, tags=list(tags or []),
-                       offline=offline, **kwargs)
+    logger = WandbLogger(project=project, save_dir=save_dir, name=name, group=group, tags=list(tags or []),
+                         offline=offline, **kwargs)
+    # Lightning always hands wandb.init `anonymous` (None), a setting wandb deprecated: it warns on every run.
+    if logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def finish_runs(loggers) -> None:

@@ -24,6 +24,26 @@ from deco.models.mllm import position_ids_from_mask
 from deco.models.stages import apply_stage, parameter_groups, trainable_summary
 
 
+def _partial(spec: Mapping | None, default):
+    """`stage.optimizer` / `stage.scheduler` (a Hydra `_partial_` target), or `default` when the stage has none."""
+    if not spec:
+        return default
+    from hydra.utils import instantiate
+
+    return instantiate(dict(spec), _partial_=True)
+
+
+def parameter_line(part: str, trainable: int, total: int) -> str:
+    """'   vision:      224,832 parameters, frozen (eval mode: no dropout, fixed statistics)' and the like."""
+    if trainable == 0:
+        state = "frozen (eval mode: no dropout, fixed statistics)" if part == "vision" else "frozen"
+    elif trainable == total:
+        state = "all trainable"
+    else:
+        state = f"{trainable:,} trainable (LoRA adapters or a partly frozen part)"
+    return f"{part:>9}: {total:>12,} parameters, {state}"
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; training cannot continue meaningfully."""
 
@@ -37,7 +57,7 @@ class MLLMModule(L.LightningModule):
         self.model = model
         self.stage = dict(stage)
         self.on_nan = on_nan
-        self.loss_reduction = str(self.stage.get("loss_reduction") or "token")
+        self.loss_reduction = str(self.stage.get("loss_reduction") or "sample")  # as configs/stage/*.yaml
         if self.loss_reduction not in REDUCTIONS:
             raise ValueError(f"stage.loss_reduction={self.loss_reduction} is unknown; choose one of: {', '.join(REDUCTIONS)}")
         self._skip_step = False  # a micro-batch of this optimizer step had a non-finite loss
@@ -67,8 +87,7 @@ class MLLMModule(L.LightningModule):
     def on_fit_start(self) -> None:
         summary = trainable_summary(self.model)
         for part, counts in summary.items():
-            state = "trainable" if counts["trainable"] else "frozen"
-            rank_zero_info(f"{part:>9}: {counts['trainable']:>12,} / {counts['total']:>12,} parameters {state}")
+            rank_zero_info(parameter_line(part, counts["trainable"], counts["total"]))
         for logger in self.loggers:
             logger.log_hyperparams({f"params/{p}_trainable": c["trainable"] for p, c in summary.items()})
 
@@ -111,8 +130,10 @@ class MLLMModule(L.LightningModule):
 
     def configure_optimizers(self):
         groups = parameter_groups(self.model, self.stage)
-        optimizer = torch.optim.AdamW(groups, weight_decay=float(self.stage.get("weight_decay", 0.0)))
+        make_optimizer = _partial(self.stage.get("optimizer"), torch.optim.AdamW)
+        optimizer = make_optimizer(groups, weight_decay=float(self.stage.get("weight_decay", 0.0)))
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = math.ceil(total * float(self.stage.get("warmup_ratio", 0.0)))
-        scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
+        warmup = math.ceil(total * float(self.stage.get("warmup_ratio", 0.03)))  # configs/stage/*.yaml
+        make_scheduler = _partial(self.stage.get("scheduler"), get_cosine_schedule_with_warmup)
+        scheduler = make_scheduler(optimizer, num_warmup_steps=warmup, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

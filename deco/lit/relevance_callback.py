@@ -24,6 +24,22 @@ log = logging.getLogger(__name__)
 SOURCES = ("shapes", "val")
 
 
+
+def one_size(pictures: list) -> list:
+    """The images of one W&B key padded (white, bottom / right) to one size: wandb shows a key's images side by
+    side and warns "Images sizes do not match" when they differ (probes with other token counts or panels)."""
+    from PIL import Image
+
+    width, height = max(p.width for p in pictures), max(p.height for p in pictures)
+    out = []
+    for picture in pictures:
+        if picture.size != (width, height):
+            canvas = Image.new("RGB", (width, height), (255, 255, 255))
+            canvas.paste(picture.convert("RGB"), (0, 0))
+            picture = canvas
+        out.append(picture)
+    return out
+
 class RelevanceImages(L.Callback):
     """Log relevance maps of `num_probes` fixed probes every `every_n_steps` optimizer steps (and at the end).
 
@@ -131,7 +147,7 @@ class RelevanceImages(L.Callback):
                 logger.log_metrics(scalars, step=step)
             if images and hasattr(logger, "log_image") and type(logger).__name__ == "WandbLogger":
                 for key, pictures in images.items():
-                    logger.log_image(key=key, images=pictures, step=step, caption=captions[key])
+                    logger.log_image(key=key, images=one_size(pictures), step=step, caption=captions[key])
         log.info("relevance maps of %d probes at step %d -> %s", len(self.probes), step, out_dir)
         return scalars
 

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from deco.utils import remote_code
+from deco.utils.quiet import quiet_weight_loading
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -46,7 +47,8 @@ def build_llm(
                                   "trust_remote_code": remote_code.current()}  # never from stored settings
         if dtype is not None:
             kwargs["dtype"] = dtype
-        llm = AutoModelForCausalLM.from_pretrained(expanded if os.path.exists(expanded) else name_or_path, **kwargs)
+        with quiet_weight_loading():
+            llm = AutoModelForCausalLM.from_pretrained(expanded if os.path.exists(expanded) else name_or_path, **kwargs)
         # the tokenizer may have gained tokens (e.g. <image>, pad): grow the embeddings, never shrink them
         if vocab_size is not None and vocab_size > llm.get_input_embeddings().num_embeddings:
             llm.resize_token_embeddings(vocab_size)

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from deco.utils.quiet import quiet_weight_loading
+
 SELECT_FEATURES = ("patch", "cls_patch")
 
 
@@ -42,9 +44,10 @@ class VisionTower(nn.Module):
             expanded = os.path.expanduser(name_or_path)
             if _looks_local(name_or_path) and not os.path.exists(expanded):
                 raise FileNotFoundError(f"vision tower checkpoint not found: {name_or_path}")
-            self.model = CLIPVisionModel.from_pretrained(
-                expanded if os.path.exists(expanded) else name_or_path, attn_implementation=attn_implementation
-            )
+            with quiet_weight_loading():
+                self.model = CLIPVisionModel.from_pretrained(
+                    expanded if os.path.exists(expanded) else name_or_path, attn_implementation=attn_implementation
+                )
         elif config is not None:
             self.model = CLIPVisionModel(CLIPVisionConfig(**dict(config), attn_implementation=attn_implementation))
         else:

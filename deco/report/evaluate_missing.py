@@ -19,13 +19,25 @@ log = logging.getLogger(__name__)
 def missing_evaluations(sweep_dir: str | Path, benchmarks: Sequence[str]) -> list[tuple[Path, str]]:
     """(run dir, benchmark) pairs below `sweep_dir` with a last.ckpt and no metrics.json for that benchmark."""
     runs = sorted({p.parent for p in Path(sweep_dir).glob("**/metrics.jsonl") if (p.parent / "config.yaml").is_file()})
-    return [(run, bench) for run in runs for bench in benchmarks
-            if (run / "checkpoints" / "last.ckpt").is_file() and not (run / "eval" / bench / "metrics.json").is_file()]
+    return [
+        (run, bench)
+        for run in runs
+        for bench in benchmarks
+        if (run / "checkpoints" / "last.ckpt").is_file() and not (run / "eval" / bench / "metrics.json").is_file()
+    ]
 
 
 def evaluation_command(run: Path, benchmark: str, extra: Sequence[str] = ()) -> list[str]:
-    return [sys.executable, "-m", "deco.evaluate", f"ckpt={run / 'checkpoints' / 'last.ckpt'}",
-            f"benchmark={benchmark}", f"hydra.run.dir={run / 'eval' / benchmark}", "logger=none", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "deco.evaluate",
+        f"ckpt={run / 'checkpoints' / 'last.ckpt'}",
+        f"benchmark={benchmark}",
+        f"hydra.run.dir={run / 'eval' / benchmark}",
+        "logger=none",
+        *extra,
+    ]
 
 
 def evaluate_missing(sweep_dir: str | Path, benchmarks: Sequence[str], extra: Sequence[str] = ()) -> int:
@@ -33,8 +45,9 @@ def evaluate_missing(sweep_dir: str | Path, benchmarks: Sequence[str], extra: Se
     todo = missing_evaluations(sweep_dir, benchmarks)
     for k, (run, benchmark) in enumerate(todo, 1):
         log.info("evaluating %d/%d: %s on %s", k, len(todo), run.name, benchmark)
-        result = subprocess.run(evaluation_command(run, benchmark, extra), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        result = subprocess.run(
+            evaluation_command(run, benchmark, extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         if result.returncode != 0:
             tail = "\n".join(result.stdout.strip().splitlines()[-15:])
             raise RuntimeError(f"deco.evaluate of {run} on {benchmark} failed (exit {result.returncode}):\n{tail}")

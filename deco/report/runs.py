@@ -175,9 +175,11 @@ def read_run(run_dir: Path) -> Run:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; is {run_dir} a deco.train run dir?")
     config = _read_yaml(config_path)
-    projector = (config.get("projector") or {}).get("name")
-    if not projector:
+    from deco.models.formats.common import projector_name
+
+    if not (config.get("projector") or {}).get("name"):
         raise ValueError(f"{config_path}: no projector.name")
+    projector = projector_name(config["projector"])  # avgpool with pooling=max reports as maxpool
     stage = (config.get("stage") or {}).get("name", "train")
     run = Run(
         path=run_dir, stage=stage, projector=projector, tokens=visual_tokens(config),

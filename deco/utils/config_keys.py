@@ -92,7 +92,7 @@ def value_problems(cfg: Mapping) -> list[str]:
     need(plr is None or (_number(plr) and plr > 0), "stage.projector_lr", plr, "must be null or a positive number")
     wd = stage.get("weight_decay", 0.0)
     need(_number(wd) and wd >= 0, "stage.weight_decay", wd, "must be a number >= 0")
-    wr = stage.get("warmup_ratio", 0.0)
+    wr = stage.get("warmup_ratio", 0.03)
     need(_number(wr) and 0 <= wr < 1, "stage.warmup_ratio", wr, "must be in [0, 1)")
     lora = stage.get("lora") or {}
     if lora.get("enabled"):

@@ -1,6 +1,7 @@
 """Run the arena (or its tuning sweep): resumable, `--lanes` jobs at a time, one thread each.
 
     python -m experiments.arena.run --out multirun/arena --lanes 2            # 12 projectors x 144/64 (576) x 3 seeds
+    python -m experiments.arena.run ... --cache ~/.cache/deco/tower_features  # the tower once per scene, for all jobs
     python -m experiments.arena.run --out multirun/arena_tune --tune          # the budget, seed 42, validation world
     python -m experiments.arena.run ... --projectors avgpool qformer --seeds 42 --tokens 64
     python -m experiments.arena.run ... --extra model.llm.name_or_path=/path/zoo/llm   # any deco.train override
@@ -55,11 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS))
     ap.add_argument("--tune", action="store_true", help="the tuning budget (first seed, validation world)")
     ap.add_argument("--extra", nargs="*", default=[], help="overrides for every deco.train call")
+    ap.add_argument("--cache", type=Path, help="tower-feature cache dir shared by every job (docs/data.md): the "
+                    "frozen tower's outputs for a seed's scenes are computed once for all projectors")
     ap.add_argument("--eval-extra", nargs="*", default=[], help="overrides for every deco.evaluate call")
     ap.add_argument("--dry-run", action="store_true", help="list the jobs and their pending steps")
     a = ap.parse_args(argv)
     s = Settings(out=a.out.resolve(), steps=a.steps, pretrain_steps=a.pretrain_steps, batch=a.batch, curve=a.curve,
-                 validation=a.tune, benchmarks=tuple(a.benchmarks), extra=tuple(a.extra), eval_extra=tuple(a.eval_extra))
+                 validation=a.tune, benchmarks=tuple(a.benchmarks), eval_extra=tuple(a.eval_extra),
+                 extra=tuple(a.extra) + (("tower_features.enabled=true", f"tower_features.cache_dir={a.cache.resolve()}")
+                                         if a.cache else ()))
     jobs = (tuning_jobs(a.projectors, a.seeds[0], min(a.tokens)) if a.tune
             else arena_jobs(a.projectors, tuple(a.tokens), tuple(a.seeds)))
     s.out.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ def compose_trainer(trainer: str, output_dir: Path, steps: int, precision: str |
 
     overrides = [f"trainer={trainer}", f"trainer.max_steps={steps}", "logger=none",
                  "+trainer.enable_checkpointing=false", "+trainer.enable_progress_bar=false",
-                 "+trainer.enable_model_summary=false", "trainer.limit_val_batches=0"]
+                 "++trainer.enable_model_summary=false", "trainer.limit_val_batches=0"]
     if precision:
         overrides.append(f"trainer.precision={precision}")
     return compose_train_config(output_dir, overrides).trainer

@@ -93,7 +93,7 @@ def interleaved_fit(module, batches: list[dict], output_dir: Path, clip: float |
 
     cfg = compose_train_config(output_dir, [f"trainer.max_steps={len(batches)}", "logger=csv",
                                             f"+trainer.enable_progress_bar={str(progress_bar).lower()}",
-                                            "+trainer.enable_model_summary=false"])
+                                            "++trainer.enable_model_summary=false"])
     bare = BareSteps(module.model, module.stage, batches, clip)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None] + [bare]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]

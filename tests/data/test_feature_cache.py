@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-from torch import nn
 
 from deco.data.collate import Collator
 from deco.data.feature_cache import FeatureCache, _HEADER

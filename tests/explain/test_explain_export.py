@@ -44,8 +44,8 @@ def test_export_writes_named_readable_files(avgpool_relevance, tmp_path, fmt):
         with Image.open(files[kind]) as img:
             img.load()
             assert img.format == "PNG" and img.width > 100 and img.height > 100
-    # R_q2i grid: 16 queries -> 4 x 4 cells of 84 px + 2 px gaps, under an 18 px title strip
-    assert Image.open(files["R_q2i"]).size == (4 * 86 + 2, 18 + 4 * 86 + 2)
+    # R_q2i grid: 16 queries -> 4 x 4 cells of 84 px + 2 px gaps, under a 34 px title strip with its colour bar
+    assert Image.open(files["R_q2i"]).size == (4 * 86 + 2, 34 + 4 * 86 + 2)
     data = load_relevance(files["tensors"])
     assert data["r_t2i"].shape == (24, 24) and data["r_t2q"].shape == (16,) and data["r_q2i"].shape == (16, 576)
     assert data["r_t2q_tokens"].shape == (11, 16) and data["r_t2i_tokens"].shape == (11, 24, 24)
@@ -81,7 +81,7 @@ def test_render_q2i_shows_the_most_relevant_queries_first():
     order[100] = 2.0
     order[7] = 1.0
     grid = np.asarray(render_q2i(r_q2i, None, order=order, max_queries=4, cell=48))
-    header = 18  # the title strip
+    header = 34  # the title strip and its colour bar
     assert grid.shape == (header + 2 * 50 + 2, 2 * 50 + 2, 3)
     assert (grid[:header] < 100).any()  # the title's dark text
     # first cell is query 100 = patch (4, 4): hottest at that patch's spot (48 px / 24 patches = 2 px each)
@@ -93,6 +93,28 @@ def test_render_q2i_shows_the_most_relevant_queries_first():
     assert (label == 0).all(axis=-1).any() and (label > 200).all(axis=-1).any()
     untitled = np.asarray(render_q2i(r_q2i, None, order=order, max_queries=4, cell=48, title=None))
     assert untitled.shape == (2 * 50 + 2, 2 * 50 + 2, 3)
+
+
+def test_render_q2i_draws_every_cell_on_one_scale():
+    """A near-uniform query is dim beside a focused one (per-cell min-max made both look equally focused)."""
+    focused = torch.zeros(16)
+    focused[5] = 1.0
+    near_uniform = torch.full((16,), 1.0)
+    near_uniform[5] = 1.2
+    grid = np.asarray(render_q2i(torch.stack([focused, near_uniform]), None, cell=32, title=None))
+    first, second = grid[2:34, 2:34].astype(int), grid[2:34, 36:68].astype(int)
+    # patch 5 = grid cell (1, 1) of 4 x 4: 8 px each; the same spot, the same colour map, one scale
+    assert first[12, 12, 0] > 200 and second[12, 12, 0] < 120  # yellow vs dark: 16x vs 1.2x the row mean
+
+
+def test_t2q_figure_names_itself_and_scales_its_token_panel():
+    from deco.explain.render import t2q_figure
+
+    fig = t2q_figure(torch.rand(16), torch.rand(3, 16), ["Red", ".", "</s>"], title="avgpool2_16")
+    assert fig._suptitle.get_text().startswith("R_t2q") and "avgpool2_16" in fig._suptitle.get_text()
+    token_ax = next(ax for ax in fig.axes if ax.get_title() == "per target token")
+    assert min(t.get_fontsize() for t in token_ax.get_yticklabels()) >= 9
+    assert any(ax.get_title() == "relevance" for ax in fig.axes)  # the per-token panel's colour bar
 
 
 def test_flat_map_is_said_on_the_figure_and_in_the_log(caplog):
@@ -186,3 +208,14 @@ def test_learned_queries_get_a_ranked_strip_never_a_grid():
     assert not any("grid" in t for t in titles(strip_fig))
     strip = next(ax for ax in strip_fig.axes if ax.get_title().startswith("ranked queries"))
     assert [t.get_text() for t in strip.get_yticklabels()][:3] == ["q1", "q3", "q0"]
+
+
+def test_images_of_one_wandb_key_share_a_size():
+    from PIL import Image
+
+    from deco.lit.relevance_callback import one_size
+
+    small, wide = Image.new("RGB", (40, 30), (0, 0, 0)), Image.new("RGB", (60, 20), (0, 0, 0))
+    padded = one_size([small, wide])
+    assert [p.size for p in padded] == [(60, 30), (60, 30)]
+    assert padded[0].getpixel((10, 10)) == (0, 0, 0) and padded[0].getpixel((50, 25)) == (255, 255, 255)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from explain_helpers import tiny_model
-from torch.nn import functional as F
 
 from deco.data.shapes import render_scene
 from deco.explain.inputs import build_input

@@ -19,14 +19,28 @@ RUN = {
     "projector": {"name": "avgpool", "query_num": 64, "pooling": "avg", "layer_num": 2},
     "pooling": {"name": "avg"},
     "query_num": 64,
-    "stage": {"name": "finetune", "train_vision": False, "train_llm": True, "lora": {"enabled": False, "r": 8},
-              "template": "vicuna_v1_qfirst", "lr": 5e-4},
+    "stage": {
+        "name": "finetune",
+        "train_vision": False,
+        "train_llm": True,
+        "lora": {"enabled": False, "r": 8},
+        "template": "vicuna_v1_qfirst",
+        "lr": 5e-4,
+    },
     "trainer": {"max_steps": 800},
 }
 # One change per guarded key: (dotted key, new value).
-CHANGES = [("model.llm.name_or_path", "zoo:other/llm"), ("projector.name", "qformer"), ("pooling.name", "max"),
-           ("query_num", 144), ("stage.name", "finetune_lora"), ("stage.train_vision", True),
-           ("stage.train_llm", False), ("stage.lora.enabled", True), ("stage.template", "vicuna_v1")]
+CHANGES = [
+    ("model.llm.name_or_path", "zoo:other/llm"),
+    ("projector.name", "qformer"),
+    ("pooling.name", "max"),
+    ("query_num", 144),
+    ("stage.name", "finetune_lora"),
+    ("stage.train_vision", True),
+    ("stage.train_llm", False),
+    ("stage.lora.enabled", True),
+    ("stage.template", "vicuna_v1"),
+]
 
 
 def changed(key: str, value) -> dict:
@@ -66,8 +80,9 @@ def test_a_resume_of_this_run_with_other_settings_is_allowed(tmp_path):
 
 
 def other_run_checkpoint() -> dict:
-    return {"hyper_parameters": {"build": {"model": RUN["model"], "projector": RUN["projector"]},
-                                 "stage": RUN["stage"]}}
+    return {
+        "hyper_parameters": {"build": {"model": RUN["model"], "projector": RUN["projector"]}, "stage": RUN["stage"]}
+    }
 
 
 OTHER_RUN_CHANGES = [(k, v) for k, v in CHANGES if not k.startswith(("pooling", "query_num"))]

@@ -7,6 +7,8 @@ so that a signal in it lands on the epoch boundary), LoRA dropout so the RNG mat
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -25,6 +27,11 @@ WHERE = {
 }
 
 
+def _val_steps(run_dir) -> list[int]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "val/loss" in r]
+
+
 def _state(run_dir) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
@@ -33,7 +40,7 @@ def _state(run_dir) -> dict:
 def straight(tmp_path_factory) -> dict:
     run_dir = tmp_path_factory.mktemp("straight")
     train(compose_config("train", [*RUN, "data.eval_batch_size=4"], run_dir))
-    return _state(run_dir)
+    return {**_state(run_dir), "val_steps": _val_steps(run_dir)}
 
 
 @pytest.mark.parametrize("where", list(WHERE))
@@ -51,6 +58,7 @@ def test_sigterm_then_resume_is_bitwise_equal(tmp_path, straight, where):
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(opt_a[key][name], opt_b[key][name]), (key, name)
     assert resumed["lr_schedulers"] == straight["lr_schedulers"]
+    assert _val_steps(tmp_path) == straight["val_steps"] == [4]  # an interrupted validation ran again
 
 
 def test_sigkill_after_the_epoch_end_save_resumes_bitwise(tmp_path, straight):

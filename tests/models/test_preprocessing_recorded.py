@@ -20,8 +20,13 @@ def resize_ckpt(tmp_path_factory):
     from deco.train import train
 
     out = tmp_path_factory.mktemp("resize_run")
-    train(compose_config("train", [*TINY_RUN, "trainer.max_steps=1", "data.train.num_samples=4", "query_num=16",
-                                   "data.image_aspect=resize"], out))
+    train(
+        compose_config(
+            "train",
+            [*TINY_RUN, "trainer.max_steps=1", "data.train.num_samples=4", "query_num=16", "data.image_aspect=resize"],
+            out,
+        )
+    )
     return out / "checkpoints" / "last.ckpt"
 
 

@@ -5,16 +5,21 @@ import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from deco.data.shapes import Scene, ShapeObject
 from deco.data.tokenizer import load_tokenizer
+from deco.models.build import build_mllm
 from deco.zoo import resolve
 from deco.zoo.manifest import verify
 from deco.zoo.scenes import SymbolicScenes, collate
 from deco.zoo.text_scene import pad_ids, scene_text
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RED = ShapeObject("square", "red", "medium", (34, 67, 118, 151), 336)  # 0.10 0.20 0.35 0.45
 BLUE = ShapeObject("circle", "blue", "small", (175, 202, 225, 252), 336)  # 0.52 0.60 0.67 0.75
 RED_TEXT = "a medium red square at [0.10, 0.20, 0.35, 0.45]"
@@ -58,3 +63,10 @@ def test_smoke_text_zoo_has_no_embedder_and_matches_its_manifest(tmp_path):
     assert meta["config"]["llm"]["scene"] == "text" and meta["config"]["llm"]["sparse_until"] == 0.0
     assert not (out / "symbolic").exists() and "symbolic/model.safetensors" not in meta["files"]
     assert [r["step"] for r in meta["metrics"]["llm"]] == [3, 6] and verify(out) == []
+    # it loads as model=tiny does, from its own directory, offline, with its LLM's weights
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
+    for part in ("vision", "llm", "tokenizer"):
+        cfg[part]["name_or_path"] = str(out / part)
+    model = build_mllm(cfg, {"name": "avgpool", "query_num": 64, "permute_tokens": 1}, load_tokenizer(**cfg["tokenizer"]))
+    saved = load_file(out / "llm" / "model.safetensors")
+    assert saved and all(torch.equal(model.llm.state_dict()[k], v) for k, v in saved.items())

@@ -40,7 +40,7 @@ class CAbstractorProjector(ReceptiveFieldProjector):
     config_name = "cabstractor"
     query_rule = "square"
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, layer_num: int = 3,
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 64, layer_num: int = 3,
                  mlp_depth: int = 2, hidden_size: int | None = None, prenorm: bool = False, pos_emb: bool = True,
                  mlp_act: str = "silu", relevance: str = "receptive_field"):
         check_positive("layer_num", layer_num, minimum=0)

@@ -110,7 +110,7 @@ class CompressorProjector(Projector):
 
     query_rule = "square"
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, prenorm: bool = False,
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 64, prenorm: bool = False,
                  pos_emb: bool = False):
         super().__init__(in_dim, out_dim, num_patches)
         name = getattr(type(self), "config_name", type(self).__name__)
@@ -184,7 +184,7 @@ class ReceptiveFieldProjector(CompressorProjector):
     (`jacobian_relevance` of the features, b q n).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, prenorm: bool = False,
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 64, prenorm: bool = False,
                  pos_emb: bool = False, relevance: str = "receptive_field"):
         if relevance not in RELEVANCES:
             raise ValueError(f"relevance='{relevance}' is unknown; choose one of: {', '.join(RELEVANCES)}")

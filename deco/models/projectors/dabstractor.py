@@ -149,7 +149,7 @@ class DAbstractorProjector(AttentiveProjector, CompressorProjector):
     config_name = "dabstractor"
     query_rule = "square"
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, layer_num: int = 2,
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 64, layer_num: int = 2,
                  mlp_depth: int = 1, num_attention_heads: int = 8, num_points: int = 4, ffn_dim: int | None = None,
                  prenorm: bool = False, pos_emb: bool = True, mlp_act: str = "gelu"):
         check_positive("layer_num", layer_num)

@@ -26,7 +26,7 @@ class PixelShuffleProjector(CompressorProjector):
     config_name = "pixelshuffle"
     query_rule = "divisor"
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, layer_num: int = 2,
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 64, layer_num: int = 2,
                  prenorm: bool = False, pos_emb: bool = False, mlp_act: str = "gelu"):
         check_positive("layer_num", layer_num)
         super().__init__(in_dim, out_dim, num_patches, query_num, prenorm=prenorm, pos_emb=pos_emb)

@@ -55,7 +55,7 @@ class PoolingProjector(Projector):
         in_dim: int,
         out_dim: int,
         num_patches: int,
-        query_num: int = 144,
+        query_num: int = 64,
         layer_num: int = 2,
         pooling: str | None = None,
     ):

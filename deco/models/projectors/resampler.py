@@ -69,7 +69,7 @@ class ResamplerProjector(AttentiveProjector, CompressorProjector):
     query_rule = "any"
     spatial_tokens = False  # learned latents: no layout on the image
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, layer_num: int = 2,
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 64, layer_num: int = 2,
                  mlp_depth: int = 1, num_attention_heads: int | None = None, ff_mult: int = 4,
                  prenorm: bool = False, pos_emb: bool = True, mlp_act: str = "gelu"):
         check_positive("layer_num", layer_num)

@@ -71,7 +71,7 @@ class TokenPackerProjector(AttentiveProjector, CompressorProjector):
     config_name = "tokenpacker"
     query_rule = "divisor"
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 144, layer_num: int = 2,
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 64, layer_num: int = 2,
                  hidden_size: int | None = None, num_attention_heads: int | None = None, prenorm: bool = False,
                  pos_emb: bool = False, mlp_act: str = "gelu"):
         check_positive("layer_num", layer_num)
