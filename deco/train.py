@@ -11,7 +11,9 @@ sweepers can optimise it.
 from __future__ import annotations
 
 import logging
+import signal
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -144,13 +146,21 @@ def train(cfg: DictConfig) -> float | None:
         lock.release()
 
 
+def _on_sigterm(handler):
+    """Install `handler` for SIGTERM (main thread only); returns the one it replaces."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     from deco.data.image import load_image_processor
     from deco.data.tokenizer import load_tokenizer
     from deco.lit.checkpointing import NonFiniteWeightsError
     from deco.lit.datamodule import MLLMDataModule, text_budget
-    from deco.lit.fault import NonFiniteGradientError
+    from deco.lit.fault import NonFiniteGradientError, _exit_preempted
     from deco.lit.loggers import finish_runs
+    from deco.lit.memory import setup_gradient_checkpointing, warn_if_plan_unfit
     from deco.lit.module import MLLMModule, NonFiniteLossError
     from deco.lit.resume import clean_orphan_tmps
     from deco.lit.sampling import accumulation_for
@@ -197,6 +207,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     for experiment_logger in loggers:  # the run's settings in W&B's config panel / the CSV's hparams.yaml
         experiment_logger.log_hyperparams(run_settings(resolved))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    setup_gradient_checkpointing(model, trainer, bool(cfg.model.get("gradient_checkpointing")))
+    warn_if_plan_unfit(resolved, trainer)
     if cfg.data.get("global_batch_size"):
         try:
             trainer.accumulate_grad_batches = accumulation_for(cfg.data.global_batch_size, cfg.data.batch_size,
@@ -207,6 +219,9 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     if trainer.is_global_zero:
         tokenizer.save_pretrained(output_dir / "tokenizer")
         image_processor.save_pretrained(output_dir / "image_processor")
+    # SIGTERM before training starts or after a preemption checkpoint: exit 143 at once (during training
+    # PreemptionCheckpoint handles it; Lightning puts this handler back when fit ends)
+    previous = _on_sigterm(_exit_preempted)
     try:
         # weights_only passed explicitly: torch honours it whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -218,6 +233,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
         log.error("Training interrupted: %s", error or "SIGTERM")
         raise SystemExit(PREEMPTED_EXIT_CODE) from None
     finally:
+        _on_sigterm(previous)
         finish_runs(loggers)
     skipped = getattr(module, "_nonfinite_skips", 0)
     if skipped:
@@ -228,7 +244,12 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
+    try:
+        return train(cfg)
+    except SystemExit as stop:
+        if stop.code == PREEMPTED_EXIT_CODE:  # checkpoint saved: a SIGTERM that arrives now must not turn
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # exit 143 into a kill (another rank's, a late one)
+        raise
 
 
 if __name__ == "__main__":

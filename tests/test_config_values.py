@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CONFIG_DIR, compose_config
+from omegaconf import OmegaConf
 
 from deco.train import train
 
@@ -76,7 +77,8 @@ def test_python_defaults_agree_with_the_yaml():
 
 
 def test_pooling_override_names_the_projector_it_makes():
-    from deco.models.formats.common import LoadedModel, projector_name
+    from deco.models.formats.common import LoadedModel
+    from deco.utils.names import projector_name
 
     assert projector_name({"name": "avgpool", "pooling": "max"}) == "maxpool"
     assert projector_name({"name": "maxpool", "pooling": "avg"}) == "avgpool"
@@ -84,3 +86,33 @@ def test_pooling_override_names_the_projector_it_makes():
     loaded = LoadedModel(None, None, None, {"projector": {"name": "avgpool", "pooling": "max", "query_num": 64,
                                                           "layer_num": 2}})
     assert loaded.projector_tag == "maxpool2_64"
+    cfg = compose_config("train", ["projector=avgpool", "pooling=max", "logger=wandb"], Path("/tmp"))
+    assert cfg.logger.wandb.name == "maxpool-q64-s42"  # W&B run names, and the sweep subdirs likewise:
+    assert "${projector_name:${projector.name}" in (Path(CONFIG_DIR) / "hydra" / "default.yaml").read_text()
+    assert compose_config("train", ["projector=linear", "logger=wandb"], Path("/tmp")).logger.wandb.name == \
+        "linear-q64-s42"
+
+
+def test_optimizer_and_schedule_come_from_the_stage_config(train_config):
+    """lightning-hydra-template style: `stage.optimizer` / `stage.scheduler` are partials the module completes."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from deco.lit.module import MLLMModule
+
+    def module_for(*overrides):
+        cfg = OmegaConf.to_container(train_config(*overrides).stage, resolve=True)
+        model = torch.nn.Module()
+        model.vision, model.projector, model.llm = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+        module = MLLMModule(model, cfg)
+        module.trainer = SimpleNamespace(estimated_stepping_batches=100)
+        return module
+
+    default = module_for().configure_optimizers()
+    assert type(default["optimizer"]).__name__ == "AdamW" and default["optimizer"].defaults["eps"] == 1e-8
+    scheduler = default["lr_scheduler"]["scheduler"]
+    assert [round(f(k), 4) for f in scheduler.lr_lambdas[:1] for k in (0, 3, 100)] == [0.0, 1.0, 0.0]  # warmup 3
+    sgd = module_for("stage.optimizer._target_=torch.optim.SGD", "~stage.optimizer.betas", "~stage.optimizer.eps",
+                     "+stage.optimizer.momentum=0.9").configure_optimizers()
+    assert type(sgd["optimizer"]).__name__ == "SGD" and sgd["optimizer"].defaults["momentum"] == 0.9

@@ -11,6 +11,7 @@ repository, and defaults that equal the composed configs. (`tests/test_docs_comm
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -36,6 +37,7 @@ TABLE_CONFIGS = {
 JOBS = ("train", "evaluate", "explain", "export", "report", "to_wds", "zoo")
 
 
+@functools.lru_cache(maxsize=None)  # read only: one composition per (job, overrides) for the whole file
 def composed(job: str, overrides: tuple[str, ...] = ()):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

@@ -226,7 +226,11 @@ def test_one_seed_rates_get_a_ci_over_questions(tmp_path):
     path.write_text(json.dumps({**json.loads(path.read_text()), "num_questions": 200}))
     rows = report.build_report(tmp_path / "s")["rows"]
     att = cell(rows, "avgpool", 4, "shapes_attribute/accuracy")
-    assert att["n"] == 1 and att["ci95"] == pytest.approx(1.96 * math.sqrt(0.6 * 0.4 / 200))  # 0.068
+    # Wilson, by hand: z = 1.96, n = 200: 1.96 sqrt(0.24 / 200 + 3.8416 / 160000) / (1 + 3.8416 / 200) = 0.0673
+    assert att["n"] == 1 and att["ci95"] == pytest.approx(0.0673, abs=5e-5)
+    from deco.report.stats import binomial_ci
+
+    assert binomial_ci(0.0, 8) == pytest.approx(0.162, abs=5e-4)  # 0 of 8 right: [0, 0.324], not "± 0"
     assert math.isnan(cell(rows, "avgpool", 4, "shapes_grounding/accuracy")["ci95"])  # no question count written
 
 

@@ -103,7 +103,19 @@ def build_input(
         image=pixels_to_image(pixel_values, image_processor),
         text=text,
         question=None if template == "plain" else question,
+        meta={"template": template},
     )
+
+
+def with_question(inp: ExplainInput, tokenizer, question: str) -> ExplainInput:
+    """The same image and target text asked with another `question` (same template; the pixels are reused)."""
+    template = inp.meta.get("template", "vicuna_v1")
+    conversations = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"}, {"from": "gpt", "value": inp.text}]
+    tok = tokenize_conversation(conversations, tokenizer, template)
+    mask = content_target_mask(tok["input_ids"], tok["labels"], tokenizer)
+    _check_target(mask, inp.text)
+    return ExplainInput(input_ids=tok["input_ids"], target_mask=mask, pixel_values=inp.pixel_values, image=inp.image,
+                        text=inp.text, question=None if template == "plain" else question, meta={"template": template})
 
 
 def input_from_item(item: dict, tokenizer, image_processor, text: str | None = None) -> ExplainInput:

@@ -43,8 +43,24 @@ class ForwardTrace:
     vis_start: int  # first visual token in the merged sequence
     num_queries: int  # q
     vision_attns: list[torch.Tensor] | None = None  # per used vision layer: 1 h 1+n 1+n (vision_maps=True)
+    logits: torch.Tensor | None = None  # T V, detached: every position's next-token logits (TAM reads them)
     reduction: torch.Tensor | None = None  # pre-LLM reducer: q n weights of the patches in each kept token
     kept: torch.Tensor | None = None  # FastV: the visual tokens (0..q-1) layers >= K still see
+
+
+@contextlib.contextmanager
+def grad_through(module: nn.Module) -> Iterator[nn.Module]:
+    """Let autograd record `module`'s frozen parameters for one forward (flags restored afterwards), so that
+    maps depending only on them (a Q-Former's first query self-attention) are in the graph too; `.grad`
+    is never written (gradients come from `torch.autograd.grad` of the maps)."""
+    frozen = [p for p in module.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield module
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
 
 
 @contextlib.contextmanager
@@ -94,7 +110,8 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
         if reduction is not None:
             tokens = model.projector.forward_tokens(mat @ feats)  # 1 k d_llm
         elif need_projector_maps and hasattr(model.projector, "forward_with_attentions"):
-            tokens, q_self, q_cross = model.projector.forward_with_attentions(feats)
+            with grad_through(model.projector):  # a frozen Q-Former's query-only maps need a graph too
+                tokens, q_self, q_cross = model.projector.forward_with_attentions(feats)
         else:
             tokens = model.projector(feats)  # 1 q d_llm
         embeds, mask, merged_labels, image_positions = model.prepare_inputs_embeds(
@@ -130,6 +147,7 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
         vis_start=int(image_positions[0]),
         num_queries=tokens.shape[1],
         vision_attns=vision_attns,
+        logits=out.logits[0].detach(),
         reduction=reduction,
         kept=kept,
     )
@@ -182,7 +200,8 @@ def gradients(score: torch.Tensor, tensors: Sequence[torch.Tensor], retain_graph
 
 
 def llm_gae_rows(trace: ForwardTrace, llm_grads: Sequence[torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
-    """R_t2q rows (k q): GAE relevance of the LLM at the predicting `rows` (default trace.rows) over the visual tokens."""
+    """R_t2q rows (k q; q for one row index): GAE relevance of the LLM at the predicting `rows` (default
+    trace.rows) over the visual tokens."""
     rel = self_attention_relevance(trace.llm_attns, llm_grads)[0]  # T T
     rows = trace.rows if rows is None else rows
     return rel[rows, trace.vis_start : trace.vis_start + trace.num_queries]

@@ -53,6 +53,7 @@ class Relevance:
     vision_relevance: str = "none"  # none: r_q2i over the patch features; gae: over the input patches
     kept: torch.Tensor | None = None  # FastV: visual tokens the layers after K still see (others: early layers only)
     spatial_queries: bool = True  # the q tokens keep the patch layout (False: learned queries, drawn as a ranked strip)
+    direct_t2i: torch.Tensor | None = None  # g g: a map measured on the image itself (perturb), not R_t2q R_q2i
 
     @property
     def num_queries(self) -> int:
@@ -68,12 +69,16 @@ class Relevance:
 
     @property
     def r_t2i(self) -> torch.Tensor:
-        """grid x grid text-to-patch relevance = R_t2q @ R_q2i."""
+        """grid x grid text-to-patch relevance = R_t2q @ R_q2i (or the directly measured map)."""
+        if self.direct_t2i is not None:
+            return self.direct_t2i
         return (self.r_t2q @ self.r_q2i).reshape(self.grid, self.grid)
 
     @property
     def r_t2i_tokens(self) -> torch.Tensor:
         """k x grid x grid, one map per target token."""
+        if self.direct_t2i is not None:
+            return self.direct_t2i[None]
         return (self.r_t2q_tokens @ self.r_q2i).reshape(-1, self.grid, self.grid)
 
 
@@ -105,7 +110,7 @@ def _finish(method: str, trace: ForwardTrace, rows: torch.Tensor, r_q2i: torch.T
     )
 
 
-def rgae(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token: bool = False, **_) -> Relevance:
+def rgae(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token: bool, **_) -> Relevance:
     q_maps = _qformer_maps(trace)
     grads = gradients(trace.score, [*trace.llm_attns, *q_maps])
     n_llm = len(trace.llm_attns)
@@ -114,7 +119,7 @@ def rgae(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token: bo
         rows = []
         for j in range(trace.token_scores.shape[0]):
             token_grads = gradients(trace.token_scores[j], trace.llm_attns)
-            rows.append(llm_gae_rows(trace, token_grads, trace.rows[j : j + 1])[0])
+            rows.append(llm_gae_rows(trace, token_grads, trace.rows[j]))
         rows = torch.stack(rows)  # k q
     else:
         rows = llm_gae_rows(trace, llm_grads)  # k q
@@ -138,7 +143,7 @@ def rawattn(model: nn.Module, trace: ForwardTrace, tokens: list[str], **_) -> Re
     return _finish("rawattn", trace, rows, structural_q2i(model.projector, trace), tokens)
 
 
-def gradcam(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token: bool = False, **_) -> Relevance:
+def gradcam(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token: bool, **_) -> Relevance:
     last = trace.llm_attns[-1]
     extra = [trace.qformer_cross[-1]] if trace.qformer_cross is not None else []
     grads = gradients(trace.score, [last, *extra])
@@ -157,7 +162,7 @@ def gradcam(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token:
 
 
 def integrated_gradients(model: nn.Module, trace: ForwardTrace, tokens: list[str], inp: ExplainInput,
-                         ig_steps: int = 16, **_) -> Relevance:
+                         ig_steps: int, **_) -> Relevance:
     from captum.attr import IntegratedGradients
 
     device = trace.image_tokens.device
@@ -189,6 +194,15 @@ METHODS: dict[str, Callable[..., Relevance]] = {
 }
 
 
+def _register_recent() -> None:
+    from deco.explain.recent_methods import RECENT_METHODS
+
+    METHODS.update(RECENT_METHODS)
+
+
+_register_recent()
+
+
 def _tokens(inp: ExplainInput, tokenizer) -> list[str]:
     if tokenizer is not None:
         return inp.target_tokens(tokenizer)
@@ -217,7 +231,8 @@ def explain_all(model: nn.Module, inp: ExplainInput, methods: list[str], tokeniz
     tokens = _tokens(inp, tokenizer)
     with eval_mode(model):
         trace = teacher_forced_forward(model, inp, need_projector_maps=True, vision_maps=vision_relevance == "gae")
-        results = {m: METHODS[m](model, trace, tokens, per_token=per_token, inp=inp, ig_steps=ig_steps) for m in methods}
+        results = {m: METHODS[m](model, trace, tokens, per_token=per_token, inp=inp, ig_steps=ig_steps,
+                                 tokenizer=tokenizer) for m in methods}
         for rel in results.values():
             rel.spatial_queries = bool(getattr(model.projector, "spatial_tokens", True))
             if trace.reduction is not None:  # kept / merged tokens back to the patches they carry

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch.utils.data import DistributedSampler
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from deco.lit.checkpointing import ValidationResume, mark_validation_pending, validation_due_after_this_batch
@@ -103,6 +104,20 @@ def loss_is_finite(module: L.LightningModule, loss: torch.Tensor) -> bool:
     return not _any_rank(trainer, not finite)
 
 
+PREEMPTING = threading.Event()  # set once a preemption checkpoint is written: a later SIGTERM just exits 143
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect from a terminated job
+
+
+def _exit_preempted(signum, frame) -> None:
+    raise SystemExit(PREEMPTED_EXIT_CODE)
+
+
+def _loaders(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 class PreemptionCheckpoint(L.Callback):
     """Save `<dirpath>/last.ckpt` at the first optimizer-step boundary after a preemption signal, then stop."""
 
@@ -116,6 +131,7 @@ class PreemptionCheckpoint(L.Callback):
         self._pending: str | None = None  # saved, stop at the next hook (message)
         self._saved_step: int | None = None
         self._val_owed = False
+        self._sync_each_val_batch = True
 
     def _record(self, signum: int, frame) -> None:
         log.warning("received %s: saving a checkpoint at the end of this batch", signal.Signals(signum).name)
@@ -124,14 +140,24 @@ class PreemptionCheckpoint(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         # After Lightning has registered its own handlers (it restores the ones it found, i.e.
         # the pre-run ones, when fit ends), so ours are in front only while training runs.
+        # SIGTERM too: Lightning's handler stops the signalled rank alone and, under DDP, broadcasts from
+        # inside the handler, i.e. a collective at whatever point the signal lands (Lightning #20806):
+        # with SIGTERM on rank 1 first, rank 1 saved into a barrier while rank 0 ran the next step, and both
+        # hung. Ours only records it; all ranks agree at the next batch end and save and stop together.
+        PREEMPTING.clear()  # a new fit (tests run several in one process)
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be installed from the main thread
-        for signum in self.signals:
+        for signum in dict.fromkeys([*self.signals, signal.SIGTERM]):
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._record)
+        self._sync_each_val_batch = trainer.world_size == 1 or all(
+            isinstance(getattr(loader, "sampler", None), DistributedSampler)
+            for loader in _loaders(trainer.val_dataloaders))  # equal batch counts on every rank
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():
+            if signum == signal.SIGTERM and PREEMPTING.is_set():
+                handler = _exit_preempted  # not Lightning's (a collective inside a handler); exit 143
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
 
@@ -145,9 +171,10 @@ class PreemptionCheckpoint(L.Callback):
                 return  # saved at the batch boundary already; Lightning then stopped on its own
             # Lightning stopped on SIGTERM outside a training batch (during validation or between
             # epochs): the weights are those of the last finished step, save them too.
+            PREEMPTING.set()
             self._saving_mid_validation = trainer.validating and self._loops_before_val is not None
             try:
-                trainer.save_checkpoint(self.path)
+                trainer.save_checkpoint(self.path, weights_only=False)  # the full state (silences Lightning)
             finally:
                 self._saving_mid_validation = False
             log.warning("SIGTERM received: saved %s at global step %d", self.path, trainer.global_step)
@@ -168,23 +195,48 @@ class PreemptionCheckpoint(L.Callback):
             mark_validation_pending(self._loops_before_val)
         if (batch_idx + 1) % trainer.accumulate_grad_batches or self._pending is not None:
             return  # mid-accumulation: partial gradients are not checkpointed, wait for the step
-        local = self._received is not None or bool(trainer.received_sigterm)
-        if not _any_rank(trainer, local):
-            return
-        trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes
+        if self._signalled_anywhere(trainer):
+            self._save(trainer)
+        # Stop at the next hook, not here: Lightning still logs this step's metrics (CSV, W&B) after
+        # this hook. (On SIGTERM it may stop by itself first: on_exception knows it was saved.)
+
+    def _signalled_anywhere(self, trainer: L.Trainer) -> bool:
+        """Whether some rank received a signal (an all-reduce: every rank must call it at the same point)."""
+        return _any_rank(trainer, self._received is not None or bool(trainer.received_sigterm))
+
+    def _save(self, trainer: L.Trainer) -> None:
+        PREEMPTING.set()
+        self._saving_mid_validation = trainer.validating and self._loops_before_val is not None
+        try:
+            trainer.save_checkpoint(self.path, weights_only=False)  # every rank calls it; rank 0 writes
+        finally:
+            self._saving_mid_validation = False
         self._saved_step = trainer.global_step
         name = signal.Signals(self._received).name if self._received is not None else "SIGTERM"
         self._pending = (f"{name} received: saved {self.path} at global step {trainer.global_step}; "
                          "rerun with resume=auto (and the same run dir) to continue")
         log.warning(self._pending)
-        # Stop at the next hook, not here: Lightning still logs this step's metrics (CSV, W&B) after
-        # this hook. (On SIGTERM it may stop by itself first: on_exception knows it was saved.)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        # A signal during validation: every rank saves the last finished step and stops here, at once.
+        if (self._sync_each_val_batch and self._pending is None and not trainer.sanity_checking
+                and trainer.state.fn == "fit" and self._signalled_anywhere(trainer)):
+            self._save(trainer)
+            self._stop_if_pending()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        # ranks whose validation loaders may differ in length agree once validation is over
+        if (not self._sync_each_val_batch and self._pending is None and not trainer.sanity_checking
+                and trainer.state.fn == "fit" and self._signalled_anywhere(trainer)):
+            self._save(trainer)
 
     def _stop_if_pending(self) -> None:
         if self._pending is None:
             return
         message, self._pending = self._pending, None
-        previous = self._previous.get(self._received) if self._received is not None else None
+        # a handler installed before the run (submitit's requeue); never Lightning's SIGTERM handler
+        previous = self._previous.get(self._received) if self._received not in (None, signal.SIGTERM) else None
         if callable(previous):  # e.g. submitit: requeue this job, then exit
             previous(self._received, None)
         raise Preempted(message)
@@ -204,7 +256,8 @@ class FaultInjection(L.Callback):
 
     nan_at_step: fill the batch's pixel values with NaN, so the loss of that step is NaN.
     kill_at_step: SIGKILL this process (no handler runs, nothing is flushed: a hard crash).
-    signal_at_step: send `signal_name` to this process (e.g. SIGTERM, as SLURM does on preemption).
+    signal_at_step: send `signal_name` to this process (e.g. SIGTERM, as SLURM does on preemption), after
+        `signal_delay_s` seconds (from a timer thread: it lands wherever the process then is).
     signal_at_val_batch: send `signal_name` at this batch of the first validation run inside fit.
     kill_at_val_batch: SIGKILL this process at this batch of validation run number `val_run` (0: the first).
     nan_grad_at_step: after that step's backward, set one gradient element to NaN (the loss stays finite).
@@ -214,7 +267,7 @@ class FaultInjection(L.Callback):
     def __init__(self, nan_at_step: int | None = None, kill_at_step: int | None = None,
                  signal_at_step: int | None = None, signal_name: str = "SIGTERM", rank: int | None = None,
                  signal_at_val_batch: int | None = None, nan_grad_at_step: int | None = None,
-                 kill_at_val_batch: int | None = None, val_run: int = 0):
+                 kill_at_val_batch: int | None = None, val_run: int = 0, signal_delay_s: float = 0.0):
         self.rank = rank  # only on this global rank (None: all)
         self.nan_at_step = nan_at_step
         self.kill_at_step = kill_at_step
@@ -222,6 +275,7 @@ class FaultInjection(L.Callback):
         self.signal_at_val_batch = signal_at_val_batch
         self.nan_grad_at_step = nan_grad_at_step
         self.kill_at_val_batch, self.val_run = kill_at_val_batch, int(val_run)
+        self.signal_delay_s = float(signal_delay_s)
         self.signum = _signal_number(signal_name)
         self._signalled = False
         self._val_runs = 0
@@ -237,7 +291,10 @@ class FaultInjection(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
         if self.signal_at_step is not None and step == self.signal_at_step and not self._signalled:
             self._signalled = True
-            os.kill(os.getpid(), self.signum)
+            if self.signal_delay_s > 0:
+                threading.Timer(self.signal_delay_s, os.kill, (os.getpid(), self.signum)).start()
+            else:
+                os.kill(os.getpid(), self.signum)
         if self.nan_at_step is not None and step == self.nan_at_step:
             images = batch.get("vision_features")
             (batch["pixel_values"] if images is None else images).fill_(float("nan"))

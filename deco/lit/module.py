@@ -24,6 +24,15 @@ from deco.models.mllm import position_ids_from_mask
 from deco.models.stages import apply_stage, parameter_groups, trainable_summary
 
 
+def _partial(spec: Mapping | None, default):
+    """`stage.optimizer` / `stage.scheduler` (a Hydra `_partial_` target), or `default` when the stage has none."""
+    if not spec:
+        return default
+    from hydra.utils import instantiate
+
+    return instantiate(dict(spec), _partial_=True)
+
+
 def parameter_line(part: str, trainable: int, total: int) -> str:
     """'   vision:      224,832 parameters, frozen (eval mode: no dropout, fixed statistics)' and the like."""
     if trainable == 0:
@@ -121,8 +130,10 @@ class MLLMModule(L.LightningModule):
 
     def configure_optimizers(self):
         groups = parameter_groups(self.model, self.stage)
-        optimizer = torch.optim.AdamW(groups, weight_decay=float(self.stage.get("weight_decay", 0.0)))
+        make_optimizer = _partial(self.stage.get("optimizer"), torch.optim.AdamW)
+        optimizer = make_optimizer(groups, weight_decay=float(self.stage.get("weight_decay", 0.0)))
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = math.ceil(total * float(self.stage.get("warmup_ratio", 0.03)))  # configs/stage/*.yaml
-        scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
+        make_scheduler = _partial(self.stage.get("scheduler"), get_cosine_schedule_with_warmup)
+        scheduler = make_scheduler(optimizer, num_warmup_steps=warmup, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

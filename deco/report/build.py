@@ -29,7 +29,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, metho
     files = {"summary.md": out / "summary.md", "summary.csv": out / "summary.csv",
              "convergence.png": out / "convergence.png"}
     header = (f"# Sweep report: {sweep_dir}\n\n{len(runs)} runs. Cells: mean ± 95% CI half-width over seeds "
-              f"(Student t; with one seed, a rate's CI is over the benchmark's questions, 1.96 sqrt(p(1-p)/n)); step time excludes the first {WARMUP_STEPS} steps; train_loss_final is the "
+              f"(Student t; with one seed, a rate's CI is over the benchmark's questions: half the 95% Wilson interval); step time excludes the first {WARMUP_STEPS} steps; train_loss_final is the "
               f"mean of the last {FINAL_LOSS_WINDOW} logged steps.\n\n")
     files["summary.md"].write_text(header + table)
     write_csv(rows, files["summary.csv"])

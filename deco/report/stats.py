@@ -30,8 +30,9 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
 
 
 def binomial_ci(rate: float, questions: int) -> float:
-    """95% CI half-width of a rate measured on `questions` independent questions (normal approximation,
-    1.96 sqrt(p (1 - p) / n)): what one seed's accuracy on 200 questions can tell apart."""
+    """Half the width of the 95% Wilson score interval of a rate measured on `questions` independent questions:
+    what one seed's accuracy can tell apart (unlike the normal approximation, not 0 at a rate of 0 or 1)."""
     if questions < 1 or not math.isfinite(rate):
         return math.nan
-    return 1.96 * math.sqrt(rate * (1 - rate) / questions)
+    z2, n = 1.96**2, questions
+    return 1.96 * math.sqrt(rate * (1 - rate) / n + z2 / (4 * n * n)) / (1 + z2 / n)

@@ -32,7 +32,7 @@ def resolve(name_or_path: Any) -> Any:
     return str(path)
 
 
-def manifest(name: str = "tiny") -> dict:
+def load_manifest(name: str = "tiny") -> dict:
     """The zoo's manifest.json: recipe, config, git commit, seeds, metrics and a sha256 per file."""
     path = ZOO_ROOT / name / "manifest.json"
     if not path.is_file():

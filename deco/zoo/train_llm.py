@@ -37,8 +37,9 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None,
 
     cfg keys: steps, batch_size, lr, warmup_ratio, seed, tasks, grids, grid_weights, plain_fraction, template,
     max_length, eval_every, eval_grid, num_workers; optional: content_std, position_std, sparse_until,
-    existence_negatives, scene ("symbolic" or "text": deco.zoo.scenes). `evaluate(step, symbolic) -> dict` is called every eval_every steps and at the end; `on_eval(step, symbolic, curve)` after it (e.g. to save the weights, so a
-    long run that is stopped leaves its latest evaluated state).
+    existence_negatives, scene ("symbolic" or "text": deco.zoo.scenes; with "text" the embedder is unused).
+    `evaluate(step, symbolic) -> dict` is called every eval_every steps and at the end; `on_eval(step, symbolic,
+    curve)` after it (e.g. to save the weights, so a long run that is stopped leaves its latest evaluated state).
     """
     torch.manual_seed(int(cfg["seed"]))
     llm = model.llm

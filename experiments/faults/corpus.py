@@ -88,6 +88,8 @@ def build(root: Path) -> list[tuple[str, object, str]]:
         ("no_conversations", json.dumps({"id": "nc", "image": "img/good.jpg"}), "skip:malformed_json"),
         ("conversations_not_list", rec("cnl", "hello"), "skip:malformed_json"),
         ("bom_prefixed_line", "\ufeff" + json.dumps(rec("bom", _qa())), "ok"),  # json reads a UTF-8 BOM
+        ("deeply_nested_line", '{"id": "dn", "x": ' + "[" * 100_000 + "]" * 100_000 + "}",  # issue 29
+         "skip:malformed_json"),
         ("empty_conversations", rec("ec", []), "skip:empty_conversation"),
         ("blank_turns", rec("bt", [{"from": "human", "value": "<image>\n "}, {"from": "gpt", "value": " "}]),
          "skip:empty_conversation"),

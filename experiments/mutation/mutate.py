@@ -30,11 +30,12 @@ EXPLAIN = "tests/explain/"
 TARGETS = {
     "deco/relevance/gae.py": ["test_explain_gae.py", "test_explain_independent.py", "test_explain_vit.py"],
     "deco/relevance/vit.py": ["test_explain_vit.py"],
-    "deco/explain/llm_relevance.py": ["test_explain_independent.py", "test_explain_methods.py",
+    "deco/explain/llm_relevance.py": ["test_explain_independent.py", "test_explain_trace.py", "test_explain_methods.py",
                                       "test_explain_attention.py"],
-    "deco/explain/methods.py": ["test_explain_independent.py", "test_explain_methods.py", "test_explain_vit.py",
-                                "test_explain_new_methods.py"],
-    "deco/explain/score.py": ["test_explain_score.py", "test_explain_faithfulness.py"],
+    "deco/explain/methods.py": ["test_explain_independent.py", "test_explain_trace.py", "test_explain_methods.py",
+                                "test_explain_vit.py", "test_explain_new_methods.py"],
+    "deco/explain/score.py": ["test_explain_score_rules.py", "test_explain_score.py", "test_explain_faithfulness.py"],
+    "deco/explain/summary.py": ["test_explain_score_rules.py", "test_explain_score.py", "test_explain_faithfulness.py"],
 }
 
 _BINOPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
@@ -187,7 +188,8 @@ def _run_tests(tests: list[str]) -> int:
             sys.stdout, sys.stderr = stdout, stderr
 
 
-def run_mutant(module_name: str, path: Path, source: str, tests: list[str], timeout: float) -> str:
+def start_mutant(module_name: str, path: Path, source: str, tests: list[str]) -> int:
+    """Fork a child that installs the mutant and runs the tests; exit 0 = all passed (survived)."""
     pid = os.fork()
     if pid == 0:  # child: never returns
         code = 3
@@ -197,17 +199,32 @@ def run_mutant(module_name: str, path: Path, source: str, tests: list[str], time
         except BaseException:  # the mutant does not even import: killed
             code = 2
         os._exit(code)
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            code = os.waitstatus_to_exitcode(status)
-            return "survived" if code == 0 else "killed"
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            return "timeout"
+    return pid
+
+
+def run_mutants(module_name: str, path: Path, sources: list[str], tests: list[str], timeout: float,
+                jobs: int) -> list[str]:
+    """Outcome per mutant ("killed", "survived", "timeout"), at most `jobs` children at a time."""
+    outcomes: list[str | None] = [None] * len(sources)
+    running: dict[int, tuple[int, float]] = {}  # pid -> (mutant index, deadline)
+    queue = list(range(len(sources)))
+    while queue or running:
+        while queue and len(running) < jobs:
+            i = queue.pop(0)
+            running[start_mutant(module_name, path, sources[i], tests)] = (i, time.monotonic() + timeout)
+        for pid, (i, deadline) in list(running.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                outcomes[i] = "survived" if os.waitstatus_to_exitcode(status) == 0 else "killed"
+            elif time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                outcomes[i] = "timeout"
+            else:
+                continue
+            del running[pid]
         time.sleep(0.05)
+    return outcomes
 
 
 def main() -> int:
@@ -216,6 +233,7 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="list the mutation sites and exit")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per mutant before it counts as killed")
     parser.add_argument("--json", type=Path, default=None, help="write every mutant's result here")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (forked children)")
     args = parser.parse_args()
     os.chdir(ROOT)
     sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "explain")]
@@ -235,8 +253,9 @@ def main() -> int:
         __import__(module_name)
         if _run_tests(tests) != 0:
             raise SystemExit(f"{file}: the unmutated tests {tests} fail; fix them first")
-        for i, (line, what) in enumerate(sites):
-            outcome = run_mutant(module_name, path, mutated_source(source, i), tests, args.timeout)
+        outcomes = run_mutants(module_name, path, [mutated_source(source, i) for i in range(len(sites))], tests,
+                               args.timeout, args.jobs)
+        for i, ((line, what), outcome) in enumerate(zip(sites, outcomes)):
             results.append({"file": file, "line": line, "index": i, "mutation": what, "outcome": outcome})
             total += 1
             killed += outcome != "survived"

@@ -22,9 +22,10 @@ from explain_helpers import tiny_model
 
 from deco.data.shapes import make_sample
 from deco.explain.inputs import build_input
-from deco.explain.methods import explain
+from deco.explain.methods import explain, explain_all
 
 QUESTION, ANSWER = "What colour is the circle?", "Green."
+BASELINES: dict = {}  # the last reference's baselines (rawattn, gradcam, log-prob), filled by _reference
 
 
 def _train_a_few_steps(model, tokenizer, processor, steps: int = 4):
@@ -101,8 +102,15 @@ def _reference(model, inp):
     rows = torch.tensor(targets) - 1
     out.logits[0, rows, target_ids].sum().backward()
     r_t2q = _chefer_self([a.detach() for a in attns], [a.grad for a in attns])[rows][:, at : at + q]
+    # the baselines on the last layer: raw head-mean attention; Grad-CAM (head weight = mean gradient, clamp after)
+    last, grad = attns[-1].detach()[0], attns[-1].grad[0]
+    BASELINES["rawattn"] = last.mean(0)[rows][:, at : at + q]
+    BASELINES["gradcam"] = (grad.mean((1, 2))[:, None, None] * last).mean(0).clamp(min=0)[rows][:, at : at + q]
+    BASELINES["log_prob"] = float(torch.log_softmax(out.logits[0, rows].detach(), -1).gather(1, target_ids[:, None]).sum())
     if q_self is None:
         return r_t2q, None
+    cross, cross_grad = q_cross[-1].detach()[0], q_cross[-1].grad[0]
+    BASELINES["gradcam_q2i"] = (cross_grad.mean((1, 2))[:, None, None] * cross).mean(0).clamp(min=0)
     r_qq = torch.eye(q, dtype=torch.float64)
     r_qi = torch.zeros(q, feats.shape[1], dtype=torch.float64)
     for a_s, a_c in zip(q_self, q_cross):
@@ -125,11 +133,11 @@ def case(request):
     scene, _, _ = make_sample(1000, 5, ("attribute",))
     inp = build_input(tokenizer, processor, scene.image, ANSWER, question=QUESTION)
     ref_t2q, ref_q2i = _reference(model, inp)
-    return request.param, model, tokenizer, inp, ref_t2q, ref_q2i
+    return request.param, model, tokenizer, inp, ref_t2q, ref_q2i, dict(BASELINES)
 
 
 def test_r_t2q_equals_a_from_scratch_chefer_rule(case):
-    projector, model, tokenizer, inp, ref_t2q, _ = case
+    projector, model, tokenizer, inp, ref_t2q, _, _ = case
     rel = explain(model, inp, "rgae", tokenizer)
     assert rel.r_t2q_tokens.shape == ref_t2q.shape == (2, 16)
     assert float(ref_t2q.max()) > 0 and float(ref_t2q.std()) > 0  # trained: not the identity's zeros
@@ -141,7 +149,7 @@ def test_the_comparison_rejects_columns_shifted_by_one(case, monkeypatch):
     """The check above is sharp: R_t2q sliced one visual token late (a slicing bug) does not pass it."""
     import deco.explain.llm_relevance as llm_relevance
 
-    projector, model, tokenizer, inp, ref_t2q, _ = case
+    projector, model, tokenizer, inp, ref_t2q, _, _ = case
     original = llm_relevance.teacher_forced_forward
 
     def shifted(*args, **kwargs):
@@ -158,7 +166,7 @@ def test_the_comparison_rejects_columns_shifted_by_one(case, monkeypatch):
 
 @pytest.mark.parametrize("case", ["qformer"], indirect=True)  # avgpool's R_q2i: test_explain_methods
 def test_qformer_r_q2i_equals_a_from_scratch_gae(case):
-    projector, model, tokenizer, inp, ref_t2q, ref_q2i = case
+    projector, model, tokenizer, inp, ref_t2q, ref_q2i, _ = case
     rel = explain(model, inp, "rgae", tokenizer)
     assert rel.r_q2i.shape == ref_q2i.shape == (16, 576)
     assert _close(rel.r_q2i, ref_q2i), (rel.r_q2i - ref_q2i).abs().max()
@@ -168,3 +176,13 @@ def test_qformer_r_q2i_equals_a_from_scratch_gae(case):
     assert not _close(rel.r_q2i, shifted)
 
 
+
+
+def test_baselines_and_the_log_prob_equal_their_rules(case):
+    projector, model, tokenizer, inp, _, _, ref = case
+    rel = explain_all(model, inp, ["rawattn", "gradcam"], tokenizer)
+    assert _close(rel["rawattn"].r_t2q_tokens, ref["rawattn"]) and _close(rel["gradcam"].r_t2q_tokens, ref["gradcam"])
+    assert rel["rawattn"].log_prob == pytest.approx(ref["log_prob"], rel=1e-4, abs=1e-6)  # float32 log-softmax
+    if projector == "qformer":  # Grad-CAM's R_q2i: the Q-Former's last cross-attention
+        assert _close(rel["gradcam"].r_q2i, ref["gradcam_q2i"])
+    assert rel["gradcam"].num_queries == 16 == rel["rawattn"].num_queries

@@ -97,3 +97,33 @@ def test_nan_on_one_rank_stops_or_skips_on_all_ranks(tmp_path, on_nan):
     else:
         assert result.returncode == 0, result.stderr[-3000:]
         assert checkpoint["global_step"] == 3 and adam_steps == {2.0}
+
+
+SIGNAL_ORDERS = {  # seconds after step 2 starts at which each rank gets SIGTERM (None: never)
+    "rank1_first": (0.7, 0.01), "rank0_first": (0.01, 0.7), "rank1_only": (None, 0.01), "both_at_once": (0.01, 0.01),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", list(SIGNAL_ORDERS))
+def test_sigterm_in_any_order_across_ranks_saves_and_exits_143(tmp_path, order):
+    """Lightning #20806: SIGTERM on rank 1 ~0.7 s before rank 0 used to hang both ranks (rank 1 saved into a
+    barrier while rank 0 ran the next step) with no checkpoint of that step. Every order must stop both ranks
+    within a step or two of the first signal, with last.ckpt of the step they stopped at, and exit 143."""
+    inject = []
+    for rank, delay in enumerate(SIGNAL_ORDERS[order]):
+        if delay is not None:
+            key = f"+callbacks.inject{rank}"
+            inject += [f"{key}._target_=deco.lit.fault.FaultInjection", f"{key}.rank={rank}",
+                       f"{key}.signal_at_step=2", f"{key}.signal_delay_s={delay}"]
+    result = subprocess.run(
+        [sys.executable, "-m", "deco.train", "trainer=ddp_cpu", "trainer.devices=2", "stage=pretrain", "query_num=16",
+         "data.train.num_samples=160", "data.batch_size=4", "data.num_workers=0", "data.max_length=128",
+         "trainer.max_steps=20", "trainer.limit_val_batches=0", "logger=none",
+         "callbacks.last_checkpoint.every_n_train_steps=100", *inject, f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,  # a deadlock ends here, as a failure
+    )
+    assert result.returncode == 143, result.stderr[-3000:]
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] in (3, 4)  # the first batch end after the first signal (or the next)
+    assert (result.stdout + result.stderr).count("Training interrupted: SIGTERM received: saved") == 2  # both ranks

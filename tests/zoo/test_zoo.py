@@ -11,14 +11,14 @@ from omegaconf import OmegaConf
 
 from deco.data.tokenizer import load_tokenizer
 from deco.models.build import build_mllm
-from deco.zoo import ZOO_ROOT, manifest, resolve
+from deco.zoo import ZOO_ROOT, load_manifest, resolve
 from deco.zoo.manifest import sha256, verify
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_zoo_files_match_their_manifest():
-    listed = manifest("tiny")["files"]
+    listed = load_manifest("tiny")["files"]
     assert {"vision/model.safetensors", "llm/model.safetensors", "tokenizer/tokenizer.json"} <= set(listed)
     assert verify(ZOO_ROOT / "tiny") == []
     size = sum((ZOO_ROOT / "tiny" / f).stat().st_size for f in listed)
