@@ -3,6 +3,7 @@
     python -m deco.export ckpt=<run>/checkpoints/last.ckpt out=exported/ format=deco
     python -m deco.export ckpt=<dir> out=hf/ format=llava_hf      # mlp2x_gelu models only
     python -m deco.export ckpt=<lora dir> model.base=<vicuna dir> out=merged/ format=deco
+    python -m deco.export ckpt=<run>/checkpoints/last.ckpt out=exported/ push_to=me/deco-avgpool144
 
 `ckpt=` takes anything `deco.models.loading.load_model` reads (deco .ckpt, deco directory, LLaVA original,
 LLaVA/DeCo LoRA, llava-hf, hub name). `format=deco` writes deco's `save_pretrained` directory (safetensors,
@@ -86,6 +87,14 @@ def run(cfg: DictConfig) -> Path:
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         raise SystemExit(f"deco.export: {error}") from None
     log.info("exported %s to %s (format=%s)", cfg.ckpt, out, cfg.format)
+    if cfg.get("push_to"):
+        from deco.models.formats.push import push_folder
+
+        try:
+            url = push_folder(out, str(cfg.push_to), private=bool(cfg.get("push_private", True)))
+        except (ValueError, FileNotFoundError) as error:
+            raise SystemExit(f"deco.export: {error}") from None
+        log.info("pushed %s to %s", out, url)
     return out
 
 

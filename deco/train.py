@@ -160,6 +160,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     from deco.lit.datamodule import MLLMDataModule, text_budget
     from deco.lit.fault import NonFiniteGradientError, _exit_preempted
     from deco.lit.loggers import finish_runs
+    from deco.lit.memory import setup_gradient_checkpointing, warn_if_plan_unfit
     from deco.lit.module import MLLMModule, NonFiniteLossError
     from deco.lit.resume import clean_orphan_tmps
     from deco.lit.sampling import accumulation_for
@@ -206,6 +207,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     for experiment_logger in loggers:  # the run's settings in W&B's config panel / the CSV's hparams.yaml
         experiment_logger.log_hyperparams(run_settings(resolved))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    setup_gradient_checkpointing(model, trainer, bool(cfg.model.get("gradient_checkpointing")))
+    warn_if_plan_unfit(resolved, trainer)
     if cfg.data.get("global_batch_size"):
         try:
             trainer.accumulate_grad_batches = accumulation_for(cfg.data.global_batch_size, cfg.data.batch_size,

@@ -67,6 +67,7 @@ class MLLMDataModule(L.LightningDataModule):
         max_length: int = 256,
         image_aspect: str = "pad",
         seed: int = 0,
+        group_by_modality_length: bool = False,
         tower_features=None,
     ):
         """tower_features: a `deco.data.tower_features.TowerFeatures` (tower outputs made in the workers,
@@ -84,6 +85,7 @@ class MLLMDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.group_by_modality_length = group_by_modality_length
         self.collate = Collator(pad_token_id=tokenizer.pad_token_id, padding_side="right", max_length=max_length)
         self.tower_features = tower_features
         if tower_features is not None:
@@ -93,7 +95,7 @@ class MLLMDataModule(L.LightningDataModule):
     @classmethod
     def from_config(cls, data_cfg: Mapping, **kwargs) -> MLLMDataModule:
         """Build from a `data=` config whose `train`/`val` were instantiated as partials."""
-        keys = ("batch_size", "eval_batch_size", "num_workers", "max_length", "image_aspect")
+        keys = ("batch_size", "eval_batch_size", "num_workers", "max_length", "image_aspect", "group_by_modality_length")
         settings = {**{k: data_cfg[k] for k in keys if k in data_cfg}, **kwargs}  # kwargs win (max_length budget)
         return cls(data_cfg.get("train"), data_cfg.get("val"), **settings)
 
@@ -126,7 +128,8 @@ class MLLMDataModule(L.LightningDataModule):
         if isinstance(dataset, IterableDataset):  # shuffles and splits itself
             return DataLoader(dataset, **kwargs)
         if shuffle:  # map-style training data: same order for any device count, resumable mid-epoch
-            return train_loader(dataset, seed=self.seed, trainer=self.trainer, **kwargs)
+            return train_loader(dataset, seed=self.seed, trainer=self.trainer,
+                                group_by_modality_length=self.group_by_modality_length, **kwargs)
         return DataLoader(dataset, shuffle=shuffle, **kwargs)
 
     def skip_counts(self) -> dict[str, dict[str, int]]:

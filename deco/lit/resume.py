@@ -37,6 +37,8 @@ MODEL_KEYS = ("model", "projector", "pooling", "query_num", *STAGE_KEYS)
 # What a checkpoint of another run records of these: its build config (model, projector: the projector's
 # pooling and query_num are inside it) and its stage.
 CHECKPOINT_KEYS = ("model", "projector", *STAGE_KEYS)
+# Keys under MODEL_KEYS that change how a model runs, not what it is: a resume may change them.
+RUNTIME_KEYS = ("model.gradient_checkpointing",)
 
 
 class RunDirBusy(RuntimeError):
@@ -111,7 +113,7 @@ def config_differences(old: dict, new: dict, keys: tuple[str, ...] = MODEL_KEYS)
     a, b = _flat(old), _flat(new)
 
     def wanted(k: str) -> bool:
-        return any(k == p or k.startswith(p + ".") for p in keys)
+        return any(k == p or k.startswith(p + ".") for p in keys) and k not in RUNTIME_KEYS
 
     leaves = sorted(k for k in set(a) | set(b) if wanted(k))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in leaves if a.get(k) != b.get(k)]

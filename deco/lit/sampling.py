@@ -60,13 +60,16 @@ class GlobalBatchSampler(DistributedSampler):
     def __len__(self) -> int:
         return self.batches_per_epoch * self.batch_size
 
-    def __iter__(self) -> Iterator[int]:
+    def order(self) -> list[int]:
+        """This epoch's order of all sample indices (every rank computes the same)."""
         n = len(self.dataset)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(n, generator=generator).tolist()
-        else:
-            order = list(range(n))
+            return torch.randperm(n, generator=generator).tolist()
+        return list(range(n))
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order()
         skip, self.start_batch = self.start_batch, 0
         for step in range(self.steps_per_epoch):
             for a in range(self.accumulate):
@@ -119,13 +122,14 @@ class ResumableDataLoader(DataLoader):
 
 
 def train_loader(dataset: Dataset, *, batch_size: int, seed: int, trainer=None, drop_last: bool = False,
-                 **loader_kwargs) -> DataLoader:
+                 group_by_modality_length: bool = False, **loader_kwargs) -> DataLoader:
     """The training DataLoader: resumable global-batch order for map-style datasets.
 
     Iterable datasets have no index to sample, so they get a plain loader (their order comes
     from their own pipeline; webdataset shards have their own loader and position callback in
     the datamodule). `drop_last` only applies to those: the global-batch order always drops an
-    incomplete last global batch.
+    incomplete last global batch. `group_by_modality_length`: LLaVA's grouping of each global batch by
+    modality and length (deco.lit.length_grouping).
     """
     if isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__"):
         return DataLoader(dataset, batch_size=batch_size, drop_last=drop_last, **loader_kwargs)
@@ -134,6 +138,9 @@ def train_loader(dataset: Dataset, *, batch_size: int, seed: int, trainer=None, 
     accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
     if not isinstance(accumulate, int) or accumulate < 1:
         raise ValueError(f"trainer.accumulate_grad_batches={accumulate} must be a positive integer")
-    sampler = GlobalBatchSampler(dataset, batch_size, num_replicas=world_size, rank=rank, accumulate=accumulate,
-                                 shuffle=True, seed=seed)
+    sampler_class = GlobalBatchSampler
+    if group_by_modality_length:  # LLaVA's --group_by_modality_length (deco.lit.length_grouping)
+        from deco.lit.length_grouping import ModalityLengthSampler as sampler_class
+    sampler = sampler_class(dataset, batch_size, num_replicas=world_size, rank=rank, accumulate=accumulate,
+                            shuffle=True, seed=seed)
     return ResumableDataLoader(dataset, sampler, **loader_kwargs)

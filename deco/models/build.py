@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from deco.models.attention import check_implementation
 from deco.models.llm import build_llm
 from deco.models.mllm import MLLM
 from deco.models.projectors import build_projector
@@ -38,6 +39,8 @@ def _section(cfg: dict[str, Any], key: str, allowed: tuple[str, ...]) -> dict[st
     section = dict(cfg[key])
     if "name_or_path" in section:  # `zoo:tiny/llm` -> the shipped directory
         section["name_or_path"] = resolve(section["name_or_path"])
+    if section.get("attn_implementation") is not None:
+        check_implementation(section["attn_implementation"], f"model.{key}.attn_implementation")
     unknown = sorted(set(section) - set(allowed))
     if unknown:
         raise ValueError(f"model.{key} has unknown keys {unknown}; allowed: {', '.join(allowed)}")

@@ -149,6 +149,14 @@ def validate_train_config(cfg: Mapping) -> None:
     model = cfg["model"]
     for part in ("vision", "llm", "tokenizer", "image_processor"):
         check_model_path(f"model.{part}.name_or_path", model[part].get("name_or_path"))
+    from deco.models.attention import check_implementation
+
+    for part in ("vision", "llm"):
+        if model[part].get("attn_implementation") is not None:
+            try:
+                check_implementation(model[part]["attn_implementation"], f"model.{part}.attn_implementation")
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
     for key in ("init_from", "ckpt_path"):
         value = cfg.get(key)
         if value is not None and value != "auto" and not os.path.exists(os.path.expanduser(str(value))):

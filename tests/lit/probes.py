@@ -34,3 +34,30 @@ class GradientProbe(L.Callback):
                     "weights": {k: v.detach().clone() for k, v in pl_module.state_dict().items()}},
                    self.path / f"rank{trainer.global_rank}.pt")
 
+
+
+class LossProbe(L.Callback):
+    """Per rank: the loss of every micro-batch (any strategy, FSDP included: nothing is gathered)."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.losses: list[tuple[int, int, float]] = []  # (global step, batch_idx, loss)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.losses.append((trainer.global_step, batch_idx, float(loss) * trainer.accumulate_grad_batches))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        torch.save({"losses": self.losses}, self.path / f"rank{trainer.global_rank}.pt")
+
+
+class StopAtStep(L.Callback):
+    """Stop training (gracefully, every rank) once `step` optimizer steps are done: an interrupted run."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
