@@ -77,7 +77,8 @@ def test_python_defaults_agree_with_the_yaml():
 
 
 def test_pooling_override_names_the_projector_it_makes():
-    from deco.models.formats.common import LoadedModel, projector_name
+    from deco.models.formats.common import LoadedModel
+    from deco.utils.names import projector_name
 
     assert projector_name({"name": "avgpool", "pooling": "max"}) == "maxpool"
     assert projector_name({"name": "maxpool", "pooling": "avg"}) == "avgpool"
@@ -85,6 +86,11 @@ def test_pooling_override_names_the_projector_it_makes():
     loaded = LoadedModel(None, None, None, {"projector": {"name": "avgpool", "pooling": "max", "query_num": 64,
                                                           "layer_num": 2}})
     assert loaded.projector_tag == "maxpool2_64"
+    cfg = compose_config("train", ["projector=avgpool", "pooling=max", "logger=wandb"], Path("/tmp"))
+    assert cfg.logger.wandb.name == "maxpool-q64-s42"  # W&B run names, and the sweep subdirs likewise:
+    assert "${projector_name:${projector.name}" in (Path(CONFIG_DIR) / "hydra" / "default.yaml").read_text()
+    assert compose_config("train", ["projector=linear", "logger=wandb"], Path("/tmp")).logger.wandb.name == \
+        "linear-q64-s42"
 
 
 def test_optimizer_and_schedule_come_from_the_stage_config(train_config):

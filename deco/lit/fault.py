@@ -174,7 +174,7 @@ class PreemptionCheckpoint(L.Callback):
             PREEMPTING.set()
             self._saving_mid_validation = trainer.validating and self._loops_before_val is not None
             try:
-                trainer.save_checkpoint(self.path)
+                trainer.save_checkpoint(self.path, weights_only=False)  # the full state (silences Lightning)
             finally:
                 self._saving_mid_validation = False
             log.warning("SIGTERM received: saved %s at global step %d", self.path, trainer.global_step)
@@ -208,7 +208,7 @@ class PreemptionCheckpoint(L.Callback):
         PREEMPTING.set()
         self._saving_mid_validation = trainer.validating and self._loops_before_val is not None
         try:
-            trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes
+            trainer.save_checkpoint(self.path, weights_only=False)  # every rank calls it; rank 0 writes
         finally:
             self._saving_mid_validation = False
         self._saved_step = trainer.global_step

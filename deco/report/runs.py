@@ -175,7 +175,7 @@ def read_run(run_dir: Path) -> Run:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; is {run_dir} a deco.train run dir?")
     config = _read_yaml(config_path)
-    from deco.models.formats.common import projector_name
+    from deco.utils.names import projector_name
 
     if not (config.get("projector") or {}).get("name"):
         raise ValueError(f"{config_path}: no projector.name")

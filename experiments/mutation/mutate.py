@@ -30,10 +30,10 @@ EXPLAIN = "tests/explain/"
 TARGETS = {
     "deco/relevance/gae.py": ["test_explain_gae.py", "test_explain_independent.py", "test_explain_vit.py"],
     "deco/relevance/vit.py": ["test_explain_vit.py"],
-    "deco/explain/llm_relevance.py": ["test_explain_independent.py", "test_explain_trace.py", "test_explain_methods.py",
-                                      "test_explain_attention.py"],
-    "deco/explain/methods.py": ["test_explain_independent.py", "test_explain_trace.py", "test_explain_methods.py",
-                                "test_explain_vit.py", "test_explain_new_methods.py"],
+    "deco/explain/llm_relevance.py": ["test_explain_trace.py", "test_explain_independent.py", "test_explain_reduction.py",
+                                      "test_explain_methods.py", "test_explain_attention.py"],
+    "deco/explain/methods.py": ["test_explain_trace.py", "test_explain_independent.py", "test_explain_reduction.py",
+                                "test_explain_methods.py", "test_explain_vit.py", "test_explain_new_methods.py"],
     "deco/explain/score.py": ["test_explain_score_rules.py", "test_explain_score.py", "test_explain_faithfulness.py"],
     "deco/explain/summary.py": ["test_explain_score_rules.py", "test_explain_score.py", "test_explain_faithfulness.py"],
 }

@@ -62,8 +62,12 @@ def plot(rows: list[dict], path: Path) -> None:
                 continue
             marker = "*" if name == "trained avgpool" else "o"
             ax.plot(xs, ys, marker=marker, ms=9 if marker == "*" else 5, color=STYLE.get(name, "grey"),
-                    ls="" if name == "trained avgpool" else "-", label=name)
+                    ls="" if name == "trained avgpool" or panel == "ttft" else "-", label=name)
         ax.set_xscale("log")
+        if panel != "ttft":
+            ticks = sorted({r["keep"] for r in rows if r["reduction"] != "none"})
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
         ax.set_xlabel("time to first token (ms, batch 1)" if panel == "ttft" else "visual tokens the LLM reads")
         ax.set_ylabel({"energy": "R-GAE energy in box (%)", "ttft": "mean accuracy (%)"}.get(panel, "accuracy (%)"))
         ax.set_title({"grounding": "grounding Acc@0.5", "energy": "relevance in the asked box",

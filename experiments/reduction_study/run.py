@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=16)
     parser.add_argument("--keeps", default="144,64,16")
     parser.add_argument("--trained", default="64,144", help="avgpool budgets trained at the budget")
+    parser.add_argument("--no-train", action="store_true", help="evaluate only the runs already trained")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -118,6 +119,10 @@ def main() -> None:
     done = {(r["run"], r["reduction"], r["keep"]) for r in map(json.loads, results_path.open())} \
         if results_path.exists() else set()
     for projector, tokens, seed in runs:
+        run_dir = out / f"{projector}-q{tokens}-s{seed}"
+        if args.no_train and not (run_dir / "done").is_file():
+            print(f"not trained yet, skipped: {run_dir}", flush=True)
+            continue
         ckpt = train(out, projector, tokens, seed, args.steps)
         loaded = load_model(str(ckpt))
         set_attention(loaded.model, "sdpa")

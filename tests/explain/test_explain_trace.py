@@ -46,6 +46,7 @@ def test_frozen_weights_give_the_same_relevance():
     torch.testing.assert_close(got.r_t2q_tokens, expected.r_t2q_tokens)
     torch.testing.assert_close(got.r_q2i, expected.r_q2i)
     assert float(got.r_q2i.sum()) > 0
+    assert not any(p.requires_grad for p in frozen.parameters())  # the flags are restored
 
 
 def test_inputs_without_an_image_or_a_target_are_refused():

@@ -50,6 +50,8 @@ class LoadedModel:
     def projector_tag(self) -> str:
         """Paper-style projector name, e.g. `avgpool2_144`, `qformer2_64`, `linear`, `mlp2x_gelu`."""
         projector = self.config["projector"]
+        from deco.utils.names import projector_name
+
         name = projector_name(projector)
         if "query_num" in projector and projector["query_num"] is not None:
             return f"{name}{projector.get('layer_num', 2)}_{projector['query_num']}"
@@ -58,15 +60,6 @@ class LoadedModel:
     @property
     def format(self) -> str:
         return (self.config.get("source") or {}).get("format", "unknown")
-
-
-def projector_name(projector: dict) -> str:
-    """The projector's name as it computes: `avgpool` with `pooling=max` is a maxpool (and the reverse)."""
-    name = str(projector["name"])
-    pooling = projector.get("pooling")
-    if name in ("avgpool", "maxpool") and pooling in ("avg", "max"):
-        return f"{pooling}pool"
-    return name
 
 
 # ---------------------------------------------------------------- safe tensor I/O
