@@ -25,9 +25,11 @@ from omegaconf import DictConfig, ListConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-JOBS = {"deco.train": "train", "deco.plan": "train", "deco.evaluate": "evaluate", "deco.explain": "explain", "deco.export": "export",
+JOBS = {"deco.train": "train", "deco.plan": "train", "deco.evaluate": "evaluate", "deco.explain": "explain",
+        "deco.export": "export",
         "deco.report": "report", "deco.data.to_wds": "to_wds", "deco.app": "app", "deco.zoo": "zoo"}
-HELP_JOBS = [m for m in JOBS if m not in ("deco.app", "deco.zoo", "deco.plan")]  # the six; the app needs gradio; plan = train's config
+# the six: the app needs gradio; deco.plan answers with train's config
+HELP_JOBS = [m for m in JOBS if m not in ("deco.app", "deco.zoo", "deco.plan")]
 # What the docs' shell variables stand for (README: "Set RUN to that folder").
 VARIABLES = {"RUN": "outputs/train/2026-12-01_09-00-00", "SWEEP": "multirun/train/2026-12-01_09-00-00",
              "LORA_DIR": "checkpoints/llava-lora", "VICUNA_DIR": "checkpoints/vicuna-7b"}

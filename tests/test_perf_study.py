@@ -40,7 +40,7 @@ def test_figures_from_step_costs(monkeypatch, tmp_path):
     table = run.table({"figures": {"time_to_accuracy": out}})
     assert "0.52x (warm 0.50x, first run 1.00x)" in table, table
     assert "0.43x (0.43x); first run of a study 0.87x (0.69x)" in table, table
-    curves["new_default"]["final"]["grounding"] = 50.0  # faster but worse at the end: not a win
+    curves["new_default"]["final"]["grounding"] = 47.5  # faster but worse at the end (< 54.8 - 6.8): not a win
     (tmp_path / "curves.json").write_text(json.dumps(curves))
     assert not tta.run(smoke=True)["tta"]["meets_goal"]
 
@@ -59,7 +59,7 @@ def test_training_step_against_transformers_smoke():
 def test_subprocess_figures_smoke():
     out = tta.run(smoke=True)
     for way in ("old", "cold", "warm"):
-        assert out["cache"]["costs"][way]["cpu_s"] > 0 and out["cache"]["costs"][way]["steps"] == 4
+        assert out["cache"]["costs"][way]["cpu_s"] > 0 and out["cache"]["costs"][way]["steps"] == 3  # steps 3..6
     from experiments.perf import llava_scale
 
     scale = llava_scale.run(smoke=True)

@@ -36,8 +36,10 @@ TEMPLATES = {"plain": "plain", "v1": "vicuna_v1"}            # --version -> deco
 ASPECTS = {"square": "crop", "pad": "pad"}                   # --image_aspect_ratio -> data.image_aspect
 PRESETS = [("llava15_pretrain", "pretrain", "mlp2x_gelu", 576), ("llava15_finetune", "finetune", "mlp2x_gelu", 576),
            ("llava15_finetune_lora", "finetune_lora", "mlp2x_gelu", 576),
-           ("deco_avgpool144_pretrain", "pretrain", "avgpool", 144), ("deco_avgpool144_finetune", "finetune", "avgpool", 144),
-           ("deco_qformer144_pretrain", "pretrain", "qformer", 144), ("deco_qformer144_finetune", "finetune", "qformer", 144)]
+           ("deco_avgpool144_pretrain", "pretrain", "avgpool", 144),
+           ("deco_avgpool144_finetune", "finetune", "avgpool", 144),
+           ("deco_qformer144_pretrain", "pretrain", "qformer", 144),
+           ("deco_qformer144_finetune", "finetune", "qformer", 144)]
 
 
 def compose(name: str, tmp_path):

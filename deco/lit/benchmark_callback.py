@@ -34,7 +34,8 @@ def benchmark_config(benchmark: str | Mapping, eval_data_dir: str | None = None,
         path = BENCHMARK_DIR / f"{benchmark}.yaml"
         if not path.is_file():
             known = sorted(p.stem for p in BENCHMARK_DIR.glob("*.yaml"))
-            raise ValueError(f"callbacks.benchmark_eval.benchmark={benchmark} is unknown; choose one of: {', '.join(known)}")
+            raise ValueError(f"callbacks.benchmark_eval.benchmark={benchmark} is unknown; "
+                             f"choose one of: {', '.join(known)}")
         benchmark = yaml.safe_load(path.read_text())
     root = OmegaConf.create({"eval_data_dir": str(eval_data_dir or "data/eval"), "benchmark": dict(benchmark)})
     config = OmegaConf.to_container(root, resolve=True)["benchmark"]

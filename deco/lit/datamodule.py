@@ -95,7 +95,8 @@ class MLLMDataModule(L.LightningDataModule):
     @classmethod
     def from_config(cls, data_cfg: Mapping, **kwargs) -> MLLMDataModule:
         """Build from a `data=` config whose `train`/`val` were instantiated as partials."""
-        keys = ("batch_size", "eval_batch_size", "num_workers", "max_length", "image_aspect", "group_by_modality_length")
+        keys = ("batch_size", "eval_batch_size", "num_workers", "max_length", "image_aspect",
+                "group_by_modality_length")
         settings = {**{k: data_cfg[k] for k in keys if k in data_cfg}, **kwargs}  # kwargs win (max_length budget)
         return cls(data_cfg.get("train"), data_cfg.get("val"), **settings)
 

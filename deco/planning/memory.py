@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from deco.planning.activations import ActivationProfile
@@ -103,7 +102,8 @@ def plan_memory(model: nn.Module, strategy: str, devices: int, precision: str, p
     layers, root = _units(model)
     trained_units = [unit for unit in layers if any(p.requires_grad for p in unit)]
     root_trains = any(p.requires_grad for p in root)
-    grad_numel = sum(p.numel() for unit in trained_units for p in unit) + (sum(p.numel() for p in root) if root_trains else 0)
+    grad_numel = sum(p.numel() for unit in trained_units for p in unit)
+    grad_numel += sum(p.numel() for p in root) if root_trains else 0
     largest_layer = max((sum(p.numel() for p in unit) for unit in layers), default=0)
     largest_trained = max((sum(p.numel() for p in unit) for unit in trained_units), default=0)
     communication = (_bytes(root, gathered) + 2 * largest_layer * gathered  # gathered: root + running + prefetched
@@ -116,8 +116,3 @@ def fits(plan: MemoryPlan, gpu_memory: int, reserve: float) -> bool:
     """Whether the plan's total fits `gpu_memory` less the `reserve` fraction (CUDA context, allocator
     fragmentation, communication buffers)."""
     return plan.total <= gpu_memory * (1.0 - reserve)
-
-
-def cast_parameters(model: nn.Module, dtype: torch.dtype) -> None:
-    """Parameters (and floating buffers) to `dtype` in place: how FSDP's mixed precision computes."""
-    model.to(dtype)

@@ -168,5 +168,6 @@ def warn_if_unfit(cfg: Mapping, world_size: int, gpu_memory: int) -> PlanReport 
         plan.total / GIB, report.composed, report.setting["devices"], report.setting["batch_size"],
         report.setting["seq_len"], 100 * (1 - report.reserve), gpu_memory / GIB,
         f"it would fit with {', '.join(others)}" if others else
-        "lower data.batch_size (data.global_batch_size keeps the effective batch) or turn on model.gradient_checkpointing")
+        "lower data.batch_size (data.global_batch_size keeps the effective batch) or turn on "
+        "model.gradient_checkpointing")
     return report

@@ -250,7 +250,8 @@ def _study_rows(figs: dict, rows: list, skipped) -> None:
             t = f["tta"]
             if "warm" in t:
                 steps = f"steps {t['new']['steps_to_accuracy']} vs {t['old']['steps_to_accuracy']}"
-                rows.append(("10 time to acc.", f"new / old default to ex 90, attr 90, grounding 50 (3 seeds, {steps}), "
+                seeds = f"{len(t['new']['steps_to_accuracy'])} / {len(t['old']['steps_to_accuracy'])} seeds"
+                rows.append(("10 time to acc.", f"new / old default to ex 90, attr 90, grounding 50 ({seeds}, {steps}), "
                              "CPU (wall)", f"{t['warm']['cpu_ratio']:.2f}x ({t['warm']['wall_ratio']:.2f}x); "
                              f"first run of a study {t['cold']['cpu_ratio']:.2f}x ({t['cold']['wall_ratio']:.2f}x)",
                              t["goal"], _ok(t["meets_goal"])))

@@ -46,18 +46,20 @@ class LossProbe(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.losses.append((trainer.global_step, batch_idx, float(loss) * trainer.accumulate_grad_batches))
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)  # after every batch: a preempted run keeps its record
         torch.save({"losses": self.losses}, self.path / f"rank{trainer.global_rank}.pt")
 
 
-class StopAtStep(L.Callback):
-    """Stop training (gracefully, every rank) once `step` optimizer steps are done: an interrupted run."""
+class SignalAtStep(L.Callback):
+    """Every rank sends itself SIGUSR2 (submitit's "about to time out") while the step that reaches `step`
+    runs: deco's PreemptionCheckpoint saves last.ckpt after that step and stops, as on a cluster."""
 
     def __init__(self, step: int):
         self.step = step
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step - 1:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGUSR2)

@@ -28,7 +28,7 @@ class FakeHub:
         self.requests.append((request.method, path))
         assert request.headers.get("authorization") == "Bearer hf_test_token"
         if self.refuse:
-            return httpx.Response(403, json={"error": "You don't have the rights to create a model under this namespace"})
+            return httpx.Response(403, json={"error": "You don't have the rights to create a model here"})
         if path == "/api/repos/create":
             body = json.loads(request.content)
             self.created.append(body)

@@ -121,7 +121,6 @@ def test_plan_cli_prints_every_strategy(tmp_path, capsys):
 def test_llava15_7b_finetune_plans_like_the_published_runs(tmp_path):
     """LLaVA-1.5-7B stage 2 trains with ZeRO-3 at batch 16 per 80 GB GPU (8 GPUs): FSDP full shard must fit,
     DDP (fp32 weights + grads + buckets + AdamW = 20 bytes per parameter) must not."""
-    cfg = tiny_cfg(tmp_path)  # only for the keys the preset does not set
     from omegaconf import OmegaConf
 
     preset = compose_config("train", ["experiment=llava15_finetune", "data.json_path=x", "init_from=x",

@@ -62,7 +62,7 @@ def test_smoke_text_zoo_has_no_embedder_and_matches_its_manifest(tmp_path):
     meta = json.loads((out / "manifest.json").read_text())
     assert meta["config"]["llm"]["scene"] == "text" and meta["config"]["llm"]["sparse_until"] == 0.0
     assert not (out / "symbolic").exists() and "symbolic/model.safetensors" not in meta["files"]
-    assert [r["step"] for r in meta["metrics"]["llm"]] == [3, 6] and verify(out) == []
+    assert [r["step"] for r in meta["metrics"]["llm"]] == [3, 6, 9] and verify(out) == []  # three LLM stages
     # it loads as model=tiny does, from its own directory, offline, with its LLM's weights
     cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
     for part in ("vision", "llm", "tokenizer"):
