@@ -156,3 +156,23 @@ def test_recent_methods_share_one_forward_with_the_others():
     model, tokenizer, inp = _input("qformer")
     results = explain_all(model, inp, ["rgae", "tam", "relatt"], tokenizer)
     assert all(r.r_t2i.shape == (24, 24) and not r.spatial_queries for r in results.values())
+
+
+def test_integrated_gradients_by_hand_and_its_default_steps():
+    from captum.attr import IntegratedGradients
+
+    from deco.explain.methods import Relevance
+
+    model, tokenizer, inp = _input()
+    rows, target = _rows(model, inp), inp.input_ids[inp.target_mask]
+
+    def score(tokens):  # B q d -> B: the summed target logits, each at its predicting row
+        logits = model(inp.input_ids[None].expand(tokens.shape[0], -1), image_tokens=tokens).logits
+        return logits[:, rows, target].float().sum(-1)
+
+    tokens = model.encode_images(inp.pixel_values[None]).detach()
+    attr = IntegratedGradients(score).attribute(tokens, baselines=torch.zeros_like(tokens), n_steps=16,
+                                                internal_batch_size=16)
+    rel = explain(model, inp, "ig", tokenizer)  # ig_steps defaults to 16
+    torch.testing.assert_close(rel.r_t2q, attr.sum(-1).abs()[0], rtol=1e-4, atol=1e-6)
+    assert Relevance("x", rel.r_t2q, rel.r_q2i, rel.r_t2q_tokens, [], 0.0, 0.0).spatial_queries  # default: a grid

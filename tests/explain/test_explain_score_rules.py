@@ -124,8 +124,10 @@ def test_random_map_is_the_seeded_noise_of_its_index():
 
 def test_shapes_probes_pick_the_object_their_question_names():
     _, tokenizer, processor = tiny_model("avgpool")
-    probes = shapes_probes(tokenizer, processor, seed=1000, num_samples=6, start=2)
-    assert [p.index for p in probes] == [2, 3, 4, 5, 6, 7]
+    probes = shapes_probes(tokenizer, processor, seed=1000, num_samples=12, start=2)
+    assert [p.index for p in probes] == list(range(2, 14))
+    questions = {p.inp.question.split()[1] for p in probes if p.task == "attribute"}
+    assert questions == {"colour", "shape"}  # both attribute questions: "What colour is ..." / "What shape is ..."
     for p in probes:
         scene, _, meta = make_sample(1000, p.index, ("attribute", "grounding"))
         obj = next(o for o in scene.objects if o.phrase == p.phrase)
