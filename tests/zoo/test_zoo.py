@@ -109,3 +109,20 @@ def test_smoke_llm_stages_run_and_resume(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "deco.zoo", "smoke=true", f"out_dir={out}", "parts=[llm]",
                           "llm.from_stage=5", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
     assert bad.returncode != 0 and "llm.from_stage=5: the schedule has stages 0..1" in bad.stderr
+
+
+def test_text_scene_zoo_matches_its_manifest_and_loads_offline():
+    """model=tiny_text: the issue-24 text-scene LLM with the default zoo tower; its files are what its manifest says."""
+    from safetensors.torch import load_file
+
+    assert load_manifest("tiny_text")["config"]["llm"]["scene"] == "text"
+    assert verify(ZOO_ROOT / "tiny_text") == []
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / "tiny_text.yaml"))
+    model = build_mllm(
+        cfg, {"name": "avgpool", "query_num": 64, "layer_num": 2, "pooling": "avg"}, load_tokenizer(**cfg["tokenizer"])
+    )
+    text_llm = load_file(ZOO_ROOT / "tiny_text" / "llm" / "model.safetensors")
+    state = model.llm.state_dict()
+    assert text_llm and all(torch.equal(state[k], v) for k, v in text_llm.items())
+    symbolic_llm = load_file(ZOO_ROOT / "tiny" / "llm" / "model.safetensors")
+    assert not all(torch.equal(symbolic_llm[k], v) for k, v in text_llm.items())
