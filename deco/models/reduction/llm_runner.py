@@ -110,12 +110,10 @@ def gather_kept(keep_cols: list[torch.Tensor], total: int) -> tuple[torch.Tensor
     return cols, cols >= 0
 
 
-def pruned_prefill(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, layer: int, choose, cache):
-    """Prefill with pruning before `layer`; `choose(attn b T) -> list of kept columns per row` (sorted).
-
-    Returns (last logits b V, PrunedState)."""
+def _pruned_hidden(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, layer: int, choose, cache):
+    """Every layer over the prompt, pruned before `layer` by `choose(attn of the last token after layer - 1)`;
+    kept tokens keep their original position ids. Returns (hidden b T' d, kept columns b T', kept mask b T')."""
     model, _ = _parts(llm)
-    n_layers = len(model.layers)
     b, t, _ = embeds.shape
     positions = position_ids_from_mask(mask)
     hidden = run_layers(llm, range(layer - 1), embeds, positions, mask, cache)
@@ -124,9 +122,17 @@ def pruned_prefill(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, lay
     cols, kept_mask = gather_kept(choose(attn), t)
     safe = cols.clamp(min=0)
     rows = torch.arange(b, device=embeds.device)[:, None]
-    hidden = hidden[rows, safe]
     pruned_positions = positions[rows, safe].masked_fill(~kept_mask, 1)
-    hidden = run_layers(llm, range(layer, n_layers), hidden, pruned_positions, kept_mask.long(), cache)
+    hidden = run_layers(llm, range(layer, len(model.layers)), hidden[rows, safe], pruned_positions,
+                        kept_mask.long(), cache)
+    return hidden, cols, kept_mask
+
+
+def pruned_prefill(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, layer: int, choose, cache):
+    """Prefill with pruning before `layer`; `choose(attn b T) -> list of kept columns per row` (sorted).
+
+    Returns (last logits b V, PrunedState)."""
+    hidden, cols, kept_mask = _pruned_hidden(llm, embeds, mask, layer, choose, cache)
     state = PrunedState(full_mask=mask.long(), pruned_mask=kept_mask.long(),
                         next_positions=mask.long().sum(1, keepdim=True), kept=cols, layer=layer)
     return logits_last(llm, hidden), state
@@ -183,15 +189,8 @@ def pruned_forward(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, lay
     (FastV without KV cache); logits of every kept position, scattered back to its original column."""
     model, head = _parts(llm)
     b, t, _ = embeds.shape
-    positions = position_ids_from_mask(mask)
-    hidden = run_layers(llm, range(layer - 1), embeds, positions, mask, None)
-    attn = last_token_attention(llm, layer - 1, hidden, positions, mask)
-    hidden = run_layers(llm, range(layer - 1, layer), hidden, positions, mask, None)
-    cols, kept_mask = gather_kept(choose(attn), t)
+    hidden, cols, kept_mask = _pruned_hidden(llm, embeds, mask, layer, choose, None)
     rows = torch.arange(b, device=embeds.device)[:, None]
-    hidden = hidden[rows, cols.clamp(min=0)]
-    pruned_positions = positions[rows, cols.clamp(min=0)].masked_fill(~kept_mask, 1)
-    hidden = run_layers(llm, range(layer, len(model.layers)), hidden, pruned_positions, kept_mask.long(), None)
     logits = head(model.norm(hidden))  # b T' V
     full = logits.new_zeros(b, t, logits.shape[-1])
     full[rows.expand_as(cols)[kept_mask], cols[kept_mask]] = logits[kept_mask]
