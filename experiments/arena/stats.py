@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import math
-import statistics
-
 from scipy import stats
+
+from deco.report import stats as report_stats
 
 TASKS = ("existence", "attribute", "grounding", "caption")
 
 
 def mean_ci(values: list[float]) -> tuple[float, float | None] | None:
-    """(mean, half-width of the 95 % Student-t interval; None for one value); None when there is no value."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
+    """deco.report's mean ± 95 % Student-t CI in the table's form: (mean, half-width; None for one value), or None
+    when there is no value."""
+    m, half, n = report_stats.mean_ci(values)
+    if n == 0:
         return None
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return m, None
-    return m, float(stats.t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+    return m, (half if n > 1 else None)
 
 
 def fmt(ci: tuple[float, float | None] | None, digits: int = 1) -> str:
