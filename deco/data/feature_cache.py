@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deco.utils.io import atomic_write_bytes
+
 MAGIC = b"DECOFEA1"
 _HEADER = struct.Struct("<8sBBxxxxxxQI")  # magic, dtype code, rank, pad, payload bytes, crc32 -> 32 bytes
 _DTYPES = {1: torch.float32, 2: torch.float16, 3: torch.bfloat16}
@@ -95,7 +97,7 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         info = self.dir / "namespace.json"
         if not info.exists():
-            _atomic_bytes(info, json.dumps(self.namespace, indent=1, sort_keys=True, default=str).encode())
+            atomic_write_bytes(info, json.dumps(self.namespace, indent=1, sort_keys=True, default=str).encode())
         self._written_since_count = None  # count the directory at the first write
 
     def path(self, key: str) -> Path:
@@ -131,7 +133,7 @@ class FeatureCache:
         data = _encode(tensor.detach().to("cpu", self.dtype).contiguous())
         path = self.path(key)
         path.parent.mkdir(exist_ok=True)
-        _atomic_bytes(path, data)
+        atomic_write_bytes(path, data, durable=False)  # an entry lost to a crash is recomputed
         self.stats.writes += 1
         self.stats.bytes_written += len(data)
         if self._written_since_count is None or self._written_since_count + len(data) > self.max_bytes / 20:
@@ -201,15 +203,3 @@ def _decode(data: bytes) -> torch.Tensor | None:
     array = np.frombuffer(payload, dtype=np_dtype).reshape(shape).copy()
     tensor = torch.from_numpy(array)
     return tensor.view(torch.bfloat16) if dtype == torch.bfloat16 else tensor
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same directory, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -54,12 +54,13 @@ def disk_write_error(path: Path, error: OSError) -> DiskWriteError:
                           "is kept. Free space there (or write elsewhere) and run again")
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], durable: bool = True) -> None:
     """Call `write(f)` on a temporary file in the same directory, fsync, then rename over `path`.
 
     A crash or kill at any point leaves either the old file or the new one, never a partial file.
     The file gets the mode any other tool would give it (0666 minus the umask). A full disk (or quota,
     or file size limit) raises `DiskWriteError` naming the disk, whatever `write` turned the error into.
+    `durable=False` skips the fsync: for caches, whose entries a power loss may drop but never tear.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
             watched = _Watched(f)
             write(watched)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as error:
         if os.path.exists(tmp):
@@ -96,8 +98,8 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
+    atomic_write(path, lambda f: f.write(data), durable)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
