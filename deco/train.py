@@ -111,10 +111,15 @@ def _writable(directory: Path) -> None:
 
 def _tower_features(cfg: DictConfig, model, image_processor):
     """The `tower_features` setting as a TowerFeatures (None when disabled)."""
+    import torch
+
+    from deco.data.tower_features import TowerFeatures, resolve_enabled
+
     tf = cfg.get("tower_features") or {}
-    if not tf.get("enabled"):
+    if not resolve_enabled(tf.get("enabled", False), train_vision=bool(cfg.stage.get("train_vision")),
+                           accelerator=str(cfg.trainer.get("accelerator", "auto")),
+                           cuda_available=torch.cuda.is_available()):
         return None
-    from deco.data.tower_features import TowerFeatures
 
     try:
         features = TowerFeatures(model.vision, image_processor, cfg.data.get("image_aspect", "pad"),
@@ -123,7 +128,8 @@ def _tower_features(cfg: DictConfig, model, image_processor):
     except ValueError as error:
         raise SystemExit(f"Config error: {error}") from None
     if features.cache is not None:
-        log.info("tower features: computed in the data workers, cached in %s", features.cache.dir)
+        log.info("tower features: computed in the data workers, cached in %s (tower_features.enabled=%s)",
+                 features.cache.dir, tf.get("enabled"))
     return features
 
 

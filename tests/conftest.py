@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,12 @@ from deco.data.shapes import make_sample
 from deco.data.tokenizer import build_tiny_tokenizer
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+# The tower-feature cache of `deco.train` (configs/train.yaml tower_features.cache_dir) lives under
+# $DECO_CACHE_DIR: tests, and the deco.train subprocesses they start, write a temporary one, never the user's.
+TEST_CACHE_DIR = tempfile.mkdtemp(prefix="deco-test-cache-")
+os.environ["DECO_CACHE_DIR"] = TEST_CACHE_DIR
+atexit.register(shutil.rmtree, TEST_CACHE_DIR, ignore_errors=True)
 
 # A run small enough for a unit test: a few samples, few steps, no workers, no logger.
 TINY_RUN = [

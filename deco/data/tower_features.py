@@ -52,6 +52,25 @@ def preprocessing(image_processor, image_aspect: str) -> dict:
     return {"image_processor": settings, "image_aspect": image_aspect}
 
 
+ENABLED_CHOICES = (True, False, "auto")
+
+
+def resolve_enabled(enabled, *, train_vision: bool, accelerator: str, cuda_available: bool) -> bool:
+    """`tower_features.enabled` as a decision: true / false as given; `auto` = on where it pays as measured.
+
+    `auto` turns the features on for a frozen tower (`train_vision` false) trained on CPU (`accelerator` "cpu",
+    or "auto" with no CUDA device): there the tower runs on the core the step leaves idle and the cache makes
+    it free on the next runs (experiments/perf/README.md, figures 8 and 10). On an accelerator the workers' CPU
+    copy of the tower would be the slow part, so `auto` leaves it off there.
+    """
+    if enabled not in ENABLED_CHOICES or isinstance(enabled, int) and not isinstance(enabled, bool):
+        raise ValueError(f"tower_features.enabled={enabled!r} is not one of: true, false, auto")
+    if enabled != "auto":
+        return bool(enabled)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not cuda_available)
+    return on_cpu and not train_vision
+
+
 class CachedFeatureDataset(Dataset):
     """A map-style dataset whose items carry `vision_features` on a cache hit, else a `feature_key`."""
 

@@ -163,9 +163,12 @@ def validate_train_config(cfg: Mapping) -> None:
             raise ConfigError(f"{key}={value}: no such file")
     validate_projector(cfg["projector"], vision_patch_count(model["vision"]))
     stage = cfg["stage"]
-    if (cfg.get("tower_features") or {}).get("enabled") and stage.get("train_vision"):
+    enabled = (cfg.get("tower_features") or {}).get("enabled", False)
+    if enabled not in (True, False, "auto") or type(enabled) is int:
+        raise ConfigError(f"tower_features.enabled={enabled} is not one of: true, false, auto")
+    if enabled is True and stage.get("train_vision"):
         raise ConfigError("tower_features.enabled=true precomputes the vision tower's outputs, but "
-                          "stage.train_vision=true trains it: disable one of them")
+                          "stage.train_vision=true trains it: disable one of them (auto turns it off then)")
     from deco.data.conversation import TEMPLATES
 
     from deco.data.image import ASPECTS

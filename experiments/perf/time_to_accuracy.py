@@ -75,7 +75,7 @@ def step_costs(smoke: bool, steps: int, rounds: int) -> dict:
         for r in range(rounds):
             cache = Path(tmp) / f"cache{r}"
             on = ["tower_features.enabled=true", f"tower_features.cache_dir={cache}"]
-            out["old"].append(train_cost(Path(tmp), f"old{r}", steps, [], smoke))
+            out["old"].append(train_cost(Path(tmp), f"old{r}", steps, ["tower_features.enabled=false"], smoke))
             out["cold"].append(train_cost(Path(tmp), f"cold{r}", steps, on, smoke))
             out["warm"].append(train_cost(Path(tmp), f"warm{r}", steps, on, smoke))
     return {k: {m: statistics.median(x[m] for x in v) for m in v[0]} | {"rounds": v} for k, v in out.items()}
