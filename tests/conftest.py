@@ -85,11 +85,26 @@ def write_llava_corpus(root: Path, n_images: int = 6) -> list[dict]:
         if i == 1:
             conv += [{"from": "human", "value": "Is there a red circle in the image?"}, {"from": "gpt", "value": "No."}]
         records.append({"id": f"img-{i}", "image": f"img/{i}.jpg", "conversations": conv})
-    records.append({"id": "text-0", "conversations": [
-        {"from": "human", "value": "What colour is the circle?"}, {"from": "gpt", "value": "Red."}]})
-    records.append({"id": "text-1", "conversations": [
-        {"from": "human", "value": "What shape is the red object?"}, {"from": "gpt", "value": "Circle."},
-        {"from": "human", "value": "Is there a blue square in the image?"}, {"from": "gpt", "value": "Yes."}]})
+    records.append(
+        {
+            "id": "text-0",
+            "conversations": [
+                {"from": "human", "value": "What colour is the circle?"},
+                {"from": "gpt", "value": "Red."},
+            ],
+        }
+    )
+    records.append(
+        {
+            "id": "text-1",
+            "conversations": [
+                {"from": "human", "value": "What shape is the red object?"},
+                {"from": "gpt", "value": "Circle."},
+                {"from": "human", "value": "Is there a blue square in the image?"},
+                {"from": "gpt", "value": "Yes."},
+            ],
+        }
+    )
     (root / "data.json").write_text(json.dumps(records))
     return records
 

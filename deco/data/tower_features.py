@@ -122,8 +122,11 @@ class FeatureCollator:
         batch = self.collate(samples)
         ref = next((f for f in feats if f is not None), None)
         batch["pixel_values"] = None
-        batch["vision_features"] = None if ref is None else torch.stack(
-            [torch.zeros_like(ref) if f is None else f.to(ref.dtype) for f in feats])  # text-only rows: zeros
+        batch["vision_features"] = (
+            None
+            if ref is None
+            else torch.stack([torch.zeros_like(ref) if f is None else f.to(ref.dtype) for f in feats])
+        )  # text-only rows: zeros
         batch["tower_cache_hits"] = len(samples) - len(miss)
         return batch
 
@@ -140,8 +143,15 @@ class TowerFeatures:
         dtype: "float32" (exact) or "float16" / "bfloat16" (half the disk).
     """
 
-    def __init__(self, tower: nn.Module, image_processor, image_aspect: str, cache_dir: str | Path | None = None,
-                 max_gb: float = 8.0, dtype: str = "float32"):
+    def __init__(
+        self,
+        tower: nn.Module,
+        image_processor,
+        image_aspect: str,
+        cache_dir: str | Path | None = None,
+        max_gb: float = 8.0,
+        dtype: str = "float32",
+    ):
         if any(p.requires_grad for p in tower.parameters()):
             raise ValueError("tower_features.enabled=true needs a frozen vision tower (stage.train_vision=false)")
         self.tower = copy.deepcopy(tower).to("cpu").eval()
@@ -150,8 +160,10 @@ class TowerFeatures:
             torch_dtype = getattr(torch, str(dtype), None)
             if not isinstance(torch_dtype, torch.dtype):
                 raise ValueError(f"tower_features.dtype={dtype} is not a torch dtype (float32, float16, bfloat16)")
-            namespace = {"tower": tower_fingerprint(self.tower), "preprocessing": preprocessing(image_processor,
-                                                                                               image_aspect)}
+            namespace = {
+                "tower": tower_fingerprint(self.tower),
+                "preprocessing": preprocessing(image_processor, image_aspect),
+            }
             self.cache = FeatureCache(Path(cache_dir), namespace, int(float(max_gb) * 2**30), torch_dtype)
 
     def wrap(self, dataset: Dataset) -> Dataset:

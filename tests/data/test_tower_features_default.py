@@ -12,18 +12,20 @@ from deco.data.tower_features import resolve_enabled
 from deco.utils.config import ConfigError, validate_train_config
 
 
-@pytest.mark.parametrize(("enabled", "train_vision", "accelerator", "cuda", "expected"), [
-    (True, False, "gpu", True, True),  # as given, wherever it runs
-    (False, False, "cpu", False, False),
-    ("auto", False, "cpu", True, True),  # CPU training with a frozen tower: on
-    ("auto", True, "cpu", False, False),  # the tower trains: nothing to precompute
-    ("auto", False, "gpu", True, False),  # an accelerator: the workers' CPU tower would be the slow part
-    ("auto", False, "auto", False, True),  # Lightning's auto picks the CPU here
-    ("auto", False, "auto", True, False),  # ... and the GPU here
-])
+@pytest.mark.parametrize(
+    ("enabled", "train_vision", "accelerator", "cuda", "expected"),
+    [
+        (True, False, "gpu", True, True),  # as given, wherever it runs
+        (False, False, "cpu", False, False),
+        ("auto", False, "cpu", True, True),  # CPU training with a frozen tower: on
+        ("auto", True, "cpu", False, False),  # the tower trains: nothing to precompute
+        ("auto", False, "gpu", True, False),  # an accelerator: the workers' CPU tower would be the slow part
+        ("auto", False, "auto", False, True),  # Lightning's auto picks the CPU here
+        ("auto", False, "auto", True, False),  # ... and the GPU here
+    ],
+)
 def test_auto_is_on_for_a_frozen_tower_on_cpu_only(enabled, train_vision, accelerator, cuda, expected):
-    assert resolve_enabled(enabled, train_vision=train_vision, accelerator=accelerator,
-                           cuda_available=cuda) is expected
+    assert resolve_enabled(enabled, train_vision=train_vision, accelerator=accelerator, cuda_available=cuda) is expected
 
 
 @pytest.mark.parametrize("bad", ["yes", 1, None])
@@ -45,8 +47,9 @@ def test_config_check_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match="tower_features.enabled=maybe is not one of"):
         validate_train_config(compose_config("train", ["tower_features.enabled=maybe"], tmp_path))
     with pytest.raises(ConfigError, match="stage.train_vision=true trains it"):
-        validate_train_config(compose_config("train", ["tower_features.enabled=true", "stage.train_vision=true"],
-                                             tmp_path))
+        validate_train_config(
+            compose_config("train", ["tower_features.enabled=true", "stage.train_vision=true"], tmp_path)
+        )
     validate_train_config(compose_config("train", ["stage.train_vision=true"], tmp_path))  # auto: simply off
 
 
