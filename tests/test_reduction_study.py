@@ -88,7 +88,8 @@ def _row(seed, existence, reduction="fastv", projector="linear"):
 
 def test_mean_and_student_t_interval_over_seeds():
     rows = [_row(1, 60.0), _row(2, 70.0), _row(1, 80.0, "none", "avgpool")]
-    fastv, trained = aggregate(rows)
+    rows = [{**r, "run": f"{r['projector']}-q64-s{r['seed']}"} for r in rows]
+    fastv, trained = aggregate([*rows, {**rows[0], "existence": 0.0}])  # a setting held twice counts once
     # 60, 70: mean 65, s = 7.0711, sem = 5, t(0.975, 1 df) = 12.7062 -> 63.53
     assert fastv["existence"][0] == 65.0 and fastv["existence"][1] == pytest.approx(63.531, abs=1e-3)
     assert fastv["mean"][0] == pytest.approx((65 + 90 + 30) / 3) and fastv["prefill_flops"] == 3e6

@@ -46,8 +46,11 @@ def mean_acc(row: dict) -> float:
 
 def aggregate(rows: list[dict]) -> list[dict]:
     """Rows of one (method, kept budget) over seeds -> {metric: (mean, 95 % CI half-width, n)}, costs: means."""
+    first: dict[tuple, dict] = {}
+    for r in rows:  # a setting evaluated twice (two processes appending to one results.jsonl) counts once
+        first.setdefault((r.get("run"), r["reduction"], r["keep"]), r)
     groups: dict[tuple[str, int], list[dict]] = {}
-    for r in rows:
+    for r in first.values():
         groups.setdefault((label(r), r["keep"]), []).append(r)
     out = []
     for (name, keep), members in groups.items():
