@@ -57,7 +57,7 @@ bench-gpu: install ## On a CUDA machine: LLaVA-1.5-7B-sized steps, trainer=gpu/f
 figure: install ## Remake the README's comparison figure (docs/img/comparison.png; STUDY=multirun/zoo_study reuses the study's checkpoints)
 	PY=$(PY) bash experiments/readme_figure/make.sh
 
-# Folders the documented commands write into the repository root (out=exported, out=hf, ...); also in .gitignore.
+# Folders the documented commands write into the repository root (out_dir=exported, out_dir=hf, ...); also in .gitignore.
 DOC_OUTPUTS := exported hf shards merged
 
 clean: ## Remove run outputs, documented export / shard folders and caches (keeps .venv)

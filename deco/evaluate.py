@@ -181,7 +181,7 @@ def _evaluate(cfg: DictConfig, rank: int, output_dir: Path) -> float | None:
     benchmark.samples()  # read the files now: a missing file, image or answer fails before the model loads
     if cfg.get("image_aspect") is not None:
         benchmark.use_image_aspect(str(cfg.image_aspect))  # e.g. grounding boxes under "crop": fail now
-    load_options = cfg.get("model") or {}
+    load_options = cfg.get("load") or {}
     loaded = load_model(str(cfg.ckpt), base=load_options.get("base"), vision_tower=load_options.get("vision_tower"),
                         merge_lora=bool(load_options.get("merge_lora", True)), dtype=_dtype(cfg.get("dtype")),
                         trust_remote_code=bool(cfg.get("trust_remote_code", False)))

@@ -1,16 +1,16 @@
 """Entry point: export a model to a shareable directory (Hydra config `configs/export.yaml`).
 
-    python -m deco.export ckpt=<run>/checkpoints/last.ckpt out=exported/ format=deco
-    python -m deco.export ckpt=<dir> out=hf/ format=llava_hf      # mlp2x_gelu models only
-    python -m deco.export ckpt=<lora dir> model.base=<vicuna dir> out=merged/ format=deco
-    python -m deco.export ckpt=<run>/checkpoints/last.ckpt out=exported/ push_to=me/deco-avgpool144
+    python -m deco.export ckpt=<run>/checkpoints/last.ckpt out_dir=exported/ format=deco
+    python -m deco.export ckpt=<dir> out_dir=hf/ format=llava_hf      # mlp2x_gelu models only
+    python -m deco.export ckpt=<lora dir> load.base=<vicuna dir> out_dir=merged/ format=deco
+    python -m deco.export ckpt=<run>/checkpoints/last.ckpt out_dir=exported/ push_to=me/deco-avgpool144
 
 `ckpt=` takes anything `deco.models.loading.load_model` reads (deco .ckpt, deco directory, LLaVA original,
 LLaVA/DeCo LoRA, llava-hf, hub name). `format=deco` writes deco's `save_pretrained` directory (safetensors,
 config, tokenizer, image processor; any projector); `format=llava_hf` writes a directory that transformers'
 `LlavaForConditionalGeneration.from_pretrained` and `LlavaProcessor.from_pretrained` load (only a 2-layer
 mlp2x_gelu projector fits that class). A LoRA adapter is merged on export. The directory is written under a
-temporary name beside `out` and renamed when complete (a killed export leaves no half-written `out`), with
+temporary name beside `out_dir` and renamed when complete (a killed export leaves no half-written `out_dir`), with
 file modes that follow the umask.
 """
 
@@ -41,7 +41,7 @@ def export(ckpt: str, out: str, format: str = "deco", base: str | None = None, v
         raise ValueError(f"format='{format}' is unknown; choose one of: {', '.join(EXPORT_FORMATS)}")
     out_dir = Path(out).expanduser()
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"out={out_dir} exists and is not empty; choose a new directory")
+        raise FileExistsError(f"out_dir={out_dir} exists and is not empty; choose a new directory")
     loaded = load_model(ckpt, base=base, vision_tower=vision_tower, dtype=dtype, trust_remote_code=trust_remote_code)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # written next to out and renamed when complete: a killed export leaves no half directory named out
@@ -73,16 +73,16 @@ def _umask_modes(root: Path) -> None:
 
 def run(cfg: DictConfig) -> Path:
     """Validate the composed config and export; config mistakes exit with a message, not a traceback."""
-    for key in ("ckpt", "out"):
+    for key in ("ckpt", "out_dir"):
         if OmegaConf.is_missing(cfg, key) or not cfg[key]:
             raise SystemExit(f"Config error: {key}=... is required, e.g. python -m deco.export "
-                             f"ckpt=<run>/checkpoints/last.ckpt out=exported format=deco")
+                             f"ckpt=<run>/checkpoints/last.ckpt out_dir=exported format=deco")
     if cfg.format not in EXPORT_FORMATS:
         raise SystemExit(f"Config error: format={cfg.format} is unknown; choose one of: {', '.join(EXPORT_FORMATS)}")
-    model = cfg.get("model") or {}
+    load = cfg.get("load") or {}
     try:
-        out = export(str(cfg.ckpt), str(cfg.out), cfg.format, base=model.get("base"),
-                     vision_tower=model.get("vision_tower"), dtype=cfg.get("dtype"),
+        out = export(str(cfg.ckpt), str(cfg.out_dir), cfg.format, base=load.get("base"),
+                     vision_tower=load.get("vision_tower"), dtype=cfg.get("dtype"),
                      trust_remote_code=bool(cfg.get("trust_remote_code", False)))
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         raise SystemExit(f"deco.export: {error}") from None

@@ -1,8 +1,8 @@
 """Hydra callbacks shared by every entry point (configured in configs/hydra/default.yaml).
 
 `Threads` sets torch's CPU thread count from the job's `threads` key before the job runs (see
-deco/utils/threads.py for the measured default). `OutputsLine` makes the last line of every job name where its outputs are (the run dir, or the
-job's `result_dir` where that is elsewhere, e.g. `deco.export out=...`), and a sweep end with its sweep
+deco/utils/threads.py for the measured default). `OutputsLine` makes the last line of every job name where its outputs are (the job's `out_dir`
+where it has one, e.g. `deco.export out_dir=...`, else the run dir), and a sweep end with its sweep
 dir, so a user never has to search for them. `ExplainComparison` (configs/explain.yaml) draws the
 comparison figure of a `deco.explain -m ckpt=a,b,c ...` sweep from its job dirs.
 """
@@ -39,8 +39,8 @@ class OutputsLine(Callback):
         task = job_return.cfg.get("task_name") if job_return.cfg is not None else None
         where = None
         try:
-            where = job_return.cfg.get("result_dir") if job_return.cfg is not None else None
-        except Exception:  # noqa: BLE001 - an unresolvable result_dir falls back to the run dir
+            where = job_return.cfg.get("out_dir") if job_return.cfg is not None else None
+        except Exception:  # noqa: BLE001 - an unresolvable out_dir falls back to the run dir
             where = None
         where = where or config.hydra.runtime.output_dir
         log.info("%s done; outputs in %s", task or job_return.task_name, where)

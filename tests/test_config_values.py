@@ -84,7 +84,7 @@ def test_pooling_override_names_the_projector_it_makes():
     assert projector_name({"name": "maxpool", "pooling": "avg"}) == "avgpool"
     assert projector_name({"name": "qformer", "pooling": None}) == "qformer"
     loaded = LoadedModel(None, None, None, {"projector": {"name": "avgpool", "pooling": "max", "query_num": 64,
-                                                          "layer_num": 2}})
+                                                          "mlp_depth": 2}})
     assert loaded.projector_tag == "maxpool2_64"
     cfg = compose_config("train", ["projector=avgpool", "pooling=max", "logger=wandb"], Path("/tmp"))
     assert cfg.logger.wandb.name == "maxpool-q64-s42"  # W&B run names, and the sweep subdirs likewise:

@@ -204,13 +204,13 @@ def test_readme_group_table_names_every_option_and_the_right_default():
 
 
 def test_documented_outputs_in_the_repository_are_ignored_and_cleaned():
-    """Every relative `out=` folder of a documented command is git-ignored and removed by `make clean`."""
+    """Every relative `out_dir=` folder of a documented command is git-ignored and removed by `make clean`."""
     import subprocess
 
     outs = {
         m.group(1).strip("/").split("/")[0]
         for doc in DOCS
-        for m in re.finditer(r"\bout=([\w.-][\w./-]*)", doc.read_text())
+        for m in re.finditer(r"\bout(?:_dir)?=([\w.-][\w./-]*)", doc.read_text())
     }
     assert {"exported", "hf", "shards"} <= outs
     make = (ROOT / "Makefile").read_text()

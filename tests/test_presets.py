@@ -13,6 +13,7 @@ from conftest import compose_config
 from omegaconf import OmegaConf
 
 from deco.lit.sampling import accumulation_for
+from deco.models.formats.projector_type import paper_depth
 from deco.utils.config_keys import unknown_keys
 
 LLAVA = {
@@ -80,7 +81,7 @@ def test_preset_matches_llava15_scripts(name, script, projector, query_num, tmp_
     assert cfg.model.vision.name_or_path == "openai/clip-vit-large-patch14-336" and cfg.model.vision.select_layer == -2
     assert cfg.projector.name == projector and cfg.query_num == query_num
     if projector != "mlp2x_gelu":
-        assert cfg.projector.layer_num == 2  # the paper's avgpool2_144 / qformer2_144
+        assert paper_depth(cfg.projector) == 2  # the paper's avgpool2_144 (mlp_depth) / qformer2_144 (layer_num)
     assert unknown_keys(OmegaConf.to_container(cfg, resolve=False)) == []
 
 

@@ -251,7 +251,7 @@ def test_evaluate_true_scores_the_runs_without_results(tmp_path, monkeypatch):
 
     monkeypatch.setattr(em.subprocess, "run", fake_run)
     cfg = compose_config("report", [f"sweep_dir={tmp_path / 's'}", "evaluate=true", "debug=fast"], tmp_path)
-    assert cfg.result_dir == f"{tmp_path / 's'}/report"  # the job's last line names the report, not the log dir
+    assert cfg.out_dir == f"{tmp_path / 's'}/report"  # the job's last line names the report, not the log dir
     report_cli.run(cfg)
     assert [c[3:] for c in calls] == [[f"ckpt={run}/checkpoints/last.ckpt", "benchmark=shapes_grounding",
                                        f"hydra.run.dir={run}/eval/shapes_grounding", "logger=none",

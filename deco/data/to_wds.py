@@ -1,8 +1,8 @@
 """Convert LLaVA-format JSON (or the shapes world) into webdataset tar shards with an index.
 
-    python -m deco.data.to_wds input=llava_v1_5_mix665k.json image_root=/data out=/data/mix665k_wds shard_size=1000
-    python -m deco.data.to_wds input=shapes num_samples=2048 seed=0 out=shards/shapes
-    python -m deco.data.to_wds index_only=true out=/data/foreign_shards   # index shards written elsewhere
+    python -m deco.data.to_wds input=llava_v1_5_mix665k.json image_root=/data out_dir=/data/mix665k_wds shard_size=1000
+    python -m deco.data.to_wds input=shapes num_samples=2048 seed=0 out_dir=shards/shapes
+    python -m deco.data.to_wds index_only=true out_dir=/data/foreign_shards   # index shards written elsewhere
 
 Each sample becomes `<key>.json` (the record: id, conversations and any other fields) and,
 unless text-only, `<key>.jpg`; keys are the running sample number (`000000042`). JPEG
@@ -35,7 +35,7 @@ from deco.utils.progress import track
 
 # key -> type of the config keys (configs/to_wds.yaml); Hydra parses `key=value`, this checks the types.
 ARG_TYPES: dict[str, type] = {
-    "input": str, "image_root": str, "out": str, "shard_size": int, "prefix": str, "num_samples": int,
+    "input": str, "image_root": str, "out_dir": str, "shard_size": int, "prefix": str, "num_samples": int,
     "seed": int, "tasks": str, "image_size": int, "quality": int, "overwrite": bool, "index_only": bool,
     "progress": bool,
 }
@@ -155,7 +155,7 @@ def index_existing(out: Path) -> dict:
 
 def convert(
     input: str | None = None,
-    out: str | None = None,
+    out_dir: str | None = None,
     image_root: str | None = None,
     shard_size: int = 1000,
     prefix: str = "shard",
@@ -168,10 +168,10 @@ def convert(
     index_only: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Write shards + index.json to `out`; returns the index (with the skip summary)."""
-    if out is None:
-        raise ValueError("out=<folder> is required")
-    out_dir = Path(out).expanduser()
+    """Write shards + index.json to `out_dir`; returns the index (with the skip summary)."""
+    if out_dir is None:
+        raise ValueError("out_dir=<folder> is required")
+    out_dir = Path(out_dir).expanduser()
     if index_only:
         return index_existing(out_dir)
     if input is None:
@@ -210,7 +210,7 @@ def run(args: dict) -> dict:
         raise SystemExit(f"to_wds: {error}") from None
     skipped = index.get("skipped", {})
     reasons = f" ({', '.join(f'{k}={v}' for k, v in skipped.items())})" if skipped else ""
-    print(f"wrote {index['num_samples']} samples in {len(index['shards'])} shards to {args['out']}; "
+    print(f"wrote {index['num_samples']} samples in {len(index['shards'])} shards to {args['out_dir']}; "
           f"skipped {sum(skipped.values())}{reasons}")
     return index
 

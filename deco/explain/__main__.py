@@ -249,14 +249,14 @@ def _run(cfg: DictConfig, shard: Shard) -> dict:
     from deco.models.loading import load_model
 
     device = local_device(str(_device(str(cfg.device))))
-    out_dir = Path(shard.broadcast(str(cfg.output_dir)))  # Hydra names run dirs by their start second
+    out_dir = Path(shard.broadcast(str(cfg.out_dir)))  # Hydra names run dirs by their start second
     out_dir.mkdir(parents=True, exist_ok=True)
     records, rows, compare = [], [], {}
     requested_aspect = cfg.image_aspect
     ckpts = _as_list(cfg.ckpt)
     used_tags: set[str] = set()
     for ckpt_index, ckpt in enumerate(ckpts):
-        options = cfg.get("model") or {}
+        options = cfg.get("load") or {}
         loaded = load_model(
             ckpt,
             base=options.get("base"),

@@ -9,7 +9,7 @@ a mapping with `_target_`. Scoring is `deco.eval.runner.evaluate_benchmark`, the
 prompts, template and metric, so the logged value is what `deco.evaluate` would give for a checkpoint of
 that step. Under DDP every rank answers a strided share and the metric is reduced across ranks; under
 FSDP (rank 0 holds a shard only) it is skipped with a warning. Predictions go to
-`<output_dir>/<benchmark>/step_<N>.jsonl`; metrics are logged as `benchmark/<name>/<metric>`.
+`<out_dir>/<benchmark>/step_<N>.jsonl`; metrics are logged as `benchmark/<name>/<metric>`.
 """
 
 from __future__ import annotations
@@ -47,14 +47,14 @@ def benchmark_config(benchmark: str | Mapping, eval_data_dir: str | None = None,
 class BenchmarkEval(L.Callback):
     """Evaluate `benchmark` every `every_n_steps` optimizer steps (and at the end of training when `at_end`)."""
 
-    def __init__(self, benchmark: str | Mapping, every_n_steps: int = 500, output_dir: str | None = None,
+    def __init__(self, benchmark: str | Mapping, every_n_steps: int = 500, out_dir: str | None = None,
                  eval_data_dir: str | None = None, limit: int | None = None, batch_size: int = 16,
                  max_new_tokens: int | None = None, at_end: bool = True):
         if every_n_steps < 1:
             raise ValueError(f"callbacks.benchmark_eval.every_n_steps must be >= 1, got {every_n_steps}")
         self.config = benchmark_config(benchmark, eval_data_dir, limit)
         self.every_n_steps, self.at_end = every_n_steps, at_end
-        self.output_dir = Path(output_dir) if output_dir else None
+        self.out_dir = Path(out_dir) if out_dir else None
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.benchmark = None
         self.history: list[tuple[int, dict]] = []  # (global step, metrics) of every evaluation
@@ -77,8 +77,8 @@ class BenchmarkEval(L.Callback):
         benchmark = self._benchmark()
         step = trainer.global_step
         path = None
-        if self.output_dir is not None and trainer.is_global_zero:
-            path = self.output_dir / benchmark.name / f"step_{step:06d}.jsonl"
+        if self.out_dir is not None and trainer.is_global_zero:
+            path = self.out_dir / benchmark.name / f"step_{step:06d}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
         model = pl_module.model
         was_training = model.training

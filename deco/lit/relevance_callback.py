@@ -3,7 +3,7 @@
 The probes are fixed inputs chosen once at fit start: shapes-world scenes with the named object's box
 (`source="shapes"`, default; the callback then also logs `relevance/energy_<method>`, the share of R_t2i
 inside the box) or the first items of the validation dataset (`source="val"`). Each time, the maps are
-rendered and written as PNGs + tensors under `output_dir/step_<N>/` (deco.explain.export names) and sent
+rendered and written as PNGs + tensors under `out_dir/step_<N>/` (deco.explain.export names) and sent
 to W&B as images (`WandbLogger.log_image`) when a W&B logger is attached. The explanation runs on rank 0
 in eval mode with `torch.autograd.grad`, so it leaves parameter gradients and train/eval flags untouched
 (under FSDP, where rank 0 holds only a shard of the weights, it is skipped with a warning).
@@ -44,7 +44,7 @@ class RelevanceImages(L.Callback):
     """Log relevance maps of `num_probes` fixed probes every `every_n_steps` optimizer steps (and at the end).
 
     Args:
-        output_dir: where `step_<N>/` folders of PNGs and tensors go.
+        out_dir: where `step_<N>/` folders of PNGs and tensors go.
         every_n_steps: logging period in optimizer steps.
         num_probes: how many fixed inputs.
         methods: relevance methods (see deco.explain.methods.METHODS).
@@ -53,7 +53,7 @@ class RelevanceImages(L.Callback):
         log_images: send the PNGs to W&B when a WandbLogger is attached.
     """
 
-    def __init__(self, output_dir: str, every_n_steps: int = 100, num_probes: int = 4, methods=("rgae",),
+    def __init__(self, out_dir: str, every_n_steps: int = 100, num_probes: int = 4, methods=("rgae",),
                  source: str = "shapes", seed: int = 1000, tasks=("attribute", "grounding"), log_images: bool = True,
                  max_queries: int = 64):
         if every_n_steps < 1:
@@ -63,7 +63,7 @@ class RelevanceImages(L.Callback):
         bad = [m for m in methods if m not in METHODS]
         if bad:
             raise ValueError(f"unknown relevance method(s) {bad}; choose among: {', '.join(METHODS)}")
-        self.output_dir = Path(output_dir)
+        self.out_dir = Path(out_dir)
         self.every_n_steps = every_n_steps
         self.num_probes = num_probes
         self.methods = list(methods)
@@ -125,7 +125,7 @@ class RelevanceImages(L.Callback):
         if self.probes is None:
             self.probes = self._make_probes(trainer, pl_module)
         step = trainer.global_step
-        out_dir = self.output_dir / f"step_{step:06d}"
+        out_dir = self.out_dir / f"step_{step:06d}"
         tag = self._tag(pl_module)
         energies: dict[str, list[float]] = {m: [] for m in self.methods}
         images: dict[str, list] = {}

@@ -64,8 +64,9 @@ class RunDirLock:
                 "or pick another hydra.run.dir"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})"
-                  .encode(), 0)
+        os.pwrite(
+            fd, f"pid {os.getpid()} on {socket.gethostname()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})".encode(), 0
+        )
         self._fd = fd
         return self
 
@@ -89,8 +90,11 @@ def clean_orphan_tmps(checkpoint_dir: str | Path) -> list[Path]:
     for path in removed:
         path.unlink(missing_ok=True)
     if removed:
-        log.warning("removed %d unfinished checkpoint writes of an earlier, killed run: %s",
-                    len(removed), ", ".join(p.name for p in removed))
+        log.warning(
+            "removed %d unfinished checkpoint writes of an earlier, killed run: %s",
+            len(removed),
+            ", ".join(p.name for p in removed),
+        )
     return removed
 
 
@@ -126,16 +130,24 @@ def saved_config(run_dir: str | Path) -> dict | None:
     return yaml.safe_load(path.read_text()) or {}
 
 
+def _current_names(cfg: dict) -> dict:
+    """`cfg` with its projector's keys spelled as today (a run saved before a rename is the same model)."""
+    from deco.models.projectors.base import stored_projector_config
+
+    projector = cfg.get("projector")
+    return {**cfg, "projector": stored_projector_config(projector)} if isinstance(projector, dict) else cfg
+
+
 def check_same_model(resolved: dict, checkpoint: dict, ckpt_path: str | Path, run_dir: str | Path) -> None:
     """Raise ValueError when this command would resume `ckpt_path` into a different model than it holds."""
     saved = saved_config(run_dir) if Path(ckpt_path).resolve().parent.parent == Path(run_dir).resolve() else None
     if saved is not None:
-        diffs, source = config_differences(saved, resolved), f"{Path(run_dir) / 'config.yaml'}"
+        diffs, source = config_differences(_current_names(saved), resolved), f"{Path(run_dir) / 'config.yaml'}"
     else:  # a checkpoint from elsewhere: its own build config (model, projector) and stage
         hparams = checkpoint.get("hyper_parameters") or {}
         build = hparams.get("build") or {}
         old = {"model": build.get("model"), "projector": build.get("projector"), "stage": hparams.get("stage")}
-        diffs = config_differences(old, resolved, CHECKPOINT_KEYS) if build else []
+        diffs = config_differences(_current_names(old), resolved, CHECKPOINT_KEYS) if build else []
         source = f"{ckpt_path} (its hyper-parameters)"
     if diffs:
         shown = "; ".join(diffs[:8]) + (f"; ... ({len(diffs)} in all)" if len(diffs) > 8 else "")

@@ -55,6 +55,7 @@ def load_lightning_checkpoint(path: str | Path, map_location: str = "cpu") -> Lo
     from deco.data.image import load_image_processor
     from deco.data.tokenizer import load_tokenizer
     from deco.models.build import build_mllm
+    from deco.models.projectors.base import stored_projector_config
 
     path = Path(path)
     checkpoint = safe_torch_load(path, map_location=map_location)
@@ -62,6 +63,7 @@ def load_lightning_checkpoint(path: str | Path, map_location: str = "cpu") -> Lo
     build = hparams.get("build")
     if not build:
         raise ValueError(f"{path}: not a deco checkpoint (no 'build' config in its hyper_parameters)")
+    build = {**build, "projector": stored_projector_config(build["projector"])}  # keys renamed since it was saved
     model_cfg, stage = build["model"], hparams.get("stage") or {}
     run_dir = _run_dir_of(path)
     tokenizer_cfg = dict(model_cfg["tokenizer"])

@@ -82,7 +82,7 @@ def audit_inputs(work: Path) -> list[dict]:
                 elif set(ids) - {"good-0", "good-1", "good-2"}:
                     why = f"the bad sample was delivered: {ids}"
             if not why and expected != "ok" and expected.split(":", 1)[1] in TO_WDS_REASONS:
-                index = convert(input=str(path), out=str(work / "inputs" / "wds" / kind), shard_size=10,
+                index = convert(input=str(path), out_dir=str(work / "inputs" / "wds" / kind), shard_size=10,
                                 progress=False, overwrite=True)
                 if index["skipped"] != {expected.split(":", 1)[1]: 1}:
                     why = f"to_wds: expected one {expected} skip, got {index['skipped']}"

@@ -38,7 +38,7 @@ def run(smoke: bool = False, batch_size: int = 8, num_workers: int = 2) -> dict:
     n_samples, rounds, steps_per_round = (48, 2, 2) if smoke else (256, 3, 4)
     projector = next(v for k, v in projector_configs(size).items() if k.startswith("avgpool"))
     with tempfile.TemporaryDirectory() as tmp:
-        convert(input="shapes", num_samples=n_samples, image_size=bench.image_size, out=tmp, shard_size=32,
+        convert(input="shapes", num_samples=n_samples, image_size=bench.image_size, out_dir=tmp, shard_size=32,
                 progress=False)
         dataset = WdsDataset(tmp, shuffle_buffer=64, tokenizer=bench.tokenizer, image_processor=bench.image_processor,
                              template="vicuna_v1", max_length=256, image_aspect="pad")

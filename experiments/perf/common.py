@@ -57,7 +57,7 @@ def projector_configs(size: str) -> dict[str, dict[str, Any]]:
     n = 16 if size == "smoke" else 576
     return {
         f"linear_{n}": {"name": "linear"},
-        f"avgpool_{q}": {"name": "avgpool", "query_num": q, "layer_num": 2, "pooling": "avg"},
+        f"avgpool_{q}": {"name": "avgpool", "query_num": q, "mlp_depth": 2, "pooling": "avg"},
         f"qformer_{q}": {"name": "qformer", "query_num": q, "layer_num": 2},
     }
 

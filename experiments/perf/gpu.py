@@ -58,7 +58,7 @@ def projector_settings(num_patches: int) -> dict[str, dict[str, Any]]:
     q = 144 if num_patches == 576 else max(1, num_patches // 4)
     return {
         f"linear_{num_patches}": {"name": "linear"},
-        f"avgpool_{q}": {"name": "avgpool", "query_num": q, "layer_num": 2, "pooling": "avg"},
+        f"avgpool_{q}": {"name": "avgpool", "query_num": q, "mlp_depth": 2, "pooling": "avg"},
         f"qformer_{q}": {"name": "qformer", "query_num": q, "layer_num": 2},
     }
 

@@ -25,7 +25,7 @@ import torch
 from experiments.perf.common import Bench, interleaved, paired_ratio, summary
 
 GOAL = 0.80
-PROJECTOR = {"name": "mlp2x_gelu", "layer_num": 2}
+PROJECTOR = {"name": "mlp2x_gelu", "mlp_depth": 2}
 # size: (batch, new tokens, repeats); wide is ~10x the tiny model's cost per sample
 SETTINGS = {"smoke": (4, 3, 2), "tiny": (16, 16, 7), "wide": (8, 16, 5)}
 

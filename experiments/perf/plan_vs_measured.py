@@ -38,19 +38,19 @@ CASES = {
     "finetune_b4_s1024": dict(stage=FINETUNE, batch=4, seq_len=1024, ckpt=False, projector={"name": "mlp2x_gelu"},
                               q=576),
     "finetune_b8_s1024_ckpt": dict(stage=FINETUNE, batch=8, seq_len=1024, ckpt=True,
-                                   projector={"name": "avgpool", "query_num": 144, "layer_num": 2}, q=144),
+                                   projector={"name": "avgpool", "query_num": 144, "mlp_depth": 2}, q=144),
     "finetune_b4_s1024_avgpool": dict(stage=FINETUNE, batch=4, seq_len=1024, ckpt=False,
-                                      projector={"name": "avgpool", "query_num": 144, "layer_num": 2}, q=144),
+                                      projector={"name": "avgpool", "query_num": 144, "mlp_depth": 2}, q=144),
     "pretrain_b16_s640": dict(stage={**FINETUNE, "name": "pretrain", "train_llm": False}, batch=16, seq_len=640,
                               ckpt=False, projector={"name": "mlp2x_gelu"}, q=576),
     "lora_b8_s768": dict(stage={**FINETUNE, "name": "finetune_lora", "train_llm": False,
                                 "lora": {"enabled": True, "r": 32, "alpha": 64, "dropout": 0.05}},
                          batch=8, seq_len=768, ckpt=False,
-                         projector={"name": "avgpool", "query_num": 144, "layer_num": 2}, q=144),
+                         projector={"name": "avgpool", "query_num": 144, "mlp_depth": 2}, q=144),
     "qformer_b8_s512": dict(stage=FINETUNE, batch=8, seq_len=512, ckpt=False,
                             projector={"name": "qformer", "query_num": 144, "layer_num": 2}, q=144),
     "finetune_b8_s1024_ckpt_tower": dict(stage={**FINETUNE, "train_vision": True}, batch=8, seq_len=1024, ckpt=True,
-                                         projector={"name": "avgpool", "query_num": 144, "layer_num": 2}, q=144),
+                                         projector={"name": "avgpool", "query_num": 144, "mlp_depth": 2}, q=144),
 }
 
 

@@ -87,7 +87,7 @@ def test_json_loader_counts_every_reason_exactly_across_workers(corpus, tok, pro
 
 
 def test_shards_leave_out_broken_samples_and_loader_counts_the_rest(corpus, tok, proc, tmp_path):
-    index = convert(input=str(corpus), out=str(tmp_path / "wds"), shard_size=4, progress=False)
+    index = convert(input=str(corpus), out_dir=str(tmp_path / "wds"), shard_size=4, progress=False)
     # to_wds checks records and decodes every image; token-level problems need the tokenizer.
     assert index["skipped"] == {"malformed_json": 1, "empty_conversation": 1, "missing_image": 1,
                                 "corrupt_image": 2}
@@ -108,7 +108,7 @@ def test_shards_leave_out_broken_samples_and_loader_counts_the_rest(corpus, tok,
 
 
 def test_truncated_shard_is_counted_not_fatal(tmp_path, tok, proc):
-    convert(input="shapes", num_samples=8, image_size=32, out=str(tmp_path), shard_size=4, progress=False)
+    convert(input="shapes", num_samples=8, image_size=32, out_dir=str(tmp_path), shard_size=4, progress=False)
     shard = tmp_path / "shard-000001.tar"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 3])
     ds = WdsDataset(str(tmp_path), shuffle=False, **kwargs(tok, proc))

@@ -71,7 +71,7 @@ def test_absolute_paths_only_with_the_option(corpus, tok, proc):
 
 def test_to_wds_copies_nothing_from_outside_and_skips_bombs(corpus, tmp_path):
     path, secret = corpus
-    index = convert(input=str(path), out=str(tmp_path / "wds"), shard_size=10, progress=False)
+    index = convert(input=str(path), out_dir=str(tmp_path / "wds"), shard_size=10, progress=False)
     assert index["skipped"] == {"unsafe_path": 3, "extreme_aspect": 1, "oversized_image": 1}
     assert index["num_samples"] == 2
     shard = (tmp_path / "wds" / index["shards"][0]["name"]).read_bytes()

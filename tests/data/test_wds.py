@@ -21,7 +21,7 @@ from deco.data.wds_index import load_index, plan_epoch
 def shapes_shards(tmp_path_factory):
     """22 shapes-world samples in shards of 4 (the last one holds 2)."""
     out = tmp_path_factory.mktemp("shapes_wds")
-    to_wds_main(["input=shapes", "num_samples=22", "seed=3", "image_size=32", f"out={out}", "shard_size=4",
+    to_wds_main(["input=shapes", "num_samples=22", "seed=3", "image_size=32", f"out_dir={out}", "shard_size=4",
                  "progress=false"])
     return out
 
@@ -43,7 +43,7 @@ def kwargs(tok, proc):
 
 def test_llava_json_round_trips_through_shards(tmp_path, tok, proc, capsys):
     records = write_llava_corpus(tmp_path / "corpus")
-    to_wds_main([f"input={tmp_path / 'corpus' / 'data.json'}", f"out={tmp_path / 'wds'}", "shard_size=3",
+    to_wds_main([f"input={tmp_path / 'corpus' / 'data.json'}", f"out_dir={tmp_path / 'wds'}", "shard_size=3",
                  "progress=false"])
     assert f"wrote {len(records)} samples in 3 shards" in capsys.readouterr().out
     index = json.loads((tmp_path / "wds" / "index.json").read_text())
@@ -176,16 +176,16 @@ def test_splits_num_samples_and_index_errors(shapes_shards, tok, proc, tmp_path)
 def test_index_only_for_foreign_shards_and_arguments(shapes_shards, tmp_path):
     for shard in shapes_shards.glob("*.tar"):
         (tmp_path / shard.name).write_bytes(shard.read_bytes())
-    to_wds_main([f"out={tmp_path}", "index_only=true"])
+    to_wds_main([f"out_dir={tmp_path}", "index_only=true"])
     assert load_index(tmp_path).counts == load_index(shapes_shards).counts
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException, match="shards"):
         to_wds_config("shards=3")
     with pytest.raises(SystemExit, match="shard_size must be int, got 'many'"):
-        to_wds_main(["shard_size=many", "out=x"])
+        to_wds_main(["shard_size=many", "out_dir=x"])
     with pytest.raises(SystemExit, match="not empty"):
-        to_wds_main(["input=shapes", "num_samples=2", f"out={tmp_path}"])
+        to_wds_main(["input=shapes", "num_samples=2", f"out_dir={tmp_path}"])
 
 
 @pytest.mark.slow
@@ -194,7 +194,7 @@ def test_lightning_resume_continues_the_interrupted_epoch(train_config, tmp_path
     from deco.data.to_wds import convert
     from deco.train import train
 
-    convert(input="shapes", num_samples=40, image_size=56, out=str(tmp_path / "wds"), shard_size=4, progress=False)
+    convert(input="shapes", num_samples=40, image_size=56, out_dir=str(tmp_path / "wds"), shard_size=4, progress=False)
     batches: list[list[str]] = []
     plain_iter = WdsLoader.__iter__
 

@@ -16,7 +16,7 @@ from deco.lit.resume import CHECKPOINT_KEYS, MODEL_KEYS, STAGE_KEYS, check_same_
 
 RUN = {
     "model": {"name": "tiny", "llm": {"name_or_path": "zoo:tiny/llm"}},
-    "projector": {"name": "avgpool", "query_num": 64, "pooling": "avg", "layer_num": 2},
+    "projector": {"name": "avgpool", "query_num": 64, "pooling": "avg", "mlp_depth": 2},
     "pooling": {"name": "avg"},
     "query_num": 64,
     "stage": {
@@ -99,3 +99,20 @@ def test_a_checkpoint_of_another_run_into_another_model_is_refused(tmp_path, key
 def test_a_checkpoint_of_another_run_into_the_same_model_is_allowed(tmp_path):
     elsewhere = tmp_path / "other" / "checkpoints" / "last.ckpt"
     check_same_model(changed("trainer.max_steps", 5), other_run_checkpoint(), elsewhere, tmp_path / "run")
+
+
+def test_a_run_saved_before_mlp_depth_was_renamed_resumes(tmp_path):
+    """A run dir or checkpoint that stored avgpool's MLP depth as `layer_num` (before issue 28) is the same model
+    as this command's `mlp_depth`; a real depth change is still refused."""
+    old = copy.deepcopy(RUN)
+    old["projector"]["layer_num"] = old["projector"].pop("mlp_depth")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    check_same_model(RUN, {}, tmp_path / "checkpoints" / "last.ckpt", tmp_path)
+    elsewhere = tmp_path / "other" / "checkpoints" / "last.ckpt"
+    hparams = {
+        "hyper_parameters": {"build": {"model": old["model"], "projector": old["projector"]}, "stage": RUN["stage"]}
+    }
+    check_same_model(RUN, hparams, elsewhere, tmp_path / "run")
+    with pytest.raises(ValueError, match="projector.mlp_depth: 2 -> 3"):
+        check_same_model(changed("projector.mlp_depth", 3), hparams, elsewhere, tmp_path / "run")

@@ -63,13 +63,13 @@ def test_export_llava_hf_loads_in_transformers(tmp_path):
 
 
 def test_export_llava_hf_refuses_compressive_projector(tmp_path):
-    loaded = small_loaded({"name": "avgpool", "query_num": 4, "layer_num": 2, "pooling": "avg"})
+    loaded = small_loaded({"name": "avgpool", "query_num": 4, "mlp_depth": 2, "pooling": "avg"})
     with pytest.raises(ValueError, match="only hold a 2-layer mlp2x_gelu projector.*format=deco"):
         save_llava_hf(loaded.model, loaded.tokenizer, loaded.image_processor, tmp_path / "hf")
 
 
 @pytest.mark.parametrize("projector", [
-    {"name": "avgpool", "query_num": 4, "layer_num": 2, "pooling": "avg"},
+    {"name": "avgpool", "query_num": 4, "mlp_depth": 2, "pooling": "avg"},
     {"name": "qformer", "query_num": 9, "layer_num": 2, "dropout": 0.0},
     {"name": "qformer", "query_num": 9, "layer_num": 1, "num_attention_heads": 32, "dropout": 0.0, "out_layer_num": 2},
 ])
@@ -112,7 +112,7 @@ def trained_lora_ckpt(tmp_path_factory):
 def test_export_cli_lightning_ckpt_to_deco(trained_lora_ckpt, tmp_path):
     original = load_model(trained_lora_ckpt)
     assert hasattr(original.model.llm, "merge_and_unload")  # still a peft adapter in the .ckpt
-    out = run(export_config(tmp_path, f"ckpt={trained_lora_ckpt}", f"out={tmp_path / 'exported'}", "format=deco"))
+    out = run(export_config(tmp_path, f"ckpt={trained_lora_ckpt}", f"out_dir={tmp_path / 'exported'}", "format=deco"))
     again = load_model(out)
     assert again.projector_tag == original.projector_tag == "avgpool2_16"
     assert not hasattr(again.model.llm, "merge_and_unload")  # merged on export
@@ -129,7 +129,7 @@ def test_export_cli_llava_hf_dir_to_deco(tmp_path):
     from test_loading_fixtures import write_llava_hf
 
     source = write_llava_hf(tmp_path / "hf")
-    out = run(export_config(tmp_path, f"ckpt={source}", f"out={tmp_path / 'exported'}"))
+    out = run(export_config(tmp_path, f"ckpt={source}", f"out_dir={tmp_path / 'exported'}"))
     original, again = load_model(source), load_model(out)
     assert again.format == "deco" and again.config["source"]["exported_from"]["format"] == "llava_hf"
     ids, pv = prompt_ids(original.tokenizer), pixels(6)
@@ -145,11 +145,11 @@ def export_config(tmp_path, *overrides):
 def test_export_args(tmp_path):
     from hydra.errors import ConfigCompositionException
 
-    cfg = export_config(tmp_path, "ckpt=a", "out=b", "model.base=c", "format=llava_hf")
-    assert (cfg.ckpt, cfg.out, cfg.model.base, cfg.format, cfg.result_dir) == ("a", "b", "c", "llava_hf", "b")
-    with pytest.raises(SystemExit, match="out=... is required"):
+    cfg = export_config(tmp_path, "ckpt=a", "out_dir=b", "load.base=c", "format=llava_hf")
+    assert (cfg.ckpt, cfg.out_dir, cfg.load.base, cfg.format) == ("a", "b", "c", "llava_hf")
+    with pytest.raises(SystemExit, match="out_dir=... is required"):
         run(export_config(tmp_path, "ckpt=a"))
     with pytest.raises(SystemExit, match="format=onnx is unknown"):
-        run(export_config(tmp_path, "ckpt=a", "out=b", "format=onnx"))
+        run(export_config(tmp_path, "ckpt=a", "out_dir=b", "format=onnx"))
     with pytest.raises(ConfigCompositionException, match="foo"):
-        export_config(tmp_path, "ckpt=a", "out=b", "foo=1")
+        export_config(tmp_path, "ckpt=a", "out_dir=b", "foo=1")

@@ -48,7 +48,7 @@ def test_a_failed_export_leaves_no_directory_behind(source, tmp_path, monkeypatc
         export(str(source), str(tmp_path / "exported"))
     assert list(tmp_path.iterdir()) == []  # neither "exported" nor a partial directory
     monkeypatch.setattr(fmt, "save_state_file", original)
-    (tmp_path / "exported").mkdir()  # an empty directory given as out= is filled
+    (tmp_path / "exported").mkdir()  # an empty directory given as out_dir= is filled
     assert (export(str(source), str(tmp_path / "exported")) / "model.safetensors").is_file()
 
 

@@ -94,19 +94,19 @@ def test_push_errors_name_the_repo(tmp_path, fake_hub):
 
 
 def test_export_cli_push_to(tiny_ckpt, tmp_path, fake_hub):
-    """`python -m deco.export ckpt=... out=... push_to=me/deco-cli`: exported, then pushed (the default endpoint
+    """`python -m deco.export ckpt=... out_dir=... push_to=me/deco-cli`: exported, then pushed (the default endpoint
     is answered by the fake transport too)."""
     from conftest import compose_config
 
     from deco.export import run
 
     hub = fake_hub()
-    cfg = compose_config("export", [f"ckpt={tiny_ckpt}", f"out={tmp_path / 'out'}", "push_to=me/deco-cli"],
+    cfg = compose_config("export", [f"ckpt={tiny_ckpt}", f"out_dir={tmp_path / 'out'}", "push_to=me/deco-cli"],
                          tmp_path / "run")
     out = run(cfg)
     assert ("POST", "/api/repos/create") in hub.requests
     assert set(hub.files) == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    bad = compose_config("export", [f"ckpt={tiny_ckpt}", f"out={tmp_path / 'out2'}", "push_to=nonamespace"],
+    bad = compose_config("export", [f"ckpt={tiny_ckpt}", f"out_dir={tmp_path / 'out2'}", "push_to=nonamespace"],
                          tmp_path / "run2")
     with pytest.raises(SystemExit, match="deco.export: push_to='nonamespace' is not a hub repo id"):
         run(bad)

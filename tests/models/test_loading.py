@@ -50,7 +50,7 @@ def clip_dir(root):
 @pytest.fixture(scope="module")
 def avgpool():
     torch.manual_seed(5)
-    return AvgPoolProjector(VISION["hidden_size"], LLM["hidden_size"], NUM_PATCHES, query_num=4, layer_num=2).eval()
+    return AvgPoolProjector(VISION["hidden_size"], LLM["hidden_size"], NUM_PATCHES, query_num=4, mlp_depth=2).eval()
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_deco_avgpool_original_layout_sharded(root, clip_dir, avgpool):
                                     prefix="mlp_projector.", pickle_weights=False)
     loaded = load_model(root / "avgpool")
     assert loaded.projector_tag == "avgpool2_4"
-    assert loaded.config["projector"] == {"name": "avgpool", "layer_num": 2, "query_num": 4, "pooling": "avg"}
+    assert loaded.config["projector"] == {"name": "avgpool", "mlp_depth": 2, "query_num": 4, "pooling": "avg"}
     assert loaded.model.num_visual_tokens == 4
     torch.testing.assert_close(loaded.model.projector.mlp_projector[0].weight, avgpool.mlp_projector[0].weight,
                                atol=0, rtol=0)
@@ -177,7 +177,7 @@ def test_pretrain_stage_projector_only(root, clip_dir, base_dir, tmp_path):
     cfg.pop("_name_or_path", None)  # no hint in the config: the user must name the base
     (tmp_path / "config.json").write_text(json.dumps(cfg, default=str))
     torch.save({f"model.mm_projector.{k}": v for k, v in projector.state_dict().items()}, tmp_path / "mm_projector.bin")
-    with pytest.raises(ValueError, match="model.base="):
+    with pytest.raises(ValueError, match="load.base="):
         load_model(tmp_path)
     loaded = load_model(tmp_path, base=str(base_dir))
     ids, pv = prompt_ids(loaded.tokenizer), pixels(4)
@@ -405,13 +405,13 @@ def test_llm_vocab_grows_to_the_tokenizer(root, clip_dir, tmp_path):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("mlp2x_gelu", {"name": "mlp2x_gelu", "layer_num": 2}),
+    ("mlp2x_gelu", {"name": "mlp2x_gelu", "mlp_depth": 2}),
     ("linear", {"name": "linear"}),
     (None, {"name": "linear"}),  # LLaVA's default when the key is absent
-    ("avgpool2_144", {"name": "avgpool", "layer_num": 2, "query_num": 144, "pooling": "avg"}),
+    ("avgpool2_144", {"name": "avgpool", "mlp_depth": 2, "query_num": 144, "pooling": "avg"}),
     ("qformer2_144", {"name": "qformer", "layer_num": 2, "query_num": 144}),
-    ("maxpool2_64", {"name": "maxpool", "layer_num": 2, "query_num": 64, "pooling": "max"}),
-    ("mlp3x_gelu", {"name": "mlp2x_gelu", "layer_num": 3}),
+    ("maxpool2_64", {"name": "maxpool", "mlp_depth": 2, "query_num": 64, "pooling": "max"}),
+    ("mlp3x_gelu", {"name": "mlp2x_gelu", "mlp_depth": 3}),
 ])
 def test_parse_projector_type(text, expected):
     from deco.models.formats.projector_type import parse_projector_type, projector_type_of
@@ -436,7 +436,7 @@ def test_parse_projector_type_errors(text, message):
 
 def test_projector_tag_of_loaded_configs():
     tags = {
-        "avgpool2_144": {"name": "avgpool", "layer_num": 2, "query_num": 144, "pooling": "avg"},
+        "avgpool2_144": {"name": "avgpool", "mlp_depth": 2, "query_num": 144, "pooling": "avg"},
         "qformer2_64": {"name": "qformer", "layer_num": 2, "query_num": 64},
         "linear": {"name": "linear"},
     }

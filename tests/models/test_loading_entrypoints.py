@@ -28,7 +28,7 @@ def deco_lora_dir(tmp_path_factory):
     clip = write_clip(root / "clip")
     write_llama_base(root / "base")
     torch.manual_seed(5)
-    projector = AvgPoolProjector(VISION["hidden_size"], LLM["hidden_size"], NUM_PATCHES, query_num=4, layer_num=2)
+    projector = AvgPoolProjector(VISION["hidden_size"], LLM["hidden_size"], NUM_PATCHES, query_num=4, mlp_depth=2)
     lora = root / "llava-v1.5-tiny-avgpool2_4-lora"
     lora.mkdir()
     state = {f"mlp_projector.{k}": v for k, v in projector.mlp_projector.state_dict().items()}

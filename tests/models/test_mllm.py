@@ -238,7 +238,7 @@ def test_build_mllm_from_config_mappings():
     omegaconf = pytest.importorskip("omegaconf")
     tok = FakeTokenizer([f"w{i}" for i in range(20)] + ["<image>"])
     model_cfg = omegaconf.OmegaConf.create({"vision": {"config": VISION, "select_layer": -2}, "llm": {"config": LLM}})
-    model = build_mllm(model_cfg, {"name": "avgpool", "query_num": 4, "layer_num": 2}, tok)
+    model = build_mllm(model_cfg, {"name": "avgpool", "query_num": 4, "mlp_depth": 2}, tok)
     assert model.image_token_id == 21 and model.num_visual_tokens == 4
     assert model.llm.get_input_embeddings().num_embeddings == len(tok) == 22
     assert model.projector.in_dim == 32 and model.projector.out_dim == 64 and model.projector.num_patches == 16

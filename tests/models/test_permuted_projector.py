@@ -28,7 +28,7 @@ def test_permutation_is_a_true_permutation_fixed_by_its_seed():
 
 
 def test_avgpool_tokens_are_the_plain_ones_reordered():
-    plain, perm = pair("avgpool", query_num=4, layer_num=2)
+    plain, perm = pair("avgpool", query_num=4, mlp_depth=2)
     assert isinstance(perm, PermutedProjector) and perm.num_tokens() == 4
     assert plain.spatial_tokens and not perm.spatial_tokens  # token k no longer sits at grid cell k
     x = torch.randn(2, 16, 8)
@@ -42,13 +42,15 @@ def test_avgpool_tokens_are_the_plain_ones_reordered():
 
 
 def test_r_q2i_rows_follow_the_tokens():
-    plain, perm = pair("avgpool", query_num=4, layer_num=1)
+    plain, perm = pair("avgpool", query_num=4, mlp_depth=1)
     ref = plain.query_to_patch_relevance()  # 4 x 16: token k averages its 2 x 2 block
     rel = perm.query_to_patch_relevance()
     for i, j in enumerate(perm.perm.tolist()):
         assert torch.equal(rel[i], ref[j])
     # hand computation for one token: the first row of the plain matrix covers patches 0, 1, 4, 5
-    assert ref[0].nonzero().flatten().tolist() == [0, 1, 4, 5] and torch.allclose(ref[0][[0, 1, 4, 5]], torch.full((4,), 0.25))
+    assert ref[0].nonzero().flatten().tolist() == [0, 1, 4, 5] and torch.allclose(
+        ref[0][[0, 1, 4, 5]], torch.full((4,), 0.25)
+    )
 
 
 def test_qformer_keeps_its_attention_maps_and_permutes_its_tokens():
@@ -59,7 +61,9 @@ def test_qformer_keeps_its_attention_maps_and_permutes_its_tokens():
     assert torch.allclose(tokens, ref[:, perm.perm]) and torch.allclose(tokens, perm(x))
     assert torch.allclose(q_cross[0], r_cross[0])  # the maps stay in the inner order ...
     rel = perm.query_to_patch_relevance(cross_attns=q_cross)
-    assert torch.allclose(rel, plain.query_to_patch_relevance(cross_attns=r_cross)[..., perm.perm, :])  # ... R_q2i rows do not
+    assert torch.allclose(
+        rel, plain.query_to_patch_relevance(cross_attns=r_cross)[..., perm.perm, :]
+    )  # ... R_q2i rows do not
 
 
 @pytest.mark.parametrize("value,seed", [(None, None), (False, None), (True, 0), (7, 7)])

@@ -128,7 +128,7 @@ def test_mobilevlm_checkpoint_loads_with_matching_logits(tmp_path, clip_dir, kin
     cfg.update(model_type="mobilevlm", architectures=["MobileLlamaForCausalLM"])
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     loaded = load_model(tmp_path)
-    assert loaded.config["projector"] == {"name": name, "layer_num": 2}
+    assert loaded.config["projector"] == {"name": name, "mlp_depth": 2}
     assert loaded.model.num_visual_tokens == NUM_PATCHES // 4  # MobileVLM halves each side
     ids, pv = prompt_ids(tok), pixels(1)
     expected = reference_logits(clip_dir, ref, llm, ids, pv, IMAGE_ID)
@@ -138,7 +138,7 @@ def test_mobilevlm_checkpoint_loads_with_matching_logits(tmp_path, clip_dir, kin
 
 
 def test_mobilevlm_types_parse_and_are_listed():
-    assert parse_projector_type("ldpnetv2") == {"name": "ldpv2", "layer_num": 2}
+    assert parse_projector_type("ldpnetv2") == {"name": "ldpv2", "mlp_depth": 2}
     with pytest.raises(ValueError, match="ldpnet, ldpnetv2"):
         parse_projector_type("ldpnetv3")
 

@@ -15,6 +15,7 @@ from deco.data.shapes import render_scene
 from deco.explain.export import export_relevance
 from deco.explain.inputs import build_input
 from deco.explain.methods import explain_all
+from deco.models.formats.projector_type import paper_depth
 from deco.utils.config import ConfigError, validate_train_config
 
 ZOO = ("cabstractor", "dabstractor", "pixelshuffle", "ldp", "ldpv2", "tokenpacker", "resampler")
@@ -107,7 +108,7 @@ def test_explain_writes_the_three_maps(projector, tmp_path):
         if projector in STRUCTURAL:  # receptive fields / blocks: rows sum to 1, the same for every method
             torch.testing.assert_close(rel.r_q2i.sum(1), torch.ones(16))
             torch.testing.assert_close(rel.r_q2i, results["rgae"].r_q2i)
-    files = export_relevance(results["rgae"], inp, tmp_path, f"{projector}{cfg['layer_num']}_16")
+    files = export_relevance(results["rgae"], inp, tmp_path, f"{projector}{paper_depth(cfg)}_16")
     assert sorted(files) == ["R_q2i", "R_t2i", "R_t2q", "tensors"]
     assert all(path.stat().st_size > 0 for path in files.values())
     if projector == "tokenpacker":  # each query's relevance stays inside its 6 x 6 region

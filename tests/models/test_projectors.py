@@ -75,7 +75,7 @@ def test_register_projector_adds_a_name():
 
 
 def test_avgpool_equals_hand_computation():
-    proj = make("avgpool", query_num=4, layer_num=2)
+    proj = make("avgpool", query_num=4, mlp_depth=2)
     x = torch.randn(2, 16, IN)
     grid = x.reshape(2, 4, 4, IN)
     # mean of each 2x2 block, queries in row-major order
@@ -91,7 +91,7 @@ def test_avgpool_equals_hand_computation():
 
 @pytest.mark.parametrize("num_patches,query_num,layer_num", [(576, 144, 2), (25, 9, 2), (16, 4, 3), (576, 64, 1)])
 def test_avgpool_matches_paper_structure(num_patches, query_num, layer_num):
-    proj = make("avgpool", num_patches=num_patches, query_num=query_num, layer_num=layer_num)
+    proj = make("avgpool", num_patches=num_patches, query_num=query_num, mlp_depth=layer_num)
     paper = PaperAvgPoolProjector(layer_num, query_num, IN, OUT)
     paper.load_state_dict(proj.state_dict(), strict=True)  # same parameter names
     x = torch.randn(2, num_patches, IN)
@@ -124,7 +124,7 @@ def test_bad_query_num_messages():
 
 def test_qformer_has_more_parameters_than_avgpool():
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(make("qformer", query_num=4, layer_num=2)) > count(make("avgpool", query_num=4, layer_num=2))
+    assert count(make("qformer", query_num=4, layer_num=2)) > count(make("avgpool", query_num=4, mlp_depth=2))
 
 
 def test_qformer_cross_attends_in_every_layer():

@@ -93,7 +93,7 @@ def test_explain_refuses_code_from_the_checkpoint(crafted_ckpt, marker, tmp_path
 def test_export_refuses_code_from_the_checkpoint(crafted_ckpt, marker, tmp_path):
     from deco.export import run
 
-    cfg = compose_config("export", [f"ckpt={crafted_ckpt}", f"out={tmp_path / 'exported'}"], tmp_path / "export")
+    cfg = compose_config("export", [f"ckpt={crafted_ckpt}", f"out_dir={tmp_path / 'exported'}"], tmp_path / "export")
     _refused(lambda: run(cfg), marker)
 
 

@@ -15,13 +15,15 @@ from deco.data.tokenizer import load_tokenizer
 from deco.models.build import build_mllm
 
 # The embedded model, randomly initialised (configs/model/tiny_scratch.yaml): this test checks the path, not the zoo.
-TINY = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[2] / "configs" / "model" / "tiny_scratch.yaml"))
+TINY = OmegaConf.to_container(
+    OmegaConf.load(Path(__file__).resolve().parents[2] / "configs" / "model" / "tiny_scratch.yaml")
+)
 
 
 def test_same_question_different_images_is_learnable():
     torch.manual_seed(0)
     tokenizer, processor = load_tokenizer(None), load_image_processor(None)
-    model = build_mllm(TINY, {"name": "avgpool", "query_num": 16, "layer_num": 2}, tokenizer)
+    model = build_mllm(TINY, {"name": "avgpool", "query_num": 16, "mlp_depth": 2}, tokenizer)
     model.vision.requires_grad_(False)
     samples = []
     for colour, answer in (((255, 0, 0), "Yes."), ((0, 0, 255), "No.")):

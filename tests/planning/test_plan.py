@@ -21,7 +21,7 @@ from deco.planning.memory import GIB, parse_bytes, plan_memory
 from deco.planning.run import plan_config, warn_if_unfit
 
 MODEL = yaml.safe_load(open(f"{CONFIG_DIR}/model/tiny_scratch.yaml"))
-PROJECTOR = {"name": "avgpool", "query_num": 16, "layer_num": 2}
+PROJECTOR = {"name": "avgpool", "query_num": 16, "mlp_depth": 2}
 FINETUNE = {"name": "finetune", "train_llm": True, "train_vision": False, "lora": {"enabled": False}, "lr": 1e-4}
 
 

@@ -48,7 +48,7 @@ def test_model_tiny_loads_the_zoo_weights_offline():
 
     cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
     tok = load_tokenizer(**cfg["tokenizer"])
-    model = build_mllm(cfg, {"name": "avgpool", "query_num": 64, "layer_num": 2, "pooling": "avg"}, tok)
+    model = build_mllm(cfg, {"name": "avgpool", "query_num": 64, "mlp_depth": 2, "pooling": "avg"}, tok)
     llm_weights = load_file(ZOO_ROOT / "tiny" / "llm" / "model.safetensors")
     vision_weights = load_file(ZOO_ROOT / "tiny" / "vision" / "model.safetensors")
     llm_state, vision_state = model.llm.state_dict(), model.vision.model.state_dict()
@@ -56,7 +56,7 @@ def test_model_tiny_loads_the_zoo_weights_offline():
     assert vision_weights and all(torch.equal(vision_state[k], v) for k, v in vision_weights.items())
     # the scratch config builds the same architecture with fresh weights
     scratch = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / "tiny_scratch.yaml"))
-    fresh = build_mllm(scratch, {"name": "avgpool", "query_num": 64, "layer_num": 2, "pooling": "avg"}, tok)
+    fresh = build_mllm(scratch, {"name": "avgpool", "query_num": 64, "mlp_depth": 2, "pooling": "avg"}, tok)
     assert fresh.llm.state_dict().keys() == llm_state.keys()
     assert not torch.equal(fresh.llm.state_dict()["model.embed_tokens.weight"], llm_state["model.embed_tokens.weight"])
 
@@ -119,7 +119,7 @@ def test_text_scene_zoo_matches_its_manifest_and_loads_offline():
     assert verify(ZOO_ROOT / "tiny_text") == []
     cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / "tiny_text.yaml"))
     model = build_mllm(
-        cfg, {"name": "avgpool", "query_num": 64, "layer_num": 2, "pooling": "avg"}, load_tokenizer(**cfg["tokenizer"])
+        cfg, {"name": "avgpool", "query_num": 64, "mlp_depth": 2, "pooling": "avg"}, load_tokenizer(**cfg["tokenizer"])
     )
     text_llm = load_file(ZOO_ROOT / "tiny_text" / "llm" / "model.safetensors")
     state = model.llm.state_dict()

@@ -36,7 +36,7 @@ class LoadedModel:
     """A ready-to-use model and what is needed to feed it.
 
     config holds plain dicts: "model" (vision / llm / tokenizer / image_processor sections), "projector"
-    (name, query_num, layer_num, ...), "stage" (at least "template"), and where known "image_aspect"
+    (name, query_num, mlp_depth, ...), "stage" (at least "template"), and where known "image_aspect"
     (pad | crop | resize) and "source" ({"format", "path"}).
     """
 
@@ -50,11 +50,12 @@ class LoadedModel:
     def projector_tag(self) -> str:
         """Paper-style projector name, e.g. `avgpool2_144`, `qformer2_64`, `linear`, `mlp2x_gelu`."""
         projector = self.config["projector"]
+        from deco.models.formats.projector_type import paper_depth
         from deco.utils.names import projector_name
 
         name = projector_name(projector)
         if "query_num" in projector and projector["query_num"] is not None:
-            return f"{name}{projector.get('layer_num', 2)}_{projector['query_num']}"
+            return f"{name}{paper_depth(projector)}_{projector['query_num']}"
         return name
 
     @property
@@ -175,11 +176,7 @@ def read_json(path: str | Path) -> dict:
 
 
 def load_part(
-    module: nn.Module,
-    state: dict[str, torch.Tensor],
-    part: str,
-    *,
-    allow_missing: tuple[str, ...] = (),
+    module: nn.Module, state: dict[str, torch.Tensor], part: str, *, allow_missing: tuple[str, ...] = ()
 ) -> dict[str, list[str]]:
     """Copy `state` into `module` (keys relative to it); returns {"unused": [...], "missing": [...]}.
 
@@ -238,6 +235,15 @@ def skip_weight_init():
 
 def clean_hf_config(cfg: dict) -> dict:
     """A transformers config dict minus the bookkeeping keys that must not go back into a constructor."""
-    drop = {"transformers_version", "architectures", "_name_or_path", "_attn_implementation_autoset",
-            "attn_implementation", "_attn_implementation", "torch_dtype", "dtype", "model_type"}
+    drop = {
+        "transformers_version",
+        "architectures",
+        "_name_or_path",
+        "_attn_implementation_autoset",
+        "attn_implementation",
+        "_attn_implementation",
+        "torch_dtype",
+        "dtype",
+        "model_type",
+    }
     return {k: v for k, v in cfg.items() if k not in drop}

@@ -27,6 +27,7 @@ from deco.models.formats.common import (
 )
 from deco.models.formats.llava_original import build_llm_from_config, tied_keys
 from deco.models.formats.llava_qformer import build_any_projector
+from deco.models.projectors.base import stored_projector_config
 from deco.models.mllm import MLLM
 from deco.models.vision import VisionTower
 
@@ -127,7 +128,7 @@ def load_deco_pretrained(path: str | Path, *, map_location: str = "cpu", dtype: 
             "tokenizer": {"name_or_path": str(path)},
             "image_processor": {"name_or_path": processor_path},
         },
-        "projector": dict(cfg["projector"]),
+        "projector": stored_projector_config(cfg["projector"]),  # an export older than a key's rename
         "stage": dict(cfg.get("stage") or {}),
         "image_aspect": cfg.get("image_aspect", "pad"),
         "source": {"format": "deco", "path": str(path), "exported_from": cfg.get("source") or {}},

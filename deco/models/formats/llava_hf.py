@@ -110,7 +110,7 @@ def load_llava_hf(path: str | Path, *, map_location: str = "cpu", dtype: torch.d
     vision_report = load_part(tower.model, fit_vision_keys(vision_state, tower), "vision")
     llm_report = load_part(llm, llm_state, "llm", allow_missing=tied_keys(llm))
     projector = build_projector("mlp2x_gelu", in_dim=tower.hidden_size, out_dim=llm.config.hidden_size,
-                                num_patches=tower.num_patches, layer_num=2)
+                                num_patches=tower.num_patches, mlp_depth=2)
     aliases = {k: re.sub(r"^linear_(\d+)\.", lambda m: f"{2 * (int(m.group(1)) - 1)}.", k) for k in projector_state}
     projector_report = load_part(projector, {aliases[k]: v for k, v in projector_state.items()}, "projector")
 
@@ -137,7 +137,7 @@ def load_llava_hf(path: str | Path, *, map_location: str = "cpu", dtype: torch.d
             "tokenizer": {"name_or_path": str(path)},
             "image_processor": {"name_or_path": processor_path},
         },
-        "projector": {"name": "mlp2x_gelu", "layer_num": 2},
+        "projector": {"name": "mlp2x_gelu", "mlp_depth": 2},
         "stage": {"name": "llava_hf", "template": "vicuna_v1"},
         # llava-hf's processor crops (no expand2square) unless do_pad is set
         "image_aspect": "pad" if getattr(image_processor, "do_pad", False) else "crop",
@@ -162,7 +162,7 @@ def _plain_llm(llm: nn.Module) -> nn.Module:
 def llava_hf_state(model: MLLM) -> dict[str, torch.Tensor]:
     """deco MLLM -> llava-hf weight names (the hub layout, which every transformers version loads)."""
     projector = model.projector
-    if getattr(projector, "layer_num", None) != 2 or not hasattr(projector, "0") or not hasattr(projector, "2"):
+    if getattr(projector, "mlp_depth", None) != 2 or not hasattr(projector, "0") or not hasattr(projector, "2"):
         raise ValueError(
             f"llava-hf can only hold a 2-layer mlp2x_gelu projector (LlavaMultiModalProjector); this model has "
             f"{type(projector).__name__}. Export it with format=deco instead"

@@ -4,7 +4,7 @@ Layout (LLaVA train.py with `lora_enable`): config.json (the LLaVA config, `mm_p
 adapter_config.json + adapter_model.safetensors|bin (peft LoRA on the LLM's Linear layers, keys
 `base_model.model.model.layers.*.lora_{A,B}.weight`), and non_lora_trainables.bin (the projector, keys
 `base_model.model.model.mm_projector.*`). The base model (a Vicuna/Llama directory, or a LLaVA one) comes
-from `base=` (`model.base=` on the command line), else the adapter's `base_model_name_or_path`, else the
+from `base=` (`load.base=` on the command line), else the adapter's `base_model_name_or_path`, else the
 config's `model_base` / `_name_or_path`. As in LLaVA's builder, the LLM is built from the LoRA directory's
 config, the base weights loaded, the projector taken from non_lora_trainables.bin, and the adapter either
 merged into the weights (`merge_lora=True`, peft `merge_and_unload`) or kept as a peft adapter.
@@ -56,7 +56,7 @@ def is_lora_dir(path: Path) -> bool:
 
 def base_model_of(path: Path, cfg: dict, adapter_cfg: dict, base: str | None) -> str:
     for source, value in (
-        ("model.base", base),
+        ("load.base", base),
         ("adapter_config.json base_model_name_or_path", adapter_cfg.get("base_model_name_or_path")),
         ("config.json model_base", cfg.get("model_base")),
         ("config.json _name_or_path", cfg.get("_name_or_path")),
@@ -66,7 +66,7 @@ def base_model_of(path: Path, cfg: dict, adapter_cfg: dict, base: str | None) ->
             return str(value)
     raise ValueError(
         f"{path} is a LoRA checkpoint but names no base model (adapter_config.json base_model_name_or_path, "
-        "config.json model_base/_name_or_path are empty); pass it as model.base=<dir or hub id>"
+        "config.json model_base/_name_or_path are empty); pass it as load.base=<dir or hub id>"
     )
 
 

@@ -121,7 +121,7 @@ def build_vision(cfg: dict, vision_tower: str | None, path: Path) -> tuple[Visio
     """CLIP tower from `vision_tower` (override) or the config's `mm_vision_tower`."""
     name = vision_tower or cfg.get("mm_vision_tower") or cfg.get("vision_tower")
     if not name:
-        raise ValueError(f"{path}/config.json has no mm_vision_tower; pass the CLIP checkpoint as model.vision_tower=...")
+        raise ValueError(f"{path}/config.json has no mm_vision_tower; pass the CLIP checkpoint as load.vision_tower=...")
     local = resolve_local(name, "vision tower (mm_vision_tower)")
     tower = VisionTower(
         name_or_path=str(local),
@@ -250,7 +250,7 @@ def load_llava_original(
         name = base or cfg.get("model_base") or cfg.get("_name_or_path")
         if not name:
             raise ValueError(f"{path} holds only {PROJECTOR_ONLY} (a pretraining-stage projector); pass the LLM "
-                             "it was trained on as model.base=<dir or hub id>")
+                             "it was trained on as load.base=<dir or hub id>")
         llm_dir = resolve_local(name, "base model for mm_projector.bin")
         _, _, llm_state, _ = split_llava_state(load_weights_dir(llm_dir, map_location))
         vision_state, projector_state, _, ignored = split_llava_state(load_state_file(path / PROJECTOR_ONLY, map_location))

@@ -19,7 +19,7 @@ TYPES = {"ldpnet": "ldp", "ldpnetv2": "ldpv2"}
 def parse_mobilevlm_type(projector_type: str) -> dict | None:
     """deco projector config for a MobileVLM `mm_projector_type`, or None when it is not one."""
     name = TYPES.get(projector_type.strip())
-    return None if name is None else {"name": name, "layer_num": 2}
+    return None if name is None else {"name": name, "mlp_depth": 2}
 
 
 def mobilevlm_key(name: str, key: str) -> str:

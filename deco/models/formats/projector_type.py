@@ -1,9 +1,9 @@
 """LLaVA-style `mm_projector_type` strings <-> deco projector configs, and projector key names.
 
 LLaVA-1.5 writes `linear` or `mlpNx_gelu` into config.json; the DeCo paper's checkpoints extend that with
-`<projector><layer_num>_<query_num>` names such as `avgpool2_144`, `maxpool2_64` or `qformer2_144`.
-`parse_projector_type` turns such a string into deco's projector config ({"name", "layer_num",
-"query_num", ...}) so a user never repeats it; `projector_type_of` is the inverse used when exporting.
+`<projector><depth>_<query_num>` names such as `avgpool2_144`, `maxpool2_64` or `qformer2_144` (the depth is
+the MLP's `mlp_depth` for pooling projectors, the Q-Former's `layer_num`). `parse_projector_type` turns such a
+string into deco's projector config ({"name", "mlp_depth" or "layer_num", "query_num", ...}) so a user never repeats it; `projector_type_of` is the inverse used when exporting.
 `projector_key_aliases` maps the parameter names other codebases use (LLaVA's bare `nn.Linear` /
 `nn.Sequential`, DeCo's `sampler` + `mlp_projector.*`, llava-hf's `linear_1`/`linear_2`, the LLaVA-fork
 Q-Former's `proj.*`) onto deco's projector modules.
@@ -19,15 +19,17 @@ from deco.models.formats.mobilevlm import mobilevlm_key, parse_mobilevlm_type
 _MLP = re.compile(r"^mlp(\d+)x_gelu$")
 _COMPRESSIVE = re.compile(r"^(avgpool|maxpool|qformer)(\d+)_(\d+)$")
 
-KNOWN_FORMS = ("linear, mlp<N>x_gelu (e.g. mlp2x_gelu), avgpool<L>_<Q>, maxpool<L>_<Q>, qformer<L>_<Q> (e.g. avgpool2_144), "
-               "ldpnet, ldpnetv2 (MobileVLM)")
+KNOWN_FORMS = (
+    "linear, mlp<N>x_gelu (e.g. mlp2x_gelu), avgpool<L>_<Q>, maxpool<L>_<Q>, qformer<L>_<Q> (e.g. avgpool2_144), "
+    "ldpnet, ldpnetv2 (MobileVLM)"
+)
 
 
 def parse_projector_type(projector_type: str | None) -> dict:
     """`mm_projector_type` -> deco projector config.
 
     >>> parse_projector_type("avgpool2_144")
-    {'name': 'avgpool', 'layer_num': 2, 'query_num': 144, 'pooling': 'avg'}
+    {'name': 'avgpool', 'mlp_depth': 2, 'query_num': 144, 'pooling': 'avg'}
     """
     if projector_type is None:
         projector_type = "linear"  # LLaVA's default when the key is absent
@@ -41,13 +43,13 @@ def parse_projector_type(projector_type: str | None) -> dict:
         depth = int(match.group(1))
         if depth < 1:
             raise ValueError(f"mm_projector_type='{projector_type}': the MLP needs at least one layer")
-        return {"name": "mlp2x_gelu", "layer_num": depth}
+        return {"name": "mlp2x_gelu", "mlp_depth": depth}
     match = _COMPRESSIVE.match(text)
     if match:
-        name, layer_num, query_num = match.group(1), int(match.group(2)), int(match.group(3))
-        if layer_num < 1 or query_num < 1:
-            raise ValueError(f"mm_projector_type='{projector_type}': layer_num and query_num must be >= 1")
-        cfg = {"name": name, "layer_num": layer_num, "query_num": query_num}
+        name, depth, query_num = match.group(1), int(match.group(2)), int(match.group(3))
+        if depth < 1 or query_num < 1:
+            raise ValueError(f"mm_projector_type='{projector_type}': the depth and query_num must be >= 1")
+        cfg = {"name": name, "layer_num" if name == "qformer" else "mlp_depth": depth, "query_num": query_num}
         if name in ("avgpool", "maxpool"):
             cfg["pooling"] = name[:3]
         return cfg
@@ -62,21 +64,29 @@ def parse_projector_type(projector_type: str | None) -> dict:
     raise ValueError(f"unknown mm_projector_type '{projector_type}'; known forms: {KNOWN_FORMS}")
 
 
+def paper_depth(projector_cfg: Mapping) -> int:
+    """The depth in a paper-style name (`avgpool2_144`, `qformer2_144`, `mlp2x_gelu`): the projector's main stack
+    (`layer_num`) where it has one, else its MLP (`mlp_depth`, or `layer_num` in configs older than issue 28)."""
+    return int(projector_cfg.get("layer_num", projector_cfg.get("mlp_depth", 2)))
+
+
 def projector_type_of(projector_cfg: Mapping) -> str:
     """deco projector config -> `mm_projector_type` string (the inverse of `parse_projector_type`)."""
     name = projector_cfg.get("name")
     if projector_cfg.get("permute_tokens") not in (None, False):
-        raise ValueError("projector.permute_tokens is a deco control with no LLaVA mm_projector_type; export "
-                         "the unpermuted projector")
+        raise ValueError(
+            "projector.permute_tokens is a deco control with no LLaVA mm_projector_type; export "
+            "the unpermuted projector"
+        )
     if name == "linear":
         return "linear"
     if name == "mlp2x_gelu":
-        return f"mlp{int(projector_cfg.get('layer_num', 2))}x_gelu"
+        return f"mlp{paper_depth(projector_cfg)}x_gelu"
     if name in ("avgpool", "maxpool", "qformer"):
         pooling = projector_cfg.get("pooling")
         if name in ("avgpool", "maxpool") and pooling is not None:
             name = f"{pooling}pool"  # `projector=avgpool pooling=max` is a max-pooling projector
-        return f"{name}{int(projector_cfg.get('layer_num', 2))}_{int(projector_cfg['query_num'])}"
+        return f"{name}{paper_depth(projector_cfg)}_{int(projector_cfg['query_num'])}"
     raise ValueError(f"projector '{name}' has no LLaVA mm_projector_type name; known forms: {KNOWN_FORMS}")
 
 

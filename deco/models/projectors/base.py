@@ -10,10 +10,15 @@ fails with the list of known ones).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 PROJECTORS: dict[str, type["Projector"]] = {}
+# Old spellings of projector keys (docs/design.md, "Names"): until issue 28 the projectors whose only depth is
+# their MLP called its Linear layers `layer_num`, which the others use for their main stack.
+MLP_DEPTH_RENAMED = {"layer_num": "mlp_depth"}
 
 
 def register_projector(name: str):
@@ -28,6 +33,23 @@ def register_projector(name: str):
     return wrap
 
 
+def renamed_config(name: str, cfg: Mapping) -> tuple[dict, list[tuple[str, str]]]:
+    """(`cfg` with the old spellings of projector `name`'s keys replaced by the new ones, [(old, new)] replaced).
+
+    An old key's value wins over the new key's: only a stored old config or a user's explicit setting has it."""
+    cls = PROJECTORS.get(name)
+    renames = [(old, new) for old, new in getattr(cls, "renamed_keys", {}).items() if old in cfg]
+    out = dict(cfg)
+    for old, new in renames:
+        out[new] = out.pop(old)
+    return out, renames
+
+
+def stored_projector_config(cfg: Mapping) -> dict:
+    """A projector config stored by an older deco (a checkpoint's, an export's) with today's key names."""
+    return renamed_config(cfg.get("name"), cfg)[0]
+
+
 def build_projector(name: str, in_dim: int, out_dim: int, num_patches: int, **kwargs) -> "Projector":
     """Build the projector registered as `name` (vision width `in_dim` -> LLM width `out_dim`)."""
     """`permute_tokens` (a seed, true = 0, null / false = off) reorders the output tokens by one fixed
@@ -36,6 +58,7 @@ def build_projector(name: str, in_dim: int, out_dim: int, num_patches: int, **kw
         raise ValueError(f"Unknown projector '{name}'; choose one of: {', '.join(sorted(PROJECTORS))}")
     from deco.models.projectors.permuted import permute_seed, permuted
 
+    kwargs, _ = renamed_config(name, kwargs)  # old checkpoints' stored configs: `layer_num` of an MLP-only projector
     seed = permute_seed(kwargs.pop("permute_tokens", None))
     projector = PROJECTORS[name](in_dim=in_dim, out_dim=out_dim, num_patches=num_patches, **kwargs)
     return projector if seed is None else permuted(projector, seed)
@@ -50,6 +73,7 @@ class Projector(nn.Module):
     """
 
     spatial_tokens = True
+    renamed_keys: dict[str, str] = {}  # {old key: new key} still accepted (MLP_DEPTH_RENAMED)
 
     def __init__(self, in_dim: int, out_dim: int, num_patches: int):
         super().__init__()

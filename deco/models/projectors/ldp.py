@@ -1,6 +1,6 @@
 """MobileVLM's Lightweight Downsample Projectors: `ldp` (v1, Chu et al. 2023) and `ldpv2` (v2, 2024).
 
-Both start with a per-patch MLP to the LLM width (`layer_num` Linear layers, GELU between; MobileVLM: 2)
+Both start with a per-patch MLP to the LLM width (`mlp_depth` Linear layers, GELU between; MobileVLM: 2)
 and then work on the sqrt(n) x sqrt(n) map at the LLM width, so they have no readout MLP:
 
 * `ldp`: two MobileNetV3 inverted-residual blocks (depthwise 3x3 conv + SE + pointwise conv, LayerNorm2d,
@@ -25,7 +25,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from deco.models.projectors.base import register_projector
+from deco.models.projectors.base import MLP_DEPTH_RENAMED, register_projector
 from deco.models.projectors.compressor import (
     ReceptiveFieldProjector,
     build_mlp,
@@ -45,13 +45,15 @@ def half_grid_query_num(num_patches: int) -> int:
 
 
 class _LDPBase(ReceptiveFieldProjector):
-    def __init__(self, in_dim, out_dim, num_patches, query_num, layer_num, prenorm, pos_emb, relevance):
-        check_positive("layer_num", layer_num)
+    renamed_keys = MLP_DEPTH_RENAMED  # layer_num: this projector's old name of mlp_depth
+
+    def __init__(self, in_dim, out_dim, num_patches, query_num, mlp_depth, prenorm, pos_emb, relevance):
+        check_positive("mlp_depth", mlp_depth)
         if query_num is None:
             query_num = half_grid_query_num(num_patches)
         super().__init__(in_dim, out_dim, num_patches, query_num, prenorm=prenorm, pos_emb=pos_emb,
                          relevance=relevance)
-        self.layer_num = layer_num
+        self.mlp_depth = mlp_depth
 
     def spatial(self, x: torch.Tensor) -> torch.Tensor:  # b d g g -> b d s s
         raise NotImplementedError
@@ -68,11 +70,11 @@ class LDPProjector(_LDPBase):
     config_name = "ldp"
     query_rule = "divisor"
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int | None = None, layer_num: int = 2,
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int | None = None, mlp_depth: int = 2,
                  prenorm: bool = False, pos_emb: bool = False, relevance: str = "receptive_field"):
-        super().__init__(in_dim, out_dim, num_patches, query_num, layer_num, prenorm, pos_emb, relevance)
+        super().__init__(in_dim, out_dim, num_patches, query_num, mlp_depth, prenorm, pos_emb, relevance)
         self.stride = self.grid // self.side
-        self.mlp = nn.Sequential(nn.Identity(), *build_mlp(layer_num, in_dim, out_dim))
+        self.mlp = nn.Sequential(nn.Identity(), *build_mlp(mlp_depth, in_dim, out_dim))
         self.mb_block = nn.Sequential(nn.Identity(), InvertedResidual(out_dim, 1),
                                       InvertedResidual(out_dim, self.stride))
 
@@ -99,9 +101,9 @@ class _PEG(nn.Module):
 
 
 class _FeatureIR(nn.Module):
-    def __init__(self, layer_num: int, in_dim: int, out_dim: int):
+    def __init__(self, mlp_depth: int, in_dim: int, out_dim: int):
         super().__init__()
-        self.mlp = build_mlp(layer_num, in_dim, out_dim)
+        self.mlp = build_mlp(mlp_depth, in_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x)
@@ -114,10 +116,10 @@ class LDPv2Projector(_LDPBase):
     config_name = "ldpv2"
     query_rule = "square"
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int | None = None, layer_num: int = 2,
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int | None = None, mlp_depth: int = 2,
                  prenorm: bool = False, pos_emb: bool = False, relevance: str = "receptive_field"):
-        super().__init__(in_dim, out_dim, num_patches, query_num, layer_num, prenorm, pos_emb, relevance)
-        self.mlp = _FeatureIR(layer_num, in_dim, out_dim)
+        super().__init__(in_dim, out_dim, num_patches, query_num, mlp_depth, prenorm, pos_emb, relevance)
+        self.mlp = _FeatureIR(mlp_depth, in_dim, out_dim)
         self.dwn = nn.AdaptiveAvgPool2d((self.side, self.side))
         self.peg = _PEG(out_dim)
 

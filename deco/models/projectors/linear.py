@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deco.models.projectors.base import Projector, register_projector
+from deco.models.projectors.base import MLP_DEPTH_RENAMED, Projector, register_projector
 
 
 class _TokenPreserving(Projector):
@@ -67,15 +67,17 @@ class LinearProjector(_TokenPreserving):
 
 @register_projector("mlp2x_gelu")
 class MLPProjector(_TokenPreserving):
-    """Linear, GELU, Linear (LLaVA-1.5's `mlp2x_gelu`); `layer_num` Linear layers in general."""
+    """Linear, GELU, Linear (LLaVA-1.5's `mlp2x_gelu`); `mlp_depth` Linear layers in general."""
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, layer_num: int = 2, query_num: int | None = None):
+    renamed_keys = MLP_DEPTH_RENAMED  # layer_num: this projector's old name of mlp_depth
+
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, mlp_depth: int = 2, query_num: int | None = None):
         super().__init__(in_dim, out_dim, num_patches, query_num)
-        if not isinstance(layer_num, int) or layer_num < 1:
-            raise ValueError(f"layer_num must be a positive int, got {layer_num!r}")
-        self.layer_num = layer_num
+        if not isinstance(mlp_depth, int) or mlp_depth < 1:
+            raise ValueError(f"mlp_depth must be a positive int, got {mlp_depth!r}")
+        self.mlp_depth = mlp_depth
         layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
-        for _ in range(1, layer_num):
+        for _ in range(1, mlp_depth):
             layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
         # children named "0", "1", "2", ... exactly like LLaVA's nn.Sequential mm_projector
         for i, layer in enumerate(layers):

@@ -2,7 +2,7 @@
 
 DeCo (Yao et al., 2024, arXiv 2405.20985) compresses at the patch level with a parameter-free 2D adaptive
 pooling of the sqrt(n) x sqrt(n) patch grid down to sqrt(q) x sqrt(q), then projects with an MLP of
-`layer_num` Linear layers (GELU between). Module names mirror the paper's `AvgPoolProjector`
+`mlp_depth` Linear layers (GELU between). Module names mirror the paper's `AvgPoolProjector`
 (`sampler`, `mlp_projector.0`, `mlp_projector.2`, ...) so its weights load unchanged. The query-to-patch
 relevance is the pooling matrix itself (average pooling) or the argmax patches (max pooling).
 """
@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
-from deco.models.projectors.base import Projector, register_projector
+from deco.models.projectors.base import MLP_DEPTH_RENAMED, Projector, register_projector
 
 POOLINGS = ("avg", "max")
 
@@ -44,11 +44,12 @@ class PoolingProjector(Projector):
 
     Args:
         query_num: output tokens q; a perfect square no larger than the patch count.
-        layer_num: Linear layers in the MLP (first d_in -> d_out, the rest d_out -> d_out, GELU between).
+        mlp_depth: Linear layers in the MLP (first d_in -> d_out, the rest d_out -> d_out, GELU between).
         pooling: "avg" (DeCo) or "max".
     """
 
     default_pooling = "avg"
+    renamed_keys = MLP_DEPTH_RENAMED  # layer_num: this projector's old name of mlp_depth
 
     def __init__(
         self,
@@ -56,7 +57,7 @@ class PoolingProjector(Projector):
         out_dim: int,
         num_patches: int,
         query_num: int = 64,
-        layer_num: int = 2,
+        mlp_depth: int = 2,
         pooling: str | None = None,
     ):
         super().__init__(in_dim, out_dim, num_patches)
@@ -69,7 +70,9 @@ class PoolingProjector(Projector):
                 f"pooling projectors need a square patch grid, but the vision tower gives {num_patches} tokens "
                 "(select_feature='cls_patch' adds the CLS token; use 'patch')"
             )
-        allowed = f"one of 1, 4, 9, ..., {num_patches}" if grid > 3 else ", ".join(str(k * k) for k in range(1, grid + 1))
+        allowed = (
+            f"one of 1, 4, 9, ..., {num_patches}" if grid > 3 else ", ".join(str(k * k) for k in range(1, grid + 1))
+        )
         if not isinstance(query_num, int) or isinstance(query_num, bool) or query_num < 1:
             raise ValueError(f"query_num={query_num!r} must be a positive int; pooling projectors need {allowed}")
         side = _square_side(query_num)
@@ -80,17 +83,17 @@ class PoolingProjector(Projector):
                 f"query_num={query_num} exceeds the {num_patches} patches of the vision tower; "
                 f"pooling projectors need {allowed}"
             )
-        if not isinstance(layer_num, int) or layer_num < 1:
-            raise ValueError(f"layer_num must be a positive int, got {layer_num!r}")
+        if not isinstance(mlp_depth, int) or mlp_depth < 1:
+            raise ValueError(f"mlp_depth must be a positive int, got {mlp_depth!r}")
 
         self.query_num = query_num
-        self.layer_num = layer_num
+        self.mlp_depth = mlp_depth
         self.pooling = pooling
         self.grid = grid  # sqrt(n)
         self.side = side  # sqrt(q)
         self.sampler = nn.AdaptiveAvgPool2d((side, side)) if pooling == "avg" else nn.AdaptiveMaxPool2d((side, side))
         layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
-        for _ in range(1, layer_num):
+        for _ in range(1, mlp_depth):
             layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
         self.mlp_projector = nn.Sequential(*layers)
 

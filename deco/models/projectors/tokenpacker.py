@@ -5,7 +5,7 @@ align_corners=False: at r = 2 the mean of each 2x2 block), projected (`q_proj_1`
 LayerNormed; keys and values are the patches through a 2-layer GELU MLP and a LayerNorm (`k_proj_1`,
 `v_proj_1`, `ln_*_1`). Each query attends only to the r x r patches of its own region (r = sqrt(n / q), so
 `query_num` is a square whose side divides the grid side) with multi-head attention (head width 128 as
-TokenPacker's 1024 // 128, fewer heads when the width is small), then the readout MLP (`layer_num` Linear
+TokenPacker's 1024 // 128, fewer heads when the width is small), then the readout MLP (`mlp_depth` Linear
 layers, GELU) maps to the LLM width. Deviation: TokenPacker's keys/values come from 4 concatenated CLIP
 layers; deco's vision tower hands one layer, so the MLPs read d_in.
 
@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from deco.models.projectors.attentive import AttentiveProjector
-from deco.models.projectors.base import register_projector
+from deco.models.projectors.base import MLP_DEPTH_RENAMED, register_projector
 from deco.models.projectors.compressor import CompressorProjector, build_mlp, check_positive
 
 
@@ -61,7 +61,7 @@ class RegionAttention(nn.Module):
 
 @register_projector("tokenpacker")
 class TokenPackerProjector(AttentiveProjector, CompressorProjector):
-    """Downsampled point queries attend to their r x r region; readout MLP of `layer_num` Linear layers.
+    """Downsampled point queries attend to their r x r region; readout MLP of `mlp_depth` Linear layers.
 
     Args:
         hidden_size: attention width (TokenPacker: 1024 = the vision width; default d_in).
@@ -70,11 +70,12 @@ class TokenPackerProjector(AttentiveProjector, CompressorProjector):
 
     config_name = "tokenpacker"
     query_rule = "divisor"
+    renamed_keys = MLP_DEPTH_RENAMED  # layer_num: this projector's old name of mlp_depth
 
-    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 64, layer_num: int = 2,
+    def __init__(self, in_dim: int, out_dim: int, num_patches: int, query_num: int = 64, mlp_depth: int = 2,
                  hidden_size: int | None = None, num_attention_heads: int | None = None, prenorm: bool = False,
                  pos_emb: bool = False, mlp_act: str = "gelu"):
-        check_positive("layer_num", layer_num)
+        check_positive("mlp_depth", mlp_depth)
         hidden = in_dim if hidden_size is None else check_positive("hidden_size", hidden_size)
         heads = num_attention_heads
         if heads is None:
@@ -82,7 +83,7 @@ class TokenPackerProjector(AttentiveProjector, CompressorProjector):
         if hidden % check_positive("num_attention_heads", heads):
             raise ValueError(f"tokenpacker hidden_size={hidden} is not divisible by num_attention_heads={heads}")
         super().__init__(in_dim, out_dim, num_patches, query_num, prenorm=prenorm, pos_emb=pos_emb)
-        self.layer_num = layer_num
+        self.mlp_depth = mlp_depth
         self.hidden_size = hidden
         self.q_proj_1 = nn.Linear(in_dim, hidden, bias=False)
         self.k_proj_1 = build_mlp(2, in_dim, hidden)
@@ -90,7 +91,7 @@ class TokenPackerProjector(AttentiveProjector, CompressorProjector):
         self.ln_q_1, self.ln_k_1, self.ln_v_1 = (nn.LayerNorm(hidden, eps=1e-6) for _ in range(3))
         self.clip_attn = RegionAttention(hidden, heads)
         self.register_buffer("mask", region_mask(self.grid, self.side), persistent=False)
-        self.build_readout(hidden, layer_num, mlp_act)
+        self.build_readout(hidden, mlp_depth, mlp_act)
 
     def point_queries(self, x: torch.Tensor) -> torch.Tensor:  # b n d -> b q d
         grid = rearrange(x, "b (h w) d -> b d h w", h=self.grid, w=self.grid)
