@@ -76,13 +76,24 @@ def run_settings(resolved: dict) -> dict:
     data = resolved.get("data") or {}
     train_data = {k: v for k, v in (data.get("train") or {}).items() if not str(k).startswith("_")}
     return {
-        "seed": resolved.get("seed"), "query_num": resolved.get("query_num"),
-        "data": {"name": data.get("name"), "train": train_data, "batch_size": data.get("batch_size"),
-                 "global_batch_size": data.get("global_batch_size"), "image_aspect": data.get("image_aspect")},
-        "trainer": {k: v for k, v in (resolved.get("trainer") or {}).items() if not str(k).startswith("_")
-                    and k not in ("plugins", "default_root_dir")},
-        "recipe": {k: (resolved.get("stage") or {}).get(k) for k in ("lr", "projector_lr", "weight_decay",
-                                                                     "warmup_ratio", "loss_reduction")},
+        "seed": resolved.get("seed"),
+        "query_num": resolved.get("query_num"),
+        "data": {
+            "name": data.get("name"),
+            "train": train_data,
+            "batch_size": data.get("batch_size"),
+            "global_batch_size": data.get("global_batch_size"),
+            "image_aspect": data.get("image_aspect"),
+        },
+        "trainer": {
+            k: v
+            for k, v in (resolved.get("trainer") or {}).items()
+            if not str(k).startswith("_") and k not in ("plugins", "default_root_dir")
+        },
+        "recipe": {
+            k: (resolved.get("stage") or {}).get(k)
+            for k in ("lr", "projector_lr", "weight_decay", "warmup_ratio", "loss_reduction")
+        },
     }
 
 
@@ -93,9 +104,11 @@ def warn_without_checkpoints(callbacks: list, output_dir: Path) -> bool:
 
     if any(isinstance(c, ModelCheckpoint) for c in callbacks):
         return False
-    log.warning("no checkpoint callback in `callbacks`: this run saves no checkpoint in %s/checkpoints. "
-                "callbacks=default (or callbacks=relevance, which includes it) saves last.ckpt and best.ckpt",
-                output_dir)
+    log.warning(
+        "no checkpoint callback in `callbacks`: this run saves no checkpoint in %s/checkpoints. "
+        "callbacks=default (or callbacks=relevance, which includes it) saves last.ckpt and best.ckpt",
+        output_dir,
+    )
     return True
 
 
@@ -111,19 +124,36 @@ def _writable(directory: Path) -> None:
 
 def _tower_features(cfg: DictConfig, model, image_processor):
     """The `tower_features` setting as a TowerFeatures (None when disabled)."""
+    import torch
+
+    from deco.data.tower_features import TowerFeatures, resolve_enabled
+
     tf = cfg.get("tower_features") or {}
-    if not tf.get("enabled"):
+    if not resolve_enabled(
+        tf.get("enabled", False),
+        train_vision=bool(cfg.stage.get("train_vision")),
+        accelerator=str(cfg.trainer.get("accelerator", "auto")),
+        cuda_available=torch.cuda.is_available(),
+    ):
         return None
-    from deco.data.tower_features import TowerFeatures
 
     try:
-        features = TowerFeatures(model.vision, image_processor, cfg.data.get("image_aspect", "pad"),
-                                 cache_dir=tf.get("cache_dir"), max_gb=tf.get("max_gb", 8),
-                                 dtype=tf.get("dtype", "float32"))
+        features = TowerFeatures(
+            model.vision,
+            image_processor,
+            cfg.data.get("image_aspect", "pad"),
+            cache_dir=tf.get("cache_dir"),
+            max_gb=tf.get("max_gb", 8),
+            dtype=tf.get("dtype", "float32"),
+        )
     except ValueError as error:
         raise SystemExit(f"Config error: {error}") from None
     if features.cache is not None:
-        log.info("tower features: computed in the data workers, cached in %s", features.cache.dir)
+        log.info(
+            "tower features: computed in the data workers, cached in %s (tower_features.enabled=%s)",
+            features.cache.dir,
+            tf.get("enabled"),
+        )
     return features
 
 
@@ -185,16 +215,21 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
             load_model_weights(model, cfg.init_from, strict=cfg.get("init_from_strict", True))
         except ValueError as error:
             raise SystemExit(str(error)) from None
-    module = MLLMModule(model, resolved["stage"], build_config=checkpoint_build_config(resolved),
-                        on_nan=cfg.fault.on_nan)
+    module = MLLMModule(
+        model, resolved["stage"], build_config=checkpoint_build_config(resolved), on_nan=cfg.fault.on_nan
+    )
 
     try:
         max_length = text_budget(cfg.data.max_length, tokenizer, model)
     except ValueError as error:
         raise SystemExit(f"Config error: {error}") from None
     datamodule = MLLMDataModule.from_config(
-        instantiate(cfg.data), tokenizer=tokenizer, image_processor=image_processor,
-        template=cfg.stage.template, seed=cfg.seed, max_length=max_length,
+        instantiate(cfg.data),
+        tokenizer=tokenizer,
+        image_processor=image_processor,
+        template=cfg.stage.template,
+        seed=cfg.seed,
+        max_length=max_length,
         tower_features=_tower_features(cfg, model, image_processor),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
@@ -211,8 +246,9 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     warn_if_plan_unfit(resolved, trainer)
     if cfg.data.get("global_batch_size"):
         try:
-            trainer.accumulate_grad_batches = accumulation_for(cfg.data.global_batch_size, cfg.data.batch_size,
-                                                               trainer.world_size)
+            trainer.accumulate_grad_batches = accumulation_for(
+                cfg.data.global_batch_size, cfg.data.batch_size, trainer.world_size
+            )
         except ValueError as error:
             raise SystemExit(f"Config error: {error}") from None
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,12 @@ from deco.data.shapes import make_sample
 from deco.data.tokenizer import build_tiny_tokenizer
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+# The tower-feature cache of `deco.train` (configs/train.yaml tower_features.cache_dir) lives under
+# $DECO_CACHE_DIR: tests, and the deco.train subprocesses they start, write a temporary one, never the user's.
+TEST_CACHE_DIR = tempfile.mkdtemp(prefix="deco-test-cache-")
+os.environ["DECO_CACHE_DIR"] = TEST_CACHE_DIR
+atexit.register(shutil.rmtree, TEST_CACHE_DIR, ignore_errors=True)
 
 # A run small enough for a unit test: a few samples, few steps, no workers, no logger.
 TINY_RUN = [
@@ -75,11 +85,26 @@ def write_llava_corpus(root: Path, n_images: int = 6) -> list[dict]:
         if i == 1:
             conv += [{"from": "human", "value": "Is there a red circle in the image?"}, {"from": "gpt", "value": "No."}]
         records.append({"id": f"img-{i}", "image": f"img/{i}.jpg", "conversations": conv})
-    records.append({"id": "text-0", "conversations": [
-        {"from": "human", "value": "What colour is the circle?"}, {"from": "gpt", "value": "Red."}]})
-    records.append({"id": "text-1", "conversations": [
-        {"from": "human", "value": "What shape is the red object?"}, {"from": "gpt", "value": "Circle."},
-        {"from": "human", "value": "Is there a blue square in the image?"}, {"from": "gpt", "value": "Yes."}]})
+    records.append(
+        {
+            "id": "text-0",
+            "conversations": [
+                {"from": "human", "value": "What colour is the circle?"},
+                {"from": "gpt", "value": "Red."},
+            ],
+        }
+    )
+    records.append(
+        {
+            "id": "text-1",
+            "conversations": [
+                {"from": "human", "value": "What shape is the red object?"},
+                {"from": "gpt", "value": "Circle."},
+                {"from": "human", "value": "Is there a blue square in the image?"},
+                {"from": "gpt", "value": "Yes."},
+            ],
+        }
+    )
     (root / "data.json").write_text(json.dumps(records))
     return records
 

@@ -52,6 +52,25 @@ def preprocessing(image_processor, image_aspect: str) -> dict:
     return {"image_processor": settings, "image_aspect": image_aspect}
 
 
+ENABLED_CHOICES = (True, False, "auto")
+
+
+def resolve_enabled(enabled, *, train_vision: bool, accelerator: str, cuda_available: bool) -> bool:
+    """`tower_features.enabled` as a decision: true / false as given; `auto` = on where it pays as measured.
+
+    `auto` turns the features on for a frozen tower (`train_vision` false) trained on CPU (`accelerator` "cpu",
+    or "auto" with no CUDA device): there the tower runs on the core the step leaves idle and the cache makes
+    it free on the next runs (experiments/perf/README.md, figures 8 and 10). On an accelerator the workers' CPU
+    copy of the tower would be the slow part, so `auto` leaves it off there.
+    """
+    if enabled not in ENABLED_CHOICES or isinstance(enabled, int) and not isinstance(enabled, bool):
+        raise ValueError(f"tower_features.enabled={enabled!r} is not one of: true, false, auto")
+    if enabled != "auto":
+        return bool(enabled)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not cuda_available)
+    return on_cpu and not train_vision
+
+
 class CachedFeatureDataset(Dataset):
     """A map-style dataset whose items carry `vision_features` on a cache hit, else a `feature_key`."""
 
@@ -103,8 +122,11 @@ class FeatureCollator:
         batch = self.collate(samples)
         ref = next((f for f in feats if f is not None), None)
         batch["pixel_values"] = None
-        batch["vision_features"] = None if ref is None else torch.stack(
-            [torch.zeros_like(ref) if f is None else f.to(ref.dtype) for f in feats])  # text-only rows: zeros
+        batch["vision_features"] = (
+            None
+            if ref is None
+            else torch.stack([torch.zeros_like(ref) if f is None else f.to(ref.dtype) for f in feats])
+        )  # text-only rows: zeros
         batch["tower_cache_hits"] = len(samples) - len(miss)
         return batch
 
@@ -121,8 +143,15 @@ class TowerFeatures:
         dtype: "float32" (exact) or "float16" / "bfloat16" (half the disk).
     """
 
-    def __init__(self, tower: nn.Module, image_processor, image_aspect: str, cache_dir: str | Path | None = None,
-                 max_gb: float = 8.0, dtype: str = "float32"):
+    def __init__(
+        self,
+        tower: nn.Module,
+        image_processor,
+        image_aspect: str,
+        cache_dir: str | Path | None = None,
+        max_gb: float = 8.0,
+        dtype: str = "float32",
+    ):
         if any(p.requires_grad for p in tower.parameters()):
             raise ValueError("tower_features.enabled=true needs a frozen vision tower (stage.train_vision=false)")
         self.tower = copy.deepcopy(tower).to("cpu").eval()
@@ -131,8 +160,10 @@ class TowerFeatures:
             torch_dtype = getattr(torch, str(dtype), None)
             if not isinstance(torch_dtype, torch.dtype):
                 raise ValueError(f"tower_features.dtype={dtype} is not a torch dtype (float32, float16, bfloat16)")
-            namespace = {"tower": tower_fingerprint(self.tower), "preprocessing": preprocessing(image_processor,
-                                                                                               image_aspect)}
+            namespace = {
+                "tower": tower_fingerprint(self.tower),
+                "preprocessing": preprocessing(image_processor, image_aspect),
+            }
             self.cache = FeatureCache(Path(cache_dir), namespace, int(float(max_gb) * 2**30), torch_dtype)
 
     def wrap(self, dataset: Dataset) -> Dataset:

@@ -61,8 +61,12 @@ def check_model_path(key: str, name_or_path: str | None) -> None:
     expanded = os.path.expanduser(str(name_or_path))
     if looks_like_path(str(name_or_path)) and not os.path.exists(expanded):
         raise ConfigError(f"{key}={name_or_path}: no such file or directory")
-    if str(name_or_path).count("/") == 1 and not os.path.exists(expanded) and not hub_cached(str(name_or_path)) \
-            and not hub_reachable():
+    if (
+        str(name_or_path).count("/") == 1
+        and not os.path.exists(expanded)
+        and not hub_cached(str(name_or_path))
+        and not hub_reachable()
+    ):
         # Without this, transformers retries for about a minute and ends in a traceback that names no key.
         raise ConfigError(
             f"{key}={name_or_path}: not a local directory, not in the Hugging Face cache, and the hub cannot be "
@@ -144,8 +148,9 @@ def validate_train_config(cfg: Mapping) -> None:
     if fault.get("on_nan", "stop") not in ("stop", "skip"):
         raise ConfigError(f"fault.on_nan={fault.get('on_nan')} is not supported; choose one of: stop, skip")
     if cfg.get("resume") not in (None, False, "auto", "none", "null", "never"):
-        raise ConfigError(f"resume={cfg.get('resume')} is not supported; use resume=auto, resume=null or "
-                          "ckpt_path=<file>")
+        raise ConfigError(
+            f"resume={cfg.get('resume')} is not supported; use resume=auto, resume=null or ckpt_path=<file>"
+        )
     model = cfg["model"]
     for part in ("vision", "llm", "tokenizer", "image_processor"):
         check_model_path(f"model.{part}.name_or_path", model[part].get("name_or_path"))
@@ -163,9 +168,14 @@ def validate_train_config(cfg: Mapping) -> None:
             raise ConfigError(f"{key}={value}: no such file")
     validate_projector(cfg["projector"], vision_patch_count(model["vision"]))
     stage = cfg["stage"]
-    if (cfg.get("tower_features") or {}).get("enabled") and stage.get("train_vision"):
-        raise ConfigError("tower_features.enabled=true precomputes the vision tower's outputs, but "
-                          "stage.train_vision=true trains it: disable one of them")
+    enabled = (cfg.get("tower_features") or {}).get("enabled", False)
+    if enabled not in (True, False, "auto") or type(enabled) is int:
+        raise ConfigError(f"tower_features.enabled={enabled} is not one of: true, false, auto")
+    if enabled is True and stage.get("train_vision"):
+        raise ConfigError(
+            "tower_features.enabled=true precomputes the vision tower's outputs, but "
+            "stage.train_vision=true trains it: disable one of them (auto turns it off then)"
+        )
     from deco.data.conversation import TEMPLATES
 
     from deco.data.image import ASPECTS

@@ -46,22 +46,38 @@ CACHE_GOAL, TTA_GOAL = 0.6, 0.5
 # The recipe of commit 4356654 (`make train` as typed), 3 seeds: zoo_results_v3.md "steps to 50 % grounding
 # Acc@0.5" (first checkpoint of 100 at or above; existence / attribute were >= 90 on every seed at those steps:
 # means 98.7 / 97.5 at 600, 98.7 / 97.8 at 700) and its final scores (mean of seeds 42, 1, 2 at step 800).
-OLD = {"steps_to_accuracy": [600, 700, 600],
-       "final": {"existence": 99.0, "attribute": 98.0, "grounding": 54.8},
-       # "equal" final accuracy: within the old default's own 95 % CI over its 3 seeds (same table)
-       "final_ci": {"existence": 0.0, "attribute": 1.2, "grounding": 6.8},
-       "source": "experiments/projector_study/zoo_results_v3.md (avgpool-q64, seeds 42 / 1 / 2)"}
+OLD = {
+    "steps_to_accuracy": [600, 700, 600],
+    "final": {"existence": 99.0, "attribute": 98.0, "grounding": 54.8},
+    # "equal" final accuracy: within the old default's own 95 % CI over its 3 seeds (same table)
+    "final_ci": {"existence": 0.0, "attribute": 1.2, "grounding": 6.8},
+    "source": "experiments/projector_study/zoo_results_v3.md (avgpool-q64, seeds 42 / 1 / 2)",
+}
 
 
 def train_cost(out: Path, name: str, steps: int, extra: list[str], smoke: bool) -> dict:
     """Run deco.train for `steps` steps with the probe; per-step wall / CPU after the first steps."""
     probe = out / f"{name}.probe.json"
-    size = (["model=tiny_scratch", "data.batch_size=4", "data.val.num_samples=4"] if smoke else [])
-    cmd = [sys.executable, "-m", "deco.train", f"trainer.max_steps={steps}", f"data.train.num_samples={steps * (4 if smoke else 32)}",
-           "logger=none", "threads=1", f"hydra.run.dir={out / name}", *size,
-           "+callbacks.cpu_probe._target_=experiments.perf.cpu_probe.CpuProbe", f"+callbacks.cpu_probe.path={probe}",
-           *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    size = ["model=tiny_scratch", "data.batch_size=4", "data.val.num_samples=4"] if smoke else []
+    cmd = [
+        sys.executable,
+        "-m",
+        "deco.train",
+        f"trainer.max_steps={steps}",
+        f"data.train.num_samples={steps * (4 if smoke else 32)}",
+        "logger=none",
+        "threads=1",
+        f"hydra.run.dir={out / name}",
+        *size,
+        "+callbacks.cpu_probe._target_=experiments.perf.cpu_probe.CpuProbe",
+        f"+callbacks.cpu_probe.path={probe}",
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode or not probe.exists():
         raise RuntimeError(f"deco.train ({name}) failed with exit {proc.returncode}: {proc.stderr[-3000:]}")
@@ -75,7 +91,7 @@ def step_costs(smoke: bool, steps: int, rounds: int) -> dict:
         for r in range(rounds):
             cache = Path(tmp) / f"cache{r}"
             on = ["tower_features.enabled=true", f"tower_features.cache_dir={cache}"]
-            out["old"].append(train_cost(Path(tmp), f"old{r}", steps, [], smoke))
+            out["old"].append(train_cost(Path(tmp), f"old{r}", steps, ["tower_features.enabled=false"], smoke))
             out["cold"].append(train_cost(Path(tmp), f"cold{r}", steps, on, smoke))
             out["warm"].append(train_cost(Path(tmp), f"warm{r}", steps, on, smoke))
     return {k: {m: statistics.median(x[m] for x in v) for m in v[0]} | {"rounds": v} for k, v in out.items()}
@@ -99,10 +115,18 @@ def figures(costs: dict, load, steps: int) -> dict:
     """Figures 8 and 10 from measured step costs and the recorded curves (CURVES)."""
     old, cold, warm = costs["old"], costs["cold"], costs["warm"]
     arena = (cold["cpu_s"] + (ARENA_RUNS - 1) * warm["cpu_s"]) / (ARENA_RUNS * old["cpu_s"])
-    cache = {"figure": "tower-feature cache", "load_average": load, "steps": steps, "costs": costs,
-             "warm_over_old_cpu": warm["cpu_s"] / old["cpu_s"], "cold_over_old_cpu": cold["cpu_s"] / old["cpu_s"],
-             "arena_runs": ARENA_RUNS, "arena_over_old_cpu": arena,
-             "goal": f"<= {CACHE_GOAL}", "meets_goal": arena <= CACHE_GOAL}
+    cache = {
+        "figure": "tower-feature cache",
+        "load_average": load,
+        "steps": steps,
+        "costs": costs,
+        "warm_over_old_cpu": warm["cpu_s"] / old["cpu_s"],
+        "cold_over_old_cpu": cold["cpu_s"] / old["cpu_s"],
+        "arena_runs": ARENA_RUNS,
+        "arena_over_old_cpu": arena,
+        "goal": f"<= {CACHE_GOAL}",
+        "meets_goal": arena <= CACHE_GOAL,
+    }
     tta: dict = {"figure": "time to accuracy", "load_average": load, "thresholds": THRESHOLDS, "old": OLD}
     recorded = json.loads(CURVES.read_text()) if CURVES.exists() else {}
     new = recorded.get("new_default")
@@ -110,8 +134,12 @@ def figures(costs: dict, load, steps: int) -> dict:
         tta["skipped"] = f"no recorded curves of the new default in {CURVES.name} (run `record`)"
     else:
         new_steps = [reached(c) for c in new["curves"].values()]
-        tta["new"] = {"seeds": list(new["curves"]), "steps_to_accuracy": new_steps, "final": new.get("final"),
-                      "recipe": new.get("recipe")}
+        tta["new"] = {
+            "seeds": list(new["curves"]),
+            "steps_to_accuracy": new_steps,
+            "final": new.get("final"),
+            "recipe": new.get("recipe"),
+        }
         if None in new_steps:
             tta["error"] = "a seed of the new default never reached the thresholds"
         else:
@@ -120,8 +148,11 @@ def figures(costs: dict, load, steps: int) -> dict:
                 tta[kind] = {
                     "cpu_ratio": n_steps * way["cpu_s"] / (old_steps * old["cpu_s"]),
                     "wall_ratio": n_steps * way["wall_s"] / (old_steps * old["wall_s"]),
-                    "old_cpu_s": old_steps * old["cpu_s"], "new_cpu_s": n_steps * way["cpu_s"],
-                    "old_wall_s": old_steps * old["wall_s"], "new_wall_s": n_steps * way["wall_s"]}
+                    "old_cpu_s": old_steps * old["cpu_s"],
+                    "new_cpu_s": n_steps * way["cpu_s"],
+                    "old_wall_s": old_steps * old["wall_s"],
+                    "new_wall_s": n_steps * way["wall_s"],
+                }
             tta["goal"] = f"<= {TTA_GOAL} (CPU, equal or better final accuracy)"
             final_ok = all(new["final"][t] >= OLD["final"][t] - OLD["final_ci"][t] for t in THRESHOLDS)
             tta["final_accuracy_ok"] = final_ok
@@ -131,7 +162,11 @@ def figures(costs: dict, load, steps: int) -> dict:
 
 def score(run_dir: Path, steps: list[int]) -> dict[str, dict[str, float]]:
     """Existence / attribute / grounding (%) of the run's curve checkpoints (deco.evaluate, 200 questions)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     curve = {}
     for step in steps:
         ckpt = run_dir / "checkpoints" / "curve" / f"step{step}.ckpt"
@@ -141,9 +176,22 @@ def score(run_dir: Path, steps: list[int]) -> dict[str, dict[str, float]]:
         for task, bench in BENCHMARKS.items():
             out = run_dir / "curve" / f"step{step}" / bench
             if not (out / "metrics.json").exists():
-                subprocess.run([sys.executable, "-m", "deco.evaluate", f"ckpt={ckpt}", f"benchmark={bench}", "threads=1",
-                                "progress=false", f"hydra.run.dir={out}"], cwd=ROOT, env=env, check=True,
-                               capture_output=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "deco.evaluate",
+                        f"ckpt={ckpt}",
+                        f"benchmark={bench}",
+                        "threads=1",
+                        "progress=false",
+                        f"hydra.run.dir={out}",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                )
             metrics = json.loads((out / "metrics.json").read_text())
             row[task] = float(metrics["metrics"]["accuracy"])  # % (grounding: Acc@0.5)
         curve[str(step)] = row
@@ -175,8 +223,9 @@ def main() -> None:
         for results in args.runs:
             data = json.loads(results.read_text())
             old = data["figures"]["time_to_accuracy"]
-            data["figures"]["time_to_accuracy"] = figures(old["cache"]["costs"], old["cache"]["load_average"],
-                                                          old["cache"]["steps"])
+            data["figures"]["time_to_accuracy"] = figures(
+                old["cache"]["costs"], old["cache"]["load_average"], old["cache"]["steps"]
+            )
             results.write_text(json.dumps(data, indent=2, default=str) + "\n")
             from experiments.perf.run import table
 
