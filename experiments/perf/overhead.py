@@ -21,6 +21,7 @@ import logging
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -85,6 +86,12 @@ class BareSteps(L.Callback):
         self._enter()
 
 
+# Lightning's notes about a fit without validation data, with fewer steps than its logging interval
+NO_VALIDATION = ("You defined a `validation_step` but have no `val_dataloader`",
+                 "The number of training batches .* is smaller than the logging interval",
+                 r"`ModelCheckpoint\(monitor='val/loss'\)` could not find the monitored key")
+
+
 def compose_train_config(output_dir: Path, overrides: list[str]):
     """configs/train.yaml composed as the CLI does (no Hydra run dir), with `overrides`."""
     from hydra import compose, initialize_config_dir
@@ -116,7 +123,9 @@ def interleaved_fit(
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     loader = DataLoader(batches, batch_size=None, shuffle=False)
     # the progress bar writes to the terminal: keep the benchmark's output readable (the writes still happen)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        for expected in NO_VALIDATION:  # this fit has no validation and few steps by design
+            warnings.filterwarnings("ignore", message=expected)
         trainer.fit(module, train_dataloaders=loader)
     return bare
 

@@ -1,39 +1,77 @@
 """Table and plot of the reduction study from its results.jsonl (run.py calls this; it also runs alone).
 
-    python experiments/reduction_study/report.py multirun/reduction_study/results.jsonl
+    python experiments/reduction_study/report.py <out>/results.jsonl
+
+One row per method and kept budget: the mean over seeds and its 95 % CI half-width (Student t,
+deco.report.stats.mean_ci; none with one seed), n = the seeds that row holds.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
+from deco.report.stats import mean_ci
+
 TASKS = ("existence", "attribute", "grounding")
-STYLE = {"none": "k", "fastv": "tab:red", "visionzip": "tab:blue", "prumerge_plus": "tab:purple",
-         "divprune": "tab:green", "pool": "tab:orange", "trained avgpool": "tab:brown"}
+METRICS = (*TASKS, "mean", "energy")
+COSTS = ("prefill_flops", "ttft_ms", "decode_ms_per_token", "kv_cache_bytes")
+STYLE = {
+    "none": "k",
+    "fastv": "tab:red",
+    "visionzip": "tab:blue",
+    "prumerge_plus": "tab:purple",
+    "divprune": "tab:green",
+    "pool": "tab:orange",
+    "trained avgpool": "tab:brown",
+    "trained qformer": "tab:cyan",
+}
 
 
 def label(row: dict) -> str:
-    return "trained avgpool" if row["projector"] != "linear" else row["reduction"]
+    return f"trained {row['projector']}" if row["projector"] != "linear" else row["reduction"]
 
 
 def mean_acc(row: dict) -> float:
     return sum(row[t] for t in TASKS) / len(TASKS)
 
 
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Rows of one (method, kept budget) over seeds -> {metric: (mean, 95 % CI half-width, n)}, costs: means."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((label(r), r["keep"]), []).append(r)
+    out = []
+    for (name, keep), members in groups.items():
+        agg = {"label": name, "keep": keep, "seeds": sorted(r["seed"] for r in members)}
+        for metric in METRICS:
+            agg[metric] = mean_ci([mean_acc(r) if metric == "mean" else r.get(metric, math.nan) for r in members])
+        for cost in COSTS:
+            agg[cost] = mean_ci([(r.get("efficiency") or {}).get(cost, math.nan) for r in members])[0]
+        out.append(agg)
+    return sorted(out, key=lambda a: (a["label"] != "none", a["label"].startswith("trained"), a["label"], -a["keep"]))
+
+
+def cell(stat: tuple[float, float, int]) -> str:
+    mean, half, _ = stat
+    return f"{mean:.1f}" if math.isnan(half) else f"{mean:.1f} ± {half:.1f}"
+
+
 def table(rows: list[dict]) -> str:
-    head = ("| method | kept tokens | existence | attribute | grounding Acc@0.5 | mean | R-GAE energy in box | "
-            "prefill MFLOPs | TTFT ms | decode ms/token | KV cache KiB |")
+    head = (
+        "| method | kept tokens | seeds | existence | attribute | grounding Acc@0.5 | mean | R-GAE energy in box | "
+        "prefill MFLOPs | TTFT ms | decode ms/token | KV cache KiB |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    order = sorted(rows, key=lambda r: (label(r) != "none", label(r) == "trained avgpool", label(r), -r["keep"]))
-    for r in order:
-        e = r.get("efficiency") or {}
+    for a in aggregate(rows):
         lines.append(
-            f"| {label(r)} "
-            f"| {r['keep']} | {r['existence']:.1f} | {r['attribute']:.1f} | {r['grounding']:.1f} | {mean_acc(r):.1f} "
-            f"| {r.get('energy', float('nan')):.1f} | {e.get('prefill_flops', 0) / 1e6:.1f} | {e.get('ttft_ms', 0):.1f} "
-            f"| {e.get('decode_ms_per_token', 0):.2f} | {e.get('kv_cache_bytes', 0) / 1024:.0f} |")
+            f"| {a['label']} | {a['keep']} | {len(a['seeds'])} | "
+            + " | ".join(cell(a[m]) for m in METRICS)
+            + f" | {a['prefill_flops'] / 1e6:.1f} | {a['ttft_ms']:.1f} | {a['decode_ms_per_token']:.2f} "
+            f"| {a['kv_cache_bytes'] / 1024:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -43,39 +81,53 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [*TASKS, "energy", "ttft"]
+    panels = ["mean", *TASKS, "energy", "ttft"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
     groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(label(r), []).append(r)
+    for a in aggregate(rows):
+        groups.setdefault(a["label"], []).append(a)
+    ticks = sorted({a["keep"] for a in aggregate(rows) if a["label"] != "none"})
     for ax, panel in zip(axes, panels):
         for name, members in groups.items():
-            members = sorted(members, key=lambda r: r["keep"])
-            if panel == "ttft":
-                xs = [r["efficiency"]["ttft_ms"] for r in members]
-                ys = [mean_acc(r) for r in members]
-            else:
-                xs = [r["keep"] for r in members]
-                ys = [r.get(panel, float("nan")) for r in members]
+            members = sorted(members, key=lambda a: a["keep"])
+            metric = "mean" if panel == "ttft" else panel
+            xs = [a["ttft_ms"] if panel == "ttft" else a["keep"] for a in members]
+            ys = [a[metric][0] for a in members]
+            err = [0.0 if math.isnan(a[metric][1]) else a[metric][1] for a in members]
             if name == "none" and panel != "ttft":
-                ax.axhline(ys[0], color=STYLE[name], ls="--", lw=1, label="none (576 tokens)")
+                ax.axhline(ys[0], color=STYLE[name], ls="--", lw=1, label="none (linear, 576 tokens)")
                 continue
-            marker = "*" if name == "trained avgpool" else "o"
-            ax.plot(xs, ys, marker=marker, ms=9 if marker == "*" else 5, color=STYLE.get(name, "grey"),
-                    ls="" if name == "trained avgpool" or panel == "ttft" else "-", label=name)
+            trained = name.startswith("trained")
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=err,
+                marker="*" if trained else "o",
+                ms=9 if trained else 5,
+                capsize=3,
+                color=STYLE.get(name, "grey"),
+                ls="" if trained or panel == "ttft" else "-",
+                label=name,
+            )
         ax.set_xscale("log")
         if panel != "ttft":
-            ticks = sorted({r["keep"] for r in rows if r["reduction"] != "none"})
             ax.set_xticks(ticks, [str(t) for t in ticks])
             ax.minorticks_off()
         ax.set_xlabel("time to first token (ms, batch 1)" if panel == "ttft" else "visual tokens the LLM reads")
-        ax.set_ylabel({"energy": "R-GAE energy in box (%)", "ttft": "mean accuracy (%)"}.get(panel, "accuracy (%)"))
-        ax.set_title({"grounding": "grounding Acc@0.5", "energy": "relevance in the asked box",
-                      "ttft": "accuracy vs measured prefill"}.get(panel, panel))
+        ax.set_ylabel({"energy": "R-GAE energy in box (%)"}.get(panel, "accuracy (%)"))
+        ax.set_title(
+            {
+                "mean": "mean of the three tasks",
+                "grounding": "grounding Acc@0.5",
+                "energy": "relevance in the asked box",
+                "ttft": "mean accuracy vs measured prefill",
+            }.get(panel, panel)
+        )
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    fig.suptitle("mean and 95 % CI over seeds", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def write_report(results_path: Path, out_dir: Path) -> None:
