@@ -53,4 +53,5 @@ def test_cells_are_means_over_seeds_of_each_runs_probe_mean(tmp_path):
     assert "| avgpool64 | rgae | 0.450 ± 1.906 (2) | 0.450 ± 1.906 (2) |" in text
     assert "| qformer64 | rgae | 0.100 ± n/a (1) | 0.100 ± n/a (1) |" in text
     # margins: avgpool s42 0.4, s1 0.1; qformer s42 0.2 -> only seed 42 is shared: 0.4 - 0.2
-    assert "| rgae | 0.200 ± n/a (1) | s42: +0.200 |" in double_abstraction(rows)
+    # per probe in seed 42: 0.5 - 0.2 and 0.3 - 0.2 -> mean 0.2, sd 0.1414, CI 12.706 * 0.1414 / sqrt(2) = 1.271
+    assert "| rgae | 0.200 ± n/a (1) | s42: +0.200 ± 1.271 (2) |" in double_abstraction(rows)

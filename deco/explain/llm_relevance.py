@@ -178,7 +178,7 @@ def _fastv_mask(model: nn.Module, embeds, mask, labels, image_positions):
     with torch.no_grad():
         _, attn = ranking_attention(model.llm, embeds[:, :prompt_len].detach(), prompt_mask, reducer.layer)
     keep = torch.zeros(embeds.shape[1], dtype=torch.bool, device=embeds.device)
-    keep[reducer.chooser(prompt_mask, image_positions[:1], q)(attn)[0]] = True  # every prompt text token + the best
+    keep[reducer.chooser(prompt_mask, image_positions, q)(attn)[0]] = True  # every prompt text token + the best
     keep[prompt_len:] = True  # the target tokens
     kept = keep[start : start + q].nonzero().flatten()
     columns = (~keep).nonzero().flatten()

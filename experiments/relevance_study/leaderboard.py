@@ -71,24 +71,39 @@ def table(rows: list[dict], metrics: list[str], derived: dict | None = None) -> 
     return "\n".join(lines)
 
 
+def probe_values(rows: list[dict], family: str, method: str, seed: str, metric: str) -> dict[float, float]:
+    return {
+        r["index"]: r[metric]
+        for r in rows
+        if r["family"] == family and r["method"] == method and r["seed"] == seed and metric in r
+    }
+
+
 def double_abstraction(rows: list[dict]) -> str:
-    means = run_means([r for r in rows if r["probes"] == "distractors"], "top_query_margin")
+    """Per method: the difference of the run means over the seeds both projectors have (mean ± CI over seeds),
+    and for each seed the paired per-probe difference (mean ± CI over probes: the scene cancels out)."""
+    rows = [r for r in rows if r["probes"] == "distractors"]
+    means = run_means(rows, "top_query_margin")
     families = sorted({f for f, _ in means})
     avg = [f for f in families if f.startswith("avgpool")]
     qf = [f for f in families if f.startswith("qformer")]
     if not (avg and qf):
         return "(needs an avgpool and a qformer run)"
     lines = [
-        f"top_query_margin({avg[0]}) - top_query_margin({qf[0]}) on the distractor probes, per seed both have\n",
-        "| method | difference (mean ± 95 % CI over seeds) | per seed |",
+        f"top_query_margin({avg[0]}) - top_query_margin({qf[0]}) on the distractor probes\n",
+        "| method | over seeds: mean ± 95 % CI (seeds) | per seed: paired over probes, mean ± 95 % CI (probes) |",
         "|---|---|---|",
     ]
     for method in sorted({m for _, m in means}):
         a, b = means.get((avg[0], method), {}), means.get((qf[0], method), {})
         seeds = sorted(set(a) & set(b))
-        diffs = [a[s] - b[s] for s in seeds]
-        per_seed = ", ".join(f"s{s}: {d:+.3f}" for s, d in zip(seeds, diffs))
-        lines.append(f"| {method} | {cell(diffs)} | {per_seed} |")
+        per_seed = []
+        for s in seeds:
+            va = probe_values(rows, avg[0], method, s, "top_query_margin")
+            vb = probe_values(rows, qf[0], method, s, "top_query_margin")
+            mean, ci, n = mean_ci([va[i] - vb[i] for i in sorted(set(va) & set(vb))])
+            per_seed.append(f"s{s}: {mean:+.3f} ± {ci:.3f} ({n})")
+        lines.append(f"| {method} | {cell(a[s] - b[s] for s in seeds)} | {'; '.join(per_seed)} |")
     return "\n".join(lines)
 
 

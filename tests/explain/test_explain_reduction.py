@@ -63,7 +63,7 @@ def test_fastv_relevance_keeps_what_generation_keeps_and_scores_its_logits(linea
     kept visual tokens, and the same next-token logits at the first target position."""
     from deco.data.tokenizer import IGNORE_INDEX
     from deco.explain.llm_relevance import eval_mode, teacher_forced_forward
-    from deco.models.reduction.llm_runner import pruned_prefill
+    from deco.models.reduction.llm_runner import pruned_forward, pruned_prefill
 
     model, tok, inp = linear
     model.set_reduction(build_reducer("fastv", keep=8, layer=1))
@@ -78,12 +78,16 @@ def test_fastv_relevance_keeps_what_generation_keeps_and_scores_its_logits(linea
             logits, state = pruned_prefill(
                 model.llm, embeds[:, :p], mask[:, :p], 1, model.reducer.chooser(mask[:, :p], starts, 576), None
             )
+            # every target token: the layers after K see the prompt's kept columns and all the target tokens
+            columns = torch.cat([state.kept[0], torch.arange(p, embeds.shape[1])])
+            full = pruned_forward(model.llm, embeds, mask, 1, lambda attn: [columns]).logits[0]
     finally:
         model.set_reduction(None)
     start = int(starts[0])
     visual = state.kept[0][(state.kept[0] >= start) & (state.kept[0] < start + 576)] - start
     assert trace.vis_start == start and torch.equal(trace.kept, visual) and trace.kept.numel() == 8
     assert torch.allclose(trace.logits[p - 1], logits[0], atol=1e-4, rtol=1e-4)
+    assert len(trace.rows) > 1 and torch.allclose(trace.logits[trace.rows], full[trace.rows], atol=1e-4, rtol=1e-4)
 
 
 def test_fastv_relevance_goes_through_the_tower_too(linear):
