@@ -20,6 +20,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from deco.explain.summary import comparison_table, summarize
 from deco.report.stats import mean_ci
 
 TEXT = ("probes", "projector", "checkpoint", "method", "task", "phrase", "text")
@@ -124,6 +125,20 @@ def main(out: Path) -> None:
             causal,
             ["causal_drop_top", "causal_drop_random", "causal_flip_top", "causal_flip_random"],
             {"drop margin (top - random)": lambda m: m["causal_drop_top"] - m["causal_drop_random"]},
+        )
+    )
+    print("\nThe same per run (one seed each), mean ± 95 % CI over its probes:\n")
+    per_run = [
+        {**r, "probes": "all", "checkpoint": r["run"], "causal_margin": r["causal_drop_top"] - r["causal_drop_random"]}
+        for r in causal
+    ]
+    print(
+        comparison_table(
+            summarize(
+                per_run,
+                ("causal_drop_top", "causal_drop_random", "causal_margin", "causal_flip_top", "causal_flip_random"),
+            ),
+            ["causal_drop_top", "causal_drop_random", "causal_margin", "causal_flip_top", "causal_flip_random"],
         )
     )
     print("\n### Localisation, shapes probes (flat map: energy = box_area)\n")
