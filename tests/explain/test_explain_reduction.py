@@ -31,6 +31,7 @@ def test_pre_llm_reduction_maps_kept_tokens_to_patches(linear):
         assert torch.allclose(r.r_q2i, mat[0, :, 1:], atol=1e-6)
         assert torch.allclose(r.r_t2i.flatten(), r.r_t2q @ mat[0, :, 1:], atol=1e-5)
     assert float(rel["rgae"].r_q2i[0].sum()) == 0.0  # token 0 is [CLS]: no patch behind it
+    assert not rel["rgae"].spatial_queries  # kept tokens no longer tile the grid: drawn as a ranked strip
 
 
 def test_pool_relevance_spreads_over_each_cell(linear):
@@ -43,6 +44,7 @@ def test_pool_relevance_spreads_over_each_cell(linear):
     cell = rel.r_q2i[5].reshape(24, 24)  # token 5 = cell (1, 1): rows 6..11, columns 6..11, weight 1/36 each
     assert torch.allclose(cell[6:12, 6:12], torch.full((6, 6), 1 / 36))
     assert float(cell.sum()) == pytest.approx(1.0)
+    assert rel.spatial_queries  # pooled cells still tile the grid (4 x 4)
 
 
 def test_fastv_relevance_sees_the_kept_tokens_after_layer_k(linear):
