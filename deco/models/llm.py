@@ -8,6 +8,7 @@ every Linear layer of the LLM except the output head, as LLaVA's `find_all_linea
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -87,4 +88,6 @@ def apply_lora(
         raise ValueError("apply_lora found no Linear layers to adapt; pass target_modules")
     lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
                       task_type="CAUSAL_LM")
-    return get_peft_model(llm, lora)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated `is_gradient_checkpointing` alias
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(llm, lora)
