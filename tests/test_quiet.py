@@ -25,6 +25,7 @@ def test_lightning_noise_is_dropped_and_the_rest_kept(caplog):
         warnings.simplefilter("default")
         quiet_lightning()
         warnings.warn("Found 77 module(s) in eval mode at the start of training. This may lead to unexpected")
+        warnings.warn("Checkpoint directory /r/checkpoints exists and is not empty.")  # resume=auto, on purpose
         warnings.warn("something else")
     assert [str(w.message) for w in seen] == ["something else"]
 

@@ -24,7 +24,7 @@ from deco.data.conversation import tokenize_prompt
 from deco.data.image import process_image
 from deco.explain.inputs import ExplainInput, build_input
 from deco.explain.methods import METHODS, Relevance, explain
-from deco.explain.render import overlay, render_t2q
+from deco.explain.render import overlay_with_bar, render_t2q
 from deco.models.formats.common import LoadedModel
 from deco.relevance.vit import VISION_RELEVANCE
 
@@ -138,15 +138,16 @@ def explain_text(slot: Slot, image: Image.Image, question: str, text: str, metho
 
 
 def t2i_picture(view: View, token: int | None = None, size: int = 336) -> Image.Image:
-    """R_t2i of the whole text (token=None) or of one target token, over the image the model saw."""
+    """R_t2i of the whole text (token=None) or of one target token, over the image the model saw, with its
+    colour bar (relevance / mean, the scale of every relevance picture: deco.explain.scale)."""
     rel = view.rel.r_t2i if token is None else view.rel.r_t2i_tokens[token]
-    return overlay(view.inp.image, rel, size=size)
+    return overlay_with_bar(view.inp.image, rel, size=size)
 
 
 def q2i_picture(view: View, query: int, size: int = 336) -> Image.Image:
-    """R_q2i of one query token (the patches it reads), over the image."""
+    """R_q2i of one query token (the patches it reads), over the image, on R_q2i's log scale with its bar."""
     rel = view.rel
-    return overlay(view.inp.image, rel.r_q2i[query].reshape(rel.grid, rel.grid), size=size)
+    return overlay_with_bar(view.inp.image, rel.r_q2i[query].reshape(rel.grid, rel.grid), size=size, log_scale=True)
 
 
 def t2q_picture(view: View) -> Image.Image:

@@ -9,16 +9,15 @@
 `mode=export` writes, per checkpoint, method and input, `R_t2i-/R_t2q-/R_q2i-{method}-{text}-{projector}.png`
 and `relevance-...pt` into the run dir (dataset mode: one set per sample, names prefixed with the sample
 index, plus `index.jsonl`). `mode=score` scores the maps on shapes-world scenes against the named object's
-box (energy in box, pointing game, perturbation AUCs) and writes `scores.csv`, `summary.json` and
-`comparison.md` (one row per checkpoint and method; two checkpoints of one projector keep apart: their
-tags differ and every row names its checkpoint). The science lives in the sibling modules, which
-import neither Hydra nor Lightning; this file only composes, loads and loops.
+box (energy in box, pointing game, perturbation AUCs; `benchmark=refcoco`: on RefCOCO's own images and
+boxes) and writes `scores.csv`, `summary.json` and `comparison.md` (one row per checkpoint and method; two
+checkpoints of one projector keep apart: their tags differ and every row names its checkpoint); its glue is
+`deco.explain.score_cli`. The science lives in the other sibling modules, which import neither Hydra nor
+Lightning; this file only composes, loads and loops.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from pathlib import Path
@@ -26,9 +25,12 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from deco.explain.distributed import Shard, from_environment, local_device
+from deco.explain.score_cli import as_list as _as_list
+from deco.explain.score_cli import progress as _progress
+from deco.explain.score_cli import score, template as _template, write_scores
 from deco.explain.methods import METHODS
 from deco.relevance.vit import VISION_RELEVANCE
 from deco.utils.config import apply_reduction_or_exit, looks_like_path, reducer_or_exit
@@ -36,17 +38,8 @@ from deco.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 MODES = ("export", "score")
-PROBE_SETS = ("shapes", "distractors")  # mode=score: today's probes, and the shared-attribute distractor scenes
 # Keys whose values are prose: commas, brackets and quotes in them are text, not Hydra grammar.
 FREE_TEXT_KEYS = ("text", "question")
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple, ListConfig)):
-        return [str(v) for v in value]
-    return [str(value)]
 
 
 def _device(name: str) -> torch.device:
@@ -76,31 +69,23 @@ def _validate(cfg: DictConfig) -> None:
     if bad or not methods:
         raise SystemExit(f"Config error: method {bad or methods} is unknown; choose among: {', '.join(METHODS)}")
     if cfg.vision_relevance not in VISION_RELEVANCE:
-        raise SystemExit(f"Config error: vision_relevance={cfg.vision_relevance} is unknown; choose one of: "
-                         f"{', '.join(VISION_RELEVANCE)}")
+        raise SystemExit(
+            f"Config error: vision_relevance={cfg.vision_relevance} is unknown; choose one of: "
+            f"{', '.join(VISION_RELEVANCE)}"
+        )
     for key in ("max_queries", "ig_steps", "score.num_samples"):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SystemExit(f"Config error: {key}={value} must be a whole number >= 1")
     if cfg.num_samples is not None and (not isinstance(cfg.num_samples, int) or cfg.num_samples < 1):
         raise SystemExit(f"Config error: num_samples={cfg.num_samples} must be >= 1, or null for every sample")
+    if cfg.get("benchmark") is not None and cfg.mode != "score":
+        raise SystemExit("Config error: benchmark=... scores relevance on its boxes: use it with mode=score")
     if cfg.mode == "export" and cfg.get("data") is None:
         if not cfg.image or not cfg.text:
             raise SystemExit('Config error: give image=<path> and text="..." (or data=<name> for dataset mode)')
         if not Path(str(cfg.image)).expanduser().is_file():
             raise SystemExit(f"Config error: image={cfg.image}: no such file")
-
-
-def _progress(cfg: DictConfig, desc: str):
-    if not cfg.progress:
-        return None
-    from deco.utils.progress import track  # a bar on a terminal, a line every 30 s in a log file
-
-    return lambda items: track(items, desc)
-
-
-def _template(cfg: DictConfig, loaded) -> str:
-    return cfg.template or (loaded.config.get("stage") or {}).get("template") or "vicuna_v1"
 
 
 def _dataset_inputs(cfg: DictConfig, loaded, template: str, keep=None):
@@ -111,8 +96,13 @@ def _dataset_inputs(cfg: DictConfig, loaded, template: str, keep=None):
     if cfg.split not in data or data[cfg.split] is None:
         raise SystemExit(f"Config error: data config '{data.get('name')}' has no '{cfg.split}' split (split=...)")
     factory = instantiate(data[cfg.split])
-    dataset = factory(tokenizer=loaded.tokenizer, image_processor=loaded.image_processor, template=template,
-                      max_length=data.get("max_length", 256), image_aspect=data.get("image_aspect", cfg.image_aspect))
+    dataset = factory(
+        tokenizer=loaded.tokenizer,
+        image_processor=loaded.image_processor,
+        template=template,
+        max_length=data.get("max_length", 256),
+        image_aspect=data.get("image_aspect", cfg.image_aspect),
+    )
     total = len(dataset) if cfg.num_samples is None else min(int(cfg.num_samples), len(dataset))
     for i in range(total):
         if keep is not None and not keep(i):
@@ -126,22 +116,41 @@ def _single_input(cfg: DictConfig, loaded, template: str, ckpt: str | None):
     from deco.data.conversation import SampleTooLong
     from deco.explain.inputs import build_input
 
-    limits = [getattr(loaded.tokenizer, "model_max_length", None),
-              getattr(getattr(getattr(loaded.model, "llm", None), "config", None), "max_position_embeddings", None)]
+    limits = [
+        getattr(loaded.tokenizer, "model_max_length", None),
+        getattr(getattr(getattr(loaded.model, "llm", None), "config", None), "max_position_embeddings", None),
+    ]
     limits = [int(v) for v in limits if isinstance(v, int) and v < 10**8]  # "no limit" reads as ~1e30
     # the placeholder counts once in the text; the projector's q tokens take its place
     budget = min(limits) - (loaded.model.num_visual_tokens - 1) if limits else None
     try:
-        return build_input(loaded.tokenizer, loaded.image_processor, str(Path(cfg.image).expanduser()),
-                           str(cfg.text), cfg.question, template, cfg.image_aspect, max_length=budget)
+        return build_input(
+            loaded.tokenizer,
+            loaded.image_processor,
+            str(Path(cfg.image).expanduser()),
+            str(cfg.text),
+            cfg.question,
+            template,
+            cfg.image_aspect,
+            max_length=budget,
+        )
     except SampleTooLong as error:
-        raise SystemExit(f"Config error: text= with its question is too long for {ckpt or 'this model'}: {error} "
-                         f"(the text tokens it reads beside its {loaded.model.num_visual_tokens} visual tokens); "
-                         "shorten text= or question=") from None
+        raise SystemExit(
+            f"Config error: text= with its question is too long for {ckpt or 'this model'}: {error} "
+            f"(the text tokens it reads beside its {loaded.model.num_visual_tokens} visual tokens); "
+            "shorten text= or question="
+        ) from None
 
 
-def export(cfg: DictConfig, loaded, out_dir: Path, tag: str | None = None, ckpt: str | None = None,
-           compare: dict | None = None, shard: Shard | None = None) -> list[dict]:
+def export(
+    cfg: DictConfig,
+    loaded,
+    out_dir: Path,
+    tag: str | None = None,
+    ckpt: str | None = None,
+    compare: dict | None = None,
+    shard: Shard | None = None,
+) -> list[dict]:
     """Export mode for one loaded checkpoint; returns one record per written input. `tag`: the name in the
     files (default: the projector tag); `compare`: collects (tag, input, relevance) per method for the
     comparison figure (single-image mode); `shard`: this rank's share (dataset: its samples; one image: rank 0)."""
@@ -164,12 +173,28 @@ def export(cfg: DictConfig, loaded, out_dir: Path, tag: str | None = None, ckpt:
         inputs = wrap(list(inputs)) if wrap else inputs
     for index, inp in inputs:
         name = slugify(inp.text) if index is None else f"{index:05d}-{slugify(inp.text, 40)}"
-        results = explain_all(loaded.model, inp, methods, loaded.tokenizer, per_token=bool(cfg.per_token),
-                              ig_steps=int(cfg.ig_steps), vision_relevance=str(cfg.vision_relevance))
+        results = explain_all(
+            loaded.model,
+            inp,
+            methods,
+            loaded.tokenizer,
+            per_token=bool(cfg.per_token),
+            ig_steps=int(cfg.ig_steps),
+            vision_relevance=str(cfg.vision_relevance),
+        )
         for method, rel in results.items():
             files = export_relevance(rel, inp, out_dir, tag, name=name, **kw)
-            records.append({"index": index, "text": inp.text, "method": method, "projector": loaded.projector_tag,
-                            "tag": tag, "ckpt": ckpt, "files": {k: p.name for k, p in files.items()}})
+            records.append(
+                {
+                    "index": index,
+                    "text": inp.text,
+                    "method": method,
+                    "projector": loaded.projector_tag,
+                    "tag": tag,
+                    "ckpt": ckpt,
+                    "files": {k: p.name for k, p in files.items()},
+                }
+            )
             log.info("%s %s: %s", tag, method, ", ".join(p.name for p in files.values()))
             if compare is not None and index is None:
                 compare.setdefault(method, []).append((tag, inp, rel))
@@ -187,8 +212,10 @@ def write_comparisons(compare: dict, out_dir: Path, cfg: DictConfig) -> list[Pat
     for method, entries in compare.items():
         if len(entries) < 2:
             continue
-        rows = [Row.from_tensors(tag, {**tensor_dict(rel, inp.text, tag), "target_tokens": rel.target_tokens}, inp.image)
-                for tag, inp, rel in entries]
+        rows = [
+            Row.from_tensors(tag, {**tensor_dict(rel, inp.text, tag), "target_tokens": rel.target_tokens}, inp.image)
+            for tag, inp, rel in entries
+        ]
         inp = entries[0][1]
         picture = render_comparison(rows, inp.text, inp.question, method)
         path = out_dir / f"comparison-{method}-{slugify(inp.text)}.png"
@@ -196,50 +223,6 @@ def write_comparisons(compare: dict, out_dir: Path, cfg: DictConfig) -> list[Pat
         log.info("comparison of %d checkpoints: %s", len(rows), path)
         written.append(path)
     return written
-
-
-def score(cfg: DictConfig, loaded, shard: Shard | None = None, tag: str | None = None,
-          ckpt: str | None = None) -> list[dict]:
-    """Score rows of one checkpoint; `tag` (default: the projector tag) and the checkpoint's label name its rows."""
-    from deco.explain.distractors import distractor_probes
-    from deco.explain.export import ckpt_label
-    from deco.explain.score import score_model, shapes_probes
-
-    seed = int(cfg.score.seed)
-    if cfg.get("data") is not None:
-        split = cfg.data.get(cfg.split)
-        if cfg.data.get("name") != "shapes" or split is None:
-            raise SystemExit("Config error: mode=score needs ground-truth boxes: use data=shapes (or no data=)")
-        seed = int(split.seed)
-    sets = _as_list(cfg.score.get("probes", ["shapes"]))
-    bad = [s for s in sets if s not in PROBE_SETS]
-    if bad or not sets:
-        raise SystemExit(f"Config error: score.probes={bad or sets} is unknown; choose among: {', '.join(PROBE_SETS)}")
-    probes = []
-    if "shapes" in sets:
-        probes += shapes_probes(loaded.tokenizer, loaded.image_processor, seed, int(cfg.score.num_samples),
-                                _template(cfg, loaded), tasks=list(cfg.score.tasks))
-    if "distractors" in sets:
-        probes += distractor_probes(loaded.tokenizer, loaded.image_processor, seed,
-                                    int(cfg.score.get("num_distractors", 64)), _template(cfg, loaded))
-    reference = [p.inp for p in probes]  # the causal test's mean tokens: over every probe, whatever the shard
-    probes = [p for k, p in enumerate(probes) if (shard or Shard()).mine(k)]
-    tag = tag or loaded.projector_tag
-    return score_model(loaded.model, loaded.tokenizer, probes, _as_list(cfg.score.methods), tag,
-                       perturbation=bool(cfg.score.perturbation), progress=_progress(cfg, f"score {tag}"),
-                       vision_relevance=str(cfg.vision_relevance), checkpoint=ckpt_label(ckpt) if ckpt else "",
-                       causal=float(cfg.score.get("causal", 0.0) or 0.0), reference=reference)
-
-
-def _csv_text(rows: list[dict]) -> str:
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def run(cfg: DictConfig) -> dict:
@@ -263,7 +246,6 @@ def _keyed(ckpt_index: int, items: list[dict]) -> list[tuple]:
 
 def _run(cfg: DictConfig, shard: Shard) -> dict:
     from deco.explain.export import unique_tag
-    from deco.explain.score import comparison_table, summarize
     from deco.models.loading import load_model
 
     device = local_device(str(_device(str(cfg.device))))
@@ -275,20 +257,26 @@ def _run(cfg: DictConfig, shard: Shard) -> dict:
     used_tags: set[str] = set()
     for ckpt_index, ckpt in enumerate(ckpts):
         options = cfg.get("load") or {}
-        loaded = load_model(ckpt, base=options.get("base"), vision_tower=options.get("vision_tower"),
-                            merge_lora=bool(options.get("merge_lora", True)),
-                            trust_remote_code=bool(cfg.get("trust_remote_code", False)))
+        loaded = load_model(
+            ckpt,
+            base=options.get("base"),
+            vision_tower=options.get("vision_tower"),
+            merge_lora=bool(options.get("merge_lora", True)),
+            trust_remote_code=bool(cfg.get("trust_remote_code", False)),
+        )
         loaded.model.to(device)
         apply_reduction_or_exit(loaded.model, _reducer(cfg))
         tag = unique_tag(loaded.projector_tag, ckpt, used_tags)  # two seeds of one projector: two names
         if tag != loaded.projector_tag:
-            log.info("%s: another checkpoint of this run is %s too; its files are named %s",
-                     ckpt, loaded.projector_tag, tag)
+            log.info(
+                "%s: another checkpoint of this run is %s too; its files are named %s", ckpt, loaded.projector_tag, tag
+            )
         # null: preprocess images as this checkpoint was trained
         cfg.image_aspect = requested_aspect or loaded.config.get("image_aspect", "pad")
         if cfg.mode == "export":
-            records += _keyed(ckpt_index, export(cfg, loaded, out_dir, tag=tag, ckpt=ckpt, compare=compare,
-                                                 shard=shard))
+            records += _keyed(
+                ckpt_index, export(cfg, loaded, out_dir, tag=tag, ckpt=ckpt, compare=compare, shard=shard)
+            )
         else:
             rows += _keyed(ckpt_index, score(cfg, loaded, shard, tag=tag, ckpt=ckpt))  # one group per checkpoint
     records, rows = shard.gather(records), shard.gather(rows)  # rank 0: everything, in single-process order
@@ -297,13 +285,7 @@ def _run(cfg: DictConfig, shard: Shard) -> dict:
     if cfg.mode == "export":
         atomic_write_text(out_dir / "index.jsonl", "".join(json.dumps(r) + "\n" for r in records))
         return {"records": records, "comparisons": write_comparisons(compare, out_dir, cfg)}
-    summary = summarize(rows)
-    table = comparison_table(summary)
-    atomic_write_text(out_dir / "scores.csv", _csv_text(rows))
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out_dir / "comparison.md", table + "\n")
-    print(table)
-    return {"summary": summary, "table": table}
+    return write_scores(rows, out_dir)
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="explain")

@@ -5,7 +5,7 @@ query grid (tokens that keep the patch layout; learned queries, which have none,
 relevance) | R_q2i (where the most text-relevant queries look). Maps from projectors with different
 token counts are put on one scale per column by dividing each by its mean (1 = uniform relevance), so
 "how peaked" reads the same in every row: linear colour scales shared per column for R_t2i and R_t2q,
-a shared log scale for R_q2i (a pooling query covers a few patches, a linear one a single patch, a
+a shared log scale for R_q2i (deco.explain.scale: the same scales as the single-checkpoint files and the app) (a pooling query covers a few patches, a linear one a single patch, a
 Q-Former query all of them, so their peaks differ by orders of magnitude). Flat maps are marked.
 """
 
@@ -25,6 +25,7 @@ from deco.explain.render import (
     CMAP, figure_to_image, grey_base, heat_rgb, pick_queries, relative_to_uniform,
     render_q2i, upsample, warn_if_flat,
 )
+from deco.explain.scale import LINEAR_LABEL, LOG_LABEL, MIN_LOG_VMAX, linear_vmax
 
 
 @dataclass
@@ -70,8 +71,8 @@ def render_comparison(rows: list[Row], text: str, question: str | None = None, m
     t2q = [relative_to_uniform(r.r_t2q) for r in rows]
     picked = [pick_queries(r.r_q2i.shape[0], r.r_t2q, max_queries) for r in rows]
     q2i_peak = max(float(relative_to_uniform(r.r_q2i[q]).max()) for r, p in zip(rows, picked) for q in p)
-    vmax = {"t2i": max(float(m.max()) for m in t2i) or 1.0, "tok": max(float(m.max()) for m in t2q_tok) or 1.0,
-            "t2q": max(float(m.max()) for m in t2q) or 1.0, "q2i": max(q2i_peak, 1.0 + 1e-3)}
+    vmax = {"t2i": linear_vmax(*(r.r_t2i for r in rows)), "tok": linear_vmax(*(r.r_t2q_tokens for r in rows)),
+            "t2q": linear_vmax(*(r.r_t2q for r in rows)), "q2i": max(q2i_peak, MIN_LOG_VMAX)}
 
     fig = Figure(figsize=(17, 3.4 * len(rows) + 1.0), layout="constrained")  # room for colour bars and labels
     axes = fig.subplots(len(rows), 4, squeeze=False, gridspec_kw={"width_ratios": [1, 1.3, 1, 1.1]})
@@ -118,7 +119,7 @@ def render_comparison(rows: list[Row], text: str, question: str | None = None, m
     for col, (_, norm) in enumerate(scales):
         bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[:, col]), orientation="horizontal",
                            shrink=0.9, aspect=30)
-        bar.set_label("relevance / mean (1 = uniform)" + (", log" if col == 3 else ""), fontsize=8)
+        bar.set_label(LOG_LABEL if col == 3 else LINEAR_LABEL, fontsize=8)
     heading = f"{method}: {text!r}" + (f"   Q: {question!r}" if question else "")
     fig.suptitle(f"Relevance per projector, same image and text. {heading}", fontsize=12)
     return figure_to_image(fig)

@@ -1,14 +1,17 @@
 """Pictures of relevance maps, as in the DeCo paper's R-GAE tool.
 
-* `render_t2i`: the image beside the R_t2i heatmap (grid upsampled bilinearly to the image size,
-  min-max normalised) blended over a grey copy of it, the question in the title.
+* `render_t2i`: the image beside the R_t2i heatmap (grid upsampled bilinearly to the image size) blended
+  over a grey copy of it, the question in the title.
 * `render_t2q`: R_t2q over the query tokens: a bar per query, a target-token x query heatmap when
   several target tokens exist, and a sqrt(q) x sqrt(q) grid when the tokens keep the patch layout
   (`spatial`: pooling, convolutions) and q is a square; learned queries (Q-Former, resampler) have no
   layout, so they get a ranked strip instead (queries sorted by relevance, each labelled with its index).
 * `render_q2i`: one small heatmap per query token over a faint thumbnail of the image, showing where each
-  query looks (each map normalised on its own; at most `max_queries` shown, the most text-relevant first),
-  under a title, each cell labelled with its query index.
+  query looks (at most `max_queries` shown, the most text-relevant first), under a title, each cell
+  labelled with its query index.
+
+Every picture uses the one scale of `deco.explain.scale` (relevance / mean, 1 = uniform; linear for R_t2i
+and R_t2q, log for R_q2i), given on a labelled colour bar; `overlay_with_bar` is the app's picture of one map.
 
 The colour map is perceptually uniform (viridis: equal steps in relevance look like equal steps in
 colour, and it does not clash with the shapes' own reds and blues as jet does) over a grey image. A flat
@@ -32,6 +35,10 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 from torch.nn import functional as F
+
+from deco.explain.scale import (
+    LINEAR_LABEL, LOG_LABEL, linear_scaled, linear_vmax, log_scaled, log_vmax_of_rows, relative_to_uniform,
+)
 
 log = logging.getLogger(__name__)
 CMAP = "viridis"
@@ -83,13 +90,34 @@ def grey_base(image: Image.Image, size: int, faint: float = 0.0) -> np.ndarray:
 
 
 def overlay(image: Image.Image, rel: torch.Tensor, alpha: float = 0.5, size: int | None = None,
-            cmap: str = CMAP, faint: float = 0.0) -> Image.Image:
-    """Blend the (normalised, upsampled) map `rel` (g g) over a grey `image`, both resized to `size`
-    (default image side)."""
+            cmap: str = CMAP, faint: float = 0.0, vmax: float | None = None) -> Image.Image:
+    """Blend the map `rel` (g g) over a grey `image`, both resized to `size` (default image side), on the
+    linear scale relevance / mean from 0 to `vmax` (default: `linear_vmax(rel)`)."""
     size = size or image.size[0]
     base = grey_base(image, size, faint)
-    heat = heat_rgb(normalize_map(upsample(rel, size)), cmap).astype(np.float32)
+    scaled = linear_scaled(rel, linear_vmax(rel) if vmax is None else vmax)
+    heat = heat_rgb(upsample(scaled, size), cmap).astype(np.float32)
     return Image.fromarray(((1 - alpha) * base + alpha * heat).round().astype(np.uint8))
+
+
+def overlay_with_bar(image: Image.Image, rel: torch.Tensor, size: int = 336, log_scale: bool = False,
+                     cmap: str = CMAP) -> Image.Image:
+    """`overlay` with its colour bar and scale written under it (the app's pictures); `log_scale`: R_q2i's log
+    scale from 1 to the map's peak (relative to its mean) instead of the linear one."""
+    if log_scale:
+        vmax = log_vmax_of_rows(rel.reshape(1, -1))
+        heat = heat_rgb(upsample(log_scaled(rel, vmax), size), cmap).astype(np.float32)
+        picture = Image.fromarray((0.5 * grey_base(image, size) + 0.5 * heat).round().astype(np.uint8))
+        text = f"1 .. {vmax:.1f}: {LOG_LABEL}"
+    else:
+        vmax = linear_vmax(rel)
+        picture, text = overlay(image, rel, size=size, cmap=cmap, vmax=vmax), f"0 .. {vmax:.1f}: {LINEAR_LABEL}"
+    canvas = Image.new("RGB", (size, size + 30), (255, 255, 255))
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    _colour_bar(canvas, draw, (4, size + 4), size - 8, cmap, text=None)
+    draw.text((4, size + 16), text, fill=(0, 0, 0), font=_font(10))
+    return canvas
 
 
 def figure_to_image(fig: Figure, dpi: int = 100) -> Image.Image:
@@ -112,24 +140,31 @@ def _note(ax, text: str) -> None:
 
 def render_t2i(image: Image.Image, r_t2i: torch.Tensor, title: str = "", question: str | None = None,
                cmap: str = CMAP) -> Image.Image:
-    """Image | R_t2i overlay, with a colour bar (relevance min-max normalised); the question in the title."""
+    """Image | R_t2i overlay, with a colour bar (relevance / mean); the question in the title."""
+    return figure_to_image(t2i_figure(image, r_t2i, title, question, cmap))
+
+
+def t2i_figure(image: Image.Image, r_t2i: torch.Tensor, title: str = "", question: str | None = None,
+               cmap: str = CMAP) -> Figure:
+    """The figure `render_t2i` draws."""
     fig = Figure(figsize=(8, 4.3))
     axes = fig.subplots(1, 2)
     axes[0].imshow(image.convert("RGB"))
     axes[0].set_title("image")
-    axes[1].imshow(overlay(image, r_t2i, cmap=cmap))
+    vmax = linear_vmax(r_t2i)
+    axes[1].imshow(overlay(image, r_t2i, cmap=cmap, vmax=vmax))
     axes[1].set_title(f"R_t2i ({r_t2i.shape[0]}x{r_t2i.shape[1]} patches)")
     note = warn_if_flat(r_t2i, f"R_t2i {title}".strip())
     if note:
         _note(axes[1], note)
     for ax in axes:
         ax.axis("off")
-    fig.colorbar(ScalarMappable(cmap=cmap, norm=Normalize(0, 1)), ax=axes[1], fraction=0.046, pad=0.04,
-                 label="relevance (min-max)")
+    fig.colorbar(ScalarMappable(cmap=cmap, norm=Normalize(0, vmax)), ax=axes[1], fraction=0.046, pad=0.04,
+                 label=LINEAR_LABEL)
     heading = "\n".join(t for t in (title, f"Q: {question}" if question else "") if t)
     if heading:
         fig.suptitle(heading, fontsize=10)
-    return figure_to_image(fig)
+    return fig
 
 
 def render_t2q(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, tokens: list[str] | None = None,
@@ -141,8 +176,9 @@ def render_t2q(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, to
 
 def t2q_figure(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, tokens: list[str] | None = None,
                title: str = "", cmap: str = CMAP, spatial: bool = True) -> Figure:
-    """The figure `render_t2q` draws."""
-    r_t2q = r_t2q.detach().float().cpu()
+    """The figure `render_t2q` draws (every panel on the linear scale relevance / mean)."""
+    raw = r_t2q.detach().float().cpu()
+    r_t2q, vmax = relative_to_uniform(raw), linear_vmax(raw)
     q = r_t2q.shape[0]
     side = math.isqrt(q)
     show_tokens = r_t2q_tokens is not None and r_t2q_tokens.shape[0] > 1
@@ -153,28 +189,29 @@ def t2q_figure(r_t2q: torch.Tensor, r_t2q_tokens: torch.Tensor | None = None, to
     ax = axes.pop(0)
     ax.bar(np.arange(q), r_t2q.numpy(), width=1.0, color="tab:blue")
     ax.set_xlabel("query token")
-    ax.set_ylabel("relevance (sum over target tokens)")
+    ax.set_ylabel(f"{LINEAR_LABEL}\n(sum over target tokens)")
     ax.set_xlim(-0.5, q - 0.5)
-    note = warn_if_flat(r_t2q, f"R_t2q {title}".strip())
+    ax.set_ylim(0, vmax)
+    note = warn_if_flat(raw, f"R_t2q {title}".strip())
     if note:
         _note(ax, note)
     if show_tokens:
         ax = axes.pop(0)
-        mat = r_t2q_tokens.detach().float().cpu().numpy()
-        im = ax.imshow(mat, aspect="auto", cmap=cmap, interpolation="nearest")
+        mat = relative_to_uniform(r_t2q_tokens).numpy()
+        im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=0, vmax=linear_vmax(r_t2q_tokens), interpolation="nearest")
         ax.set_xlabel("query token")
         if tokens is not None and len(tokens) == mat.shape[0]:
             ax.set_yticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], fontsize=9)
         ax.set_title("per target token")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.set_title("relevance", fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label(LINEAR_LABEL, fontsize=8)
     if show_grid:
         ax = axes.pop(0)
-        im = ax.imshow(r_t2q.reshape(side, side).numpy(), cmap=cmap, interpolation="nearest")
+        im = ax.imshow(r_t2q.reshape(side, side).numpy(), cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
         ax.set_title(f"{side}x{side} query grid")
         ax.axis("off")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label(LINEAR_LABEL, fontsize=8)
     elif not spatial:
-        _ranked_strip(axes.pop(0), fig, r_t2q, cmap)
+        _ranked_strip(axes.pop(0), fig, r_t2q, cmap, vmax)
     fig.suptitle("R_t2q: text -> the projector's visual tokens" + (f"  ({title})" if title else ""), fontsize=10)
     return fig
 
@@ -184,27 +221,15 @@ def ranked_queries(r_t2q: torch.Tensor, shown: int = 32) -> list[int]:
     return torch.argsort(-r_t2q.detach().float().cpu(), stable=True)[:shown].tolist()
 
 
-def _ranked_strip(ax, fig: Figure, r_t2q: torch.Tensor, cmap: str, shown: int = 20) -> None:
+def _ranked_strip(ax, fig: Figure, r_t2q: torch.Tensor, cmap: str, vmax: float, shown: int = 20) -> None:
     """Learned queries have no place on the image: a strip of the most relevant ones, ranked, labelled."""
     order = ranked_queries(r_t2q, shown)
-    im = ax.imshow(r_t2q[order].numpy()[:, None], cmap=cmap, aspect="auto", interpolation="nearest")
+    im = ax.imshow(r_t2q[order].numpy()[:, None], cmap=cmap, vmin=0, vmax=vmax, aspect="auto",
+                   interpolation="nearest")
     ax.set_yticks(range(len(order)), [f"q{i}" for i in order], fontsize=8)
     ax.set_xticks([])
     ax.set_title(f"ranked queries (top {len(order)} of {r_t2q.shape[0]}; no spatial order)", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.3, pad=0.04)
-
-
-def relative_to_uniform(rel: torch.Tensor) -> torch.Tensor:
-    """rel / mean(rel), negatives clipped: 1 = uniform, so maps with different cell counts share a scale."""
-    rel = rel.detach().float().cpu().clamp(min=0)
-    mean = float(rel.mean())
-    return rel / mean if mean > 0 else torch.zeros_like(rel)
-
-
-def log_scaled(rel: torch.Tensor, log_vmax: float) -> torch.Tensor:
-    """log(max(rel / mean, 1)) / log(log_vmax), in [0, 1]: 0 = uniform or below, 1 = log_vmax x uniform."""
-    ratio = relative_to_uniform(rel).clamp(min=1.0)
-    return (ratio.log() / math.log(max(log_vmax, 1.0 + 1e-6))).clamp(0, 1)
+    fig.colorbar(im, ax=ax, fraction=0.3, pad=0.04).set_label(LINEAR_LABEL, fontsize=8)
 
 
 def _font(size: int):
@@ -221,12 +246,12 @@ def pick_queries(q: int, order: torch.Tensor | None, max_queries: int) -> list[i
     return list(range(min(q, max_queries)))
 
 
-def _colour_bar(canvas: Image.Image, draw, at: tuple[int, int], width: int, log_vmax: float, cmap: str) -> None:
-    """A horizontal bar of the shared q2i scale: 1x the row mean (uniform) to `log_vmax` x, log spaced."""
+def _colour_bar(canvas: Image.Image, draw, at: tuple[int, int], width: int, cmap: str, text: str | None) -> None:
+    """A horizontal bar of the colour map, `text` (its scale) right of it."""
     strip = heat_rgb(torch.linspace(0, 1, max(width, 10))[None].repeat(10, 1), cmap).astype(np.uint8)
     canvas.paste(Image.fromarray(strip), at)
-    draw.text((at[0] + strip.shape[1] + 4, at[1] - 1), f"1x .. {log_vmax:.1f}x row mean (log)", fill=(0, 0, 0),
-              font=_font(10))
+    if text:
+        draw.text((at[0] + strip.shape[1] + 4, at[1] - 1), text, fill=(0, 0, 0), font=_font(10))
 
 
 def render_q2i(r_q2i: torch.Tensor, image: Image.Image | None = None, order: torch.Tensor | None = None,
@@ -236,10 +261,8 @@ def render_q2i(r_q2i: torch.Tensor, image: Image.Image | None = None, order: tor
 
     `order`: relevance per query (q) used to pick and sort the shown queries (most relevant first);
     default: query order. Each cell carries its query index on a dark label. `title`: the heading strip
-    ("" writes the default one, None none). `log_vmax`: draw every cell on one shared scale, the value relative
-    to its row's mean (1 = uniform) on a log scale from 1 to `log_vmax` (the comparison figure's scale),
-    instead of min-max per cell; default: that scale with `log_vmax` the largest row max / row mean shown, so
-    a near-uniform query is dim and a focused one bright. A colour bar in the heading strip gives the scale.
+    ("" writes the default one, None none). Every cell is on R_q2i's log scale (deco.explain.scale) up to
+    `log_vmax` (default: the largest row max / row mean shown), given by a colour bar in the heading strip.
     """
     r_q2i = r_q2i.detach().float().cpu()
     q, n = r_q2i.shape
@@ -248,8 +271,7 @@ def render_q2i(r_q2i: torch.Tensor, image: Image.Image | None = None, order: tor
         raise ValueError(f"R_q2i has {n} patch columns, not a square grid")
     picked = pick_queries(q, order, max_queries)
     if log_vmax is None:  # one scale for every cell of this figure (per-cell min-max made every query look focused)
-        rows_shown = r_q2i[picked]
-        log_vmax = max(float((rows_shown.max(1).values / rows_shown.mean(1).clamp_min(1e-12)).max()), 1.5)
+        log_vmax = log_vmax_of_rows(r_q2i[picked])
     cols = math.ceil(math.sqrt(len(picked)))
     rows = math.ceil(len(picked) / cols)
     pad = 2
@@ -261,14 +283,12 @@ def render_q2i(r_q2i: torch.Tensor, image: Image.Image | None = None, order: tor
     font = _font(max(9, min(14, cell // 6)))
     if title:
         draw.text((pad + 2, 2), title, fill=(0, 0, 0), font=_font(12))
-        _colour_bar(canvas, draw, (pad + 2, 18), min(160, canvas.width - 130), log_vmax, cmap)
+        _colour_bar(canvas, draw, (pad + 2, 18), min(160, canvas.width - 130), cmap,
+                    f"1 .. {log_vmax:.1f}: {LOG_LABEL.replace('mean', 'row mean')}")
     mode = "bilinear" if image is not None else "nearest"  # without an image: the patches as they are
     for k, query in enumerate(picked):
         rel = r_q2i[query].reshape(grid, grid)
-        if log_vmax is not None:
-            heat = heat_rgb(upsample(log_scaled(rel, log_vmax), cell, mode=mode), cmap).astype(np.float32)
-        else:
-            heat = heat_rgb(normalize_map(upsample(rel, cell, mode=mode)), cmap).astype(np.float32)
+        heat = heat_rgb(upsample(log_scaled(rel, log_vmax), cell, mode=mode), cmap).astype(np.float32)
         if image is not None:
             base = grey_base(image, cell, faint=0.5)
             tile = Image.fromarray(((1 - alpha) * base + alpha * heat).round().astype(np.uint8))

@@ -15,6 +15,8 @@ target text is about. Per map (R_t2i, g x g patches) and box (x1, y1, x2, y2 nor
 * `top_query_energy` (the paper's Q-Former figure, as a number): the mean energy in the box of the R_q2i rows
   of the `TOP_QUERIES` visual tokens with the largest R_t2q, i.e. do the tokens the text relies on look at the
   asked object, or has the projector's abstraction spread the asked attribute over the whole image?
+* `obj_iou` / `func_iou` (caption probes, `deco.explain.captions`): TAM's plausibility of the per-token maps,
+  `deco.explain.tam_iou`.
 `shapes_probes` builds the scored inputs: for each scene, one object and a target text about it (an
 attribute answer or its box for the vicuna template, its own caption for the plain template).
 The pseudo-method `random` (a seeded noise map) is the chance baseline in `score_model`.
@@ -57,8 +59,8 @@ def box_patch_fraction(box: Sequence[float], grid: int) -> torch.Tensor:
     x1, y1, x2, y2 = _check_box(box)
     edges = torch.arange(grid + 1, dtype=torch.float64) / grid
     lo, hi = edges[:-1], edges[1:]
-    fx = ((torch.minimum(hi, torch.tensor(x2)) - torch.maximum(lo, torch.tensor(x1))).clamp(min=0) * grid)
-    fy = ((torch.minimum(hi, torch.tensor(y2)) - torch.maximum(lo, torch.tensor(y1))).clamp(min=0) * grid)
+    fx = (torch.minimum(hi, torch.tensor(x2)) - torch.maximum(lo, torch.tensor(x1))).clamp(min=0) * grid
+    fy = (torch.minimum(hi, torch.tensor(y2)) - torch.maximum(lo, torch.tensor(y1))).clamp(min=0) * grid
     return (fy[:, None] * fx[None, :]).float()  # rows = y, columns = x (row-major patches)
 
 
@@ -77,7 +79,7 @@ def _as_grid(rel: torch.Tensor) -> torch.Tensor:
 def energy_in_box(rel: torch.Tensor, box: Sequence[float]) -> float:
     """Share of the min-max normalised map's mass inside the box (flat map: the box's area fraction)."""
     rel = _as_grid(rel)
-    frac = box_patch_fraction(box, rel.shape[0])
+    frac = box_patch_fraction(box, len(rel))
     span = float(rel.max() - rel.min())
     if span <= 0:
         return float(frac.mean())
@@ -97,7 +99,7 @@ def pointing_hit(rel: torch.Tensor, box: Sequence[float]) -> float:
     A flat map points nowhere: it scores the chance of a uniformly drawn patch touching the box.
     """
     rel = _as_grid(rel)
-    touches = box_patch_fraction(box, rel.shape[0]).flatten() > 0
+    touches = box_patch_fraction(box, len(rel)).flatten() > 0
     if float(rel.max() - rel.min()) <= 0:
         return float(touches.float().mean())
     return float(touches[int(rel.flatten().argmax())])
@@ -110,6 +112,8 @@ def auc(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 def patch_keep_masks(rel: torch.Tensor, steps: Sequence[float], positive: bool) -> torch.Tensor:
     """s x g x g bool: patches kept at each step (positive: most relevant removed first)."""
+    if any(not 0 <= step <= 1 for step in steps):
+        raise ValueError(f"perturbation steps must be fractions in [0, 1], got {list(steps)}")
     rel = _as_grid(rel).flatten()
     n = rel.numel()
     order = torch.argsort(-rel if positive else rel, stable=True)  # removal order
@@ -134,8 +138,14 @@ def target_log_probs(model: nn.Module, inp: ExplainInput, pixel_values: torch.Te
     return logp.gather(2, merged[:, positions, None])[..., 0].mean(1)
 
 
-def perturbation_curve(model: nn.Module, inp: ExplainInput, rel: torch.Tensor, positive: bool,
-                       steps: Sequence[float] = STEPS, insertion: bool = False) -> list[float]:
+def perturbation_curve(
+    model: nn.Module,
+    inp: ExplainInput,
+    rel: torch.Tensor,
+    positive: bool,
+    steps: Sequence[float] = STEPS,
+    insertion: bool = False,
+) -> list[float]:
     """Target mean log-prob after removing each fraction of patches (in relevance order) from the image.
 
     `insertion`: the reverse protocol (Petsiuk et al., RISE, 2018): start from the blank image (every patch
@@ -167,6 +177,7 @@ class Probe:
     phrase: str  # "green triangle": the object the target is about
     distractor: Box | None = None  # an object sharing colour or shape with it (deco.explain.distractors)
     probe_set: str = "shapes"
+    masks: dict | None = None  # captions: a bool H x W mask per noun, for TAM's Obj-/Func-IoU (deco.explain.captions)
 
 
 def _attribute_object(question: str, objects):
@@ -177,8 +188,15 @@ def _attribute_object(question: str, objects):
     raise ValueError(f"unrecognised attribute question {question!r}")
 
 
-def shapes_probes(tokenizer, image_processor, seed: int, num_samples: int, template: str = "vicuna_v1",
-                  tasks: Sequence[str] = ("attribute", "grounding"), start: int = 0) -> list[Probe]:
+def shapes_probes(
+    tokenizer,
+    image_processor,
+    seed: int,
+    num_samples: int,
+    template: str = "vicuna_v1",
+    tasks: Sequence[str] = ("attribute", "grounding"),
+    start: int = 0,
+) -> list[Probe]:
     """Scored inputs from the shapes world (val seed): one object per scene and a target text about it."""
     from deco.data.shapes import _caption, make_sample, render_scene
 
@@ -213,13 +231,14 @@ def random_map(grid: int, index: int) -> torch.Tensor:
     return torch.rand(grid, grid, generator=torch.Generator().manual_seed(1234 + index))
 
 
-def score_map(model: nn.Module, probe: Probe, rel: torch.Tensor, perturbation: bool = True,
-              steps: Sequence[float] = STEPS) -> dict:
+def score_map(
+    model: nn.Module, probe: Probe, rel: torch.Tensor, perturbation: bool = True, steps: Sequence[float] = STEPS
+) -> dict:
     """All metrics of one map for one probe."""
     rel = _as_grid(rel)
     row = {
         "energy": energy_in_box(rel, probe.box),
-        "box_area": float(box_patch_fraction(probe.box, rel.shape[0]).mean()),
+        "box_area": float(box_patch_fraction(probe.box, len(rel)).mean()),
         "pointing": pointing_hit(rel, probe.box),
     }
     if probe.distractor is not None:
@@ -231,10 +250,20 @@ def score_map(model: nn.Module, probe: Probe, rel: torch.Tensor, perturbation: b
     return row
 
 
-def score_model(model: nn.Module, tokenizer, probes: Iterable[Probe], methods: Sequence[str], tag: str,
-                perturbation: bool = True, steps: Sequence[float] = STEPS, progress=None,
-                vision_relevance: str = "none", checkpoint: str = "", causal: float = 0.0,
-                reference: Sequence[ExplainInput] | None = None) -> list[dict]:
+def score_model(
+    model: nn.Module,
+    tokenizer,
+    probes: Iterable[Probe],
+    methods: Sequence[str],
+    tag: str,
+    perturbation: bool = True,
+    steps: Sequence[float] = STEPS,
+    progress=None,
+    vision_relevance: str = "none",
+    checkpoint: str = "",
+    causal: float = 0.0,
+    reference: Sequence[ExplainInput] | None = None,
+) -> list[dict]:
     """One row per (probe, method), plus the `random` baseline; `progress` wraps the probe iterable (e.g. tqdm).
 
     `vision_relevance="gae"` scores the maps carried through the vision tower (over the input patches).
@@ -244,6 +273,7 @@ def score_model(model: nn.Module, tokenizer, probes: Iterable[Probe], methods: S
     """
     from deco.explain.causal import causal_test, visual_token_means
     from deco.explain.methods import explain_all
+    from deco.explain.tam_iou import caption_scores
 
     rows = []
     probes = list(probes)
@@ -252,13 +282,21 @@ def score_model(model: nn.Module, tokenizer, probes: Iterable[Probe], methods: S
     for probe in progress(probes) if progress else probes:
         results = explain_all(model, probe.inp, list(methods), tokenizer, vision_relevance=vision_relevance)
         maps = {m: r.r_t2i for m, r in results.items()}
-        grid = next(iter(maps.values())).shape[0] if maps else 24
+        grid = len(next(iter(maps.values()))) if maps else 24  # the methods' g x g grid (the tiny default's)
         maps["random"] = random_map(grid, probe.index)
         log_prob = next(iter(results.values())).log_prob if results else float("nan")
         for method, rel in maps.items():
-            row = {"probes": probe.probe_set, "projector": tag, "checkpoint": checkpoint, "method": method,
-                   "index": probe.index, "task": probe.task, "phrase": probe.phrase, "text": probe.inp.text,
-                   "log_prob": log_prob}
+            row = {
+                "probes": probe.probe_set,
+                "projector": tag,
+                "checkpoint": checkpoint,
+                "method": method,
+                "index": probe.index,
+                "task": probe.task,
+                "phrase": probe.phrase,
+                "text": probe.inp.text,
+                "log_prob": log_prob,
+            }
             row.update(score_map(model, probe, rel, perturbation, steps))
             if method in results:
                 r_t2q, r_q2i = results[method].r_t2q, results[method].r_q2i
@@ -268,5 +306,7 @@ def score_model(model: nn.Module, tokenizer, probes: Iterable[Probe], methods: S
                     row["top_query_margin"] = row["top_query_energy"] - row["top_query_distractor"]
                 if means is not None:
                     row.update(causal_test(model, probe.inp, r_t2q, means, causal, seed=probe.index))
+                if probe.masks is not None and tokenizer is not None:
+                    row.update(caption_scores(results[method].r_t2i_tokens, probe.inp, tokenizer, probe.masks))
             rows.append(row)
     return rows

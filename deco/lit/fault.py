@@ -42,20 +42,22 @@ class NonFiniteGradientError(RuntimeError):
     """The gradient norm became NaN or inf (with a finite loss); the weights were not updated."""
 
 
-def gradient_norm(module: torch.nn.Module) -> torch.Tensor:
-    """L2 norm over all gradients of `module` (0 when none), as gradient clipping computes it."""
-    grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
+def gradient_norm(module: torch.nn.Module, params=None) -> torch.Tensor:
+    """L2 norm over all gradients of `module` (or of `params`; 0 when none), computed as gradient clipping
+    computes it (`torch.nn.utils.get_total_norm`, one fused norm per device and dtype)."""
+    grads = [p.grad.detach() for p in (module.parameters() if params is None else params) if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    return torch.nn.utils.get_total_norm(grads, 2.0)
 
 
-def check_gradients(module: L.LightningModule, on_nan: str, batch_idx: int | None = None) -> bool:
+def check_gradients(module: L.LightningModule, on_nan: str, batch_idx: int | None = None, norm=None) -> bool:
     """True when this optimizer step must be skipped (non-finite gradient norm on some rank, on_nan=skip).
 
     Raises NonFiniteGradientError for on_nan=stop. Runs before clipping, so nothing was changed yet.
+    `norm`: the gradient norm when the caller computed it already (else computed here).
     """
-    norm = gradient_norm(module)
+    norm = gradient_norm(module) if norm is None else norm
     local = bool(torch.isfinite(norm))
     trainer = module._trainer
     finite = local if trainer is None else not _any_rank(trainer, not local)  # all ranks agree
@@ -65,8 +67,12 @@ def check_gradients(module: L.LightningModule, on_nan: str, batch_idx: int | Non
     where = f"global step {module.global_step} (epoch {module.current_epoch})"
     if on_nan == "skip":
         module._nonfinite_skips = getattr(module, "_nonfinite_skips", 0) + 1
-        log.warning("gradient norm is %s at %s with a finite loss: skipping this optimizer step "
-                    "(fault.on_nan=skip); the weights were not updated", value, where)
+        log.warning(
+            "gradient norm is %s at %s with a finite loss: skipping this optimizer step "
+            "(fault.on_nan=skip); the weights were not updated",
+            value,
+            where,
+        )
         return True
     raise NonFiniteGradientError(
         f"gradient norm is {value} at {where} with a finite loss; the weights were not updated in this step "
@@ -152,7 +158,8 @@ class PreemptionCheckpoint(L.Callback):
             signal.signal(signum, self._record)
         self._sync_each_val_batch = trainer.world_size == 1 or all(
             isinstance(getattr(loader, "sampler", None), DistributedSampler)
-            for loader in _loaders(trainer.val_dataloaders))  # equal batch counts on every rank
+            for loader in _loaders(trainer.val_dataloaders)
+        )  # equal batch counts on every rank
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():
@@ -213,22 +220,35 @@ class PreemptionCheckpoint(L.Callback):
             self._saving_mid_validation = False
         self._saved_step = trainer.global_step
         name = signal.Signals(self._received).name if self._received is not None else "SIGTERM"
-        self._pending = (f"{name} received: saved {self.path} at global step {trainer.global_step}; "
-                         "rerun with resume=auto (and the same run dir) to continue")
+        self._pending = (
+            f"{name} received: saved {self.path} at global step {trainer.global_step}; "
+            "rerun with resume=auto (and the same run dir) to continue"
+        )
         log.warning(self._pending)
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int,
-                                dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         # A signal during validation: every rank saves the last finished step and stops here, at once.
-        if (self._sync_each_val_batch and self._pending is None and not trainer.sanity_checking
-                and trainer.state.fn == "fit" and self._signalled_anywhere(trainer)):
+        if (
+            self._sync_each_val_batch
+            and self._pending is None
+            and not trainer.sanity_checking
+            and trainer.state.fn == "fit"
+            and self._signalled_anywhere(trainer)
+        ):
             self._save(trainer)
             self._stop_if_pending()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
         # ranks whose validation loaders may differ in length agree once validation is over
-        if (not self._sync_each_val_batch and self._pending is None and not trainer.sanity_checking
-                and trainer.state.fn == "fit" and self._signalled_anywhere(trainer)):
+        if (
+            not self._sync_each_val_batch
+            and self._pending is None
+            and not trainer.sanity_checking
+            and trainer.state.fn == "fit"
+            and self._signalled_anywhere(trainer)
+        ):
             self._save(trainer)
 
     def _stop_if_pending(self) -> None:
@@ -264,10 +284,19 @@ class FaultInjection(L.Callback):
     rank: inject on this global rank only (a fault on one DDP process); None: on every rank.
     """
 
-    def __init__(self, nan_at_step: int | None = None, kill_at_step: int | None = None,
-                 signal_at_step: int | None = None, signal_name: str = "SIGTERM", rank: int | None = None,
-                 signal_at_val_batch: int | None = None, nan_grad_at_step: int | None = None,
-                 kill_at_val_batch: int | None = None, val_run: int = 0, signal_delay_s: float = 0.0):
+    def __init__(
+        self,
+        nan_at_step: int | None = None,
+        kill_at_step: int | None = None,
+        signal_at_step: int | None = None,
+        signal_name: str = "SIGTERM",
+        rank: int | None = None,
+        signal_at_val_batch: int | None = None,
+        nan_grad_at_step: int | None = None,
+        kill_at_val_batch: int | None = None,
+        val_run: int = 0,
+        signal_delay_s: float = 0.0,
+    ):
         self.rank = rank  # only on this global rank (None: all)
         self.nan_at_step = nan_at_step
         self.kill_at_step = kill_at_step
@@ -303,13 +332,23 @@ class FaultInjection(L.Callback):
         if not trainer.sanity_checking:
             self._val_runs += 1
 
-    def on_validation_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int,
-                                  dataloader_idx: int = 0) -> None:
-        if (self._mine(trainer) and not trainer.sanity_checking and self._val_runs == self.val_run
-                and batch_idx == self.kill_at_val_batch):
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if (
+            self._mine(trainer)
+            and not trainer.sanity_checking
+            and self._val_runs == self.val_run
+            and batch_idx == self.kill_at_val_batch
+        ):
             os.kill(os.getpid(), signal.SIGKILL)
-        if (self._mine(trainer) and not trainer.sanity_checking and trainer.state.fn == "fit"
-                and batch_idx == self.signal_at_val_batch and not self._signalled):
+        if (
+            self._mine(trainer)
+            and not trainer.sanity_checking
+            and trainer.state.fn == "fit"
+            and batch_idx == self.signal_at_val_batch
+            and not self._signalled
+        ):
             self._signalled = True
             os.kill(os.getpid(), self.signum)
 

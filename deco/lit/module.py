@@ -14,12 +14,13 @@ from collections.abc import Mapping
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import get_cosine_schedule_with_warmup
 
 from deco.lit.callbacks import logs_this_step
-from deco.lit.fault import ON_NAN_CHOICES, check_gradients, loss_is_finite
-from deco.models.loss import REDUCTIONS, next_token_loss
+from deco.lit.fault import ON_NAN_CHOICES, check_gradients, gradient_norm, loss_is_finite
+from deco.models.loss import REDUCTIONS, answer_loss
 from deco.models.mllm import position_ids_from_mask
 from deco.models.stages import apply_stage, parameter_groups, trainable_summary
 
@@ -49,8 +50,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 class MLLMModule(L.LightningModule):
-    def __init__(self, model: torch.nn.Module, stage: Mapping, build_config: Mapping | None = None,
-                 on_nan: str = "stop"):
+    def __init__(
+        self, model: torch.nn.Module, stage: Mapping, build_config: Mapping | None = None, on_nan: str = "stop"
+    ):
         super().__init__()
         if on_nan not in ON_NAN_CHOICES:
             raise ValueError(f"fault.on_nan={on_nan} is not supported; choose one of: {', '.join(ON_NAN_CHOICES)}")
@@ -59,7 +61,9 @@ class MLLMModule(L.LightningModule):
         self.on_nan = on_nan
         self.loss_reduction = str(self.stage.get("loss_reduction") or "sample")  # as configs/stage/*.yaml
         if self.loss_reduction not in REDUCTIONS:
-            raise ValueError(f"stage.loss_reduction={self.loss_reduction} is unknown; choose one of: {', '.join(REDUCTIONS)}")
+            raise ValueError(
+                f"stage.loss_reduction={self.loss_reduction} is unknown; choose one of: {', '.join(REDUCTIONS)}"
+            )
         self._skip_step = False  # a micro-batch of this optimizer step had a non-finite loss
         apply_stage(self.model, self.stage)
         # What `deco` needs to rebuild this model from the checkpoint alone (model/projector configs).
@@ -71,10 +75,16 @@ class MLLMModule(L.LightningModule):
         image_tokens = self.model.project(feats) if feats is not None else None
         if self.loss_reduction == "sample":  # each sample's answer counts once, however long it is
             embeds, mask, labels, _ = self.model.prepare_inputs_embeds(
-                batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["labels"],
-                image_tokens=image_tokens)
-            out = self.model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask))
-            return next_token_loss(out.logits, labels, "sample", self.model.ignore_index)
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch["pixel_values"],
+                batch["labels"],
+                image_tokens=image_tokens,
+            )
+            # the LM head on the answer positions only: the loss of the full logits, ~1/6 less LLM compute
+            return answer_loss(
+                self.model.llm, embeds, mask, position_ids_from_mask(mask), labels, "sample", self.model.ignore_index
+            )
         out = self.model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
@@ -106,22 +116,40 @@ class MLLMModule(L.LightningModule):
                 f"loss is {value} at {where}; lower the learning rate or check the batch "
                 "(no checkpoint was written after this step; use fault.on_nan=skip to skip such batches)"
             )
-        batch_size = batch["input_ids"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        # Learning rate per optimizer group (the module logs it so it works with any or no logger), on the
-        # steps whose values are written: each self.log call costs ~0.5 ms of Python (figure 1 of make bench).
+        # The loss and the learning rate per optimizer group (the module logs it so it works with any or no
+        # logger), on the steps whose values are written only: each self.log call costs ~0.5-1 ms of Python
+        # (figure 1 of make bench); the progress bar shows the loss of the last such step.
         if logs_this_step(self.trainer):
+            batch_size = batch["input_ids"].shape[0]
+            self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
             for group in self.optimizers().optimizer.param_groups:
                 self.log(f"train/lr_{group.get('name', 'group')}", group["lr"], batch_size=batch_size)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        self._grad_norm = None
         if not self._skip_step:  # a finite loss can still give a NaN/inf gradient (deco.lit.fault)
-            self._skip_step = check_gradients(self, self.on_nan)
+            self._grad_norm = gradient_norm(self, [p for group in optimizer.param_groups for p in group["params"]])
+            self._skip_step = check_gradients(self, self.on_nan, norm=self._grad_norm)
         if self._skip_step:  # no gradient -> AdamW leaves weights and moments untouched
-            self._skip_step = False
+            self._skip_step, self._grad_norm = False, None
             for p in self.parameters():
                 p.grad = None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip by norm with the norm `on_before_optimizer_step` just computed over the same gradients (what
+        Lightning's clipping would compute a second time: ~1 ms a step on CPU, figure 1 of make bench);
+        other algorithms and strategies (FSDP shards its gradients) clip as Lightning does."""
+        norm, self._grad_norm = getattr(self, "_grad_norm", None), None
+        if (
+            norm is None
+            or not gradient_clip_val
+            or gradient_clip_algorithm not in (None, "norm")
+            or not isinstance(self.trainer.strategy, (SingleDeviceStrategy, DDPStrategy))
+        ):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        grads = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grads_with_norm_(grads, gradient_clip_val, norm)
 
     def validation_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         loss = self(batch)

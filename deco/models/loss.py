@@ -13,8 +13,9 @@ from torch.nn import functional as F
 REDUCTIONS = ("token", "sample")
 
 
-def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "token",
-                    ignore_index: int = -100) -> torch.Tensor:
+def next_token_loss(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "token", ignore_index: int = -100
+) -> torch.Tensor:
     """logits (b t v), labels (b t) aligned with the inputs (shifted here) -> scalar loss."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"loss reduction '{reduction}' is unknown; choose one of: {', '.join(REDUCTIONS)}")
@@ -25,5 +26,47 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str =
         return (per_token * valid).sum() / valid.sum().clamp(min=1)
     counts = valid.sum(1)
     per_sample = (per_token * valid).sum(1) / counts.clamp(min=1)
+    has = counts > 0
+    return per_sample[has].mean() if bool(has.any()) else per_token.sum() * 0.0
+
+
+# Causal LMs whose logits are exactly `get_output_embeddings()(get_decoder()(...).last_hidden_state)` (no logit
+# scaling or soft-capping after the head): `answer_loss` may run the head on the answer positions alone.
+PLAIN_HEAD_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def answer_loss(
+    llm: torch.nn.Module,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    labels: torch.Tensor,
+    reduction: str = "token",
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """`next_token_loss(llm(...).logits, labels, reduction)` with the LM head and the cross-entropy computed
+    only where a label is (the answer tokens; ~1/10 of a shapes batch's positions): the same loss and
+    gradients without the (b t vocab) logits. Other LLM types (and a head that is not plain) take the full path.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"loss reduction '{reduction}' is unknown; choose one of: {', '.join(REDUCTIONS)}")
+    config = getattr(llm, "config", None)
+    head = llm.get_output_embeddings() if hasattr(llm, "get_output_embeddings") else None
+    if getattr(config, "model_type", None) not in PLAIN_HEAD_TYPES or not isinstance(head, torch.nn.Linear):
+        out = llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids)
+        return next_token_loss(out.logits, labels, reduction, ignore_index)
+    hidden = llm.get_decoder()(
+        inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state  # b t d
+    targets = labels[:, 1:]
+    keep = targets != ignore_index  # b t-1: positions whose next token is an answer token
+    per_token = F.cross_entropy(head(hidden[:, :-1][keep]).float(), targets[keep], reduction="none")  # n
+    counts = keep.sum(1)
+    if reduction == "token":
+        return per_token.sum() / counts.sum().clamp(min=1)
+    rows = keep.nonzero()[:, 0]
+    per_sample = torch.zeros(keep.shape[0], dtype=per_token.dtype, device=per_token.device).index_add(
+        0, rows, per_token
+    ) / counts.clamp(min=1)
     has = counts > 0
     return per_sample[has].mean() if bool(has.any()) else per_token.sum() * 0.0

@@ -5,7 +5,9 @@
 - `quiet_lightning()`: Lightning's advertising tips (litlogger / litmodels), the line about where validation
   runs, the note about estimating the step count, the TPU line, and two warnings that do not apply here: the
   `LeafSpec` deprecation inside Lightning itself, and "Found N module(s) in eval mode" (the frozen vision tower is
-  in eval mode on purpose: no dropout, no normalisation statistics to update; deco's own parameter lines say so).
+  in eval mode on purpose: no dropout, no normalisation statistics to update; deco's own parameter lines say so),
+  and "Checkpoint directory ... exists and is not empty" (a resumed run writes into its own run dir on purpose;
+  deco.lit.resume refuses one that would continue another model).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ LIGHTNING_NOISE = (
     "`Trainer(val_check_interval=1.0)` was configured",
     "Loading `train_dataloader` to estimate number of stepping batches",
 )
-WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated", r"Found \d+ module\(s\) in eval mode")
+WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated", r"Found \d+ module\(s\) in eval mode",
+            r"Checkpoint directory .* exists and is not empty")  # resume=auto continues in its own run dir
 
 
 class _DropNoise(logging.Filter):

@@ -74,8 +74,9 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None,
         optimizer_step(loss, params, opt, sched)
         if evaluate is not None and (step % int(cfg["eval_every"]) == 0 or step == steps):
             scores = evaluate(step, symbolic)
-            curve.append({"step": step, "loss": float(loss), **scores})
-            log.info("zoo llm step %d: loss %.4f %s", step, float(loss), scores)
+            value = loss.item()  # float(loss) of a tensor that requires grad warns (torch >= 2.6)
+            curve.append({"step": step, "loss": value, **scores})
+            log.info("zoo llm step %d: loss %.4f %s", step, value, scores)
             if on_eval is not None:
                 on_eval(step, symbolic, curve)
             llm.train()

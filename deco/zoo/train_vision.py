@@ -89,7 +89,7 @@ def train_vision(tower, image_processor, cfg: Mapping) -> list[dict]:
                 tower.eval()
                 px = torch.stack([p for p, _, _ in held_out])
                 tg = torch.stack([t for _, t, _ in held_out])
-                curve.append({"step": step, "loss": float(loss), "patch_acc": patch_accuracy(heads["cls"](tower(px)), tg)})
+                curve.append({"step": step, "loss": loss.item(), "patch_acc": patch_accuracy(heads["cls"](tower(px)), tg)})
                 tower.train()
     tower.eval()
     return curve

@@ -3,7 +3,8 @@
 The Lightning side is what `python -m deco.train` runs: `MLLMModule` in a `Trainer` built from the real
 configs (trainer=cpu, logger=csv, every callback of callbacks=default, progress bar on), so every per-step
 hook, `self.log` call and logger write is included. The bare side is the loop a
-person would write: the same module's model, the same AdamW groups and cosine schedule, gradient clipping
+person would write: the same module's model and loss (`MLLMModule.forward`, a plain function of the batch: the
+same math on both sides), the same AdamW groups and cosine schedule, gradient clipping
 at the trainer's `gradient_clip_val`, the same DataLoader over the same pre-collated batches. Step time is
 everything the loop does per step, fetching the batch included, measured step by step in one fit: a bare
 step runs (and is timed) at the start of every Lightning step, so the pairs run back to back; the figure is
@@ -20,6 +21,7 @@ import logging
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -40,8 +42,9 @@ class BareSteps(L.Callback):
     AdamW groups and cosine schedule (same values as MLLMModule's) on the same model.
     """
 
-    def __init__(self, model, stage: dict, batches: list[dict], clip: float | None):
+    def __init__(self, model, stage: dict, batches: list[dict], clip: float | None, loss_fn=None):
         self.model = model
+        self.loss_fn = loss_fn
         self.optimizer, self.scheduler = make_optimizer(model, stage, total_steps=len(batches))
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.batches = iter(DataLoader(batches, batch_size=None, shuffle=False))
@@ -52,8 +55,15 @@ class BareSteps(L.Callback):
 
     def bare_step(self) -> None:
         batch = next(self.batches)
-        loss = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+        if self.loss_fn is not None:  # the module's own loss, called as a plain function (no Lightning)
+            loss = self.loss_fn(batch)
+        else:
+            loss = self.model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                pixel_values=batch["pixel_values"],
+                labels=batch["labels"],
+            ).loss
         loss.backward()
         if self.clip:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip)
@@ -76,6 +86,12 @@ class BareSteps(L.Callback):
         self._enter()
 
 
+# Lightning's notes about a fit without validation data, with fewer steps than its logging interval
+NO_VALIDATION = ("You defined a `validation_step` but have no `val_dataloader`",
+                 "The number of training batches .* is smaller than the logging interval",
+                 r"`ModelCheckpoint\(monitor='val/loss'\)` could not find the monitored key")
+
+
 def compose_train_config(output_dir: Path, overrides: list[str]):
     """configs/train.yaml composed as the CLI does (no Hydra run dir), with `overrides`."""
     from hydra import compose, initialize_config_dir
@@ -86,27 +102,41 @@ def compose_train_config(output_dir: Path, overrides: list[str]):
         return compose(config_name="train", overrides=[*overrides, f"paths.output_dir={output_dir}"])
 
 
-def interleaved_fit(module, batches: list[dict], output_dir: Path, clip: float | None,
-                    progress_bar: bool = True) -> BareSteps:
+def interleaved_fit(
+    module, batches: list[dict], output_dir: Path, clip: float | None, progress_bar: bool = True
+) -> BareSteps:
     """Fit `len(batches)` steps with the deco trainer/logger/callbacks configs, a bare step before each."""
     from hydra.utils import instantiate
 
-    cfg = compose_train_config(output_dir, [f"trainer.max_steps={len(batches)}", "logger=csv",
-                                            f"+trainer.enable_progress_bar={str(progress_bar).lower()}",
-                                            "++trainer.enable_model_summary=false"])
-    bare = BareSteps(module.model, module.stage, batches, clip)
+    cfg = compose_train_config(
+        output_dir,
+        [
+            f"trainer.max_steps={len(batches)}",
+            "logger=csv",
+            f"+trainer.enable_progress_bar={str(progress_bar).lower()}",
+            "++trainer.enable_model_summary=false",
+        ],
+    )
+    bare = BareSteps(module.model, module.stage, batches, clip, loss_fn=module.forward)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None] + [bare]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     loader = DataLoader(batches, batch_size=None, shuffle=False)
     # the progress bar writes to the terminal: keep the benchmark's output readable (the writes still happen)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        for expected in NO_VALIDATION:  # this fit has no validation and few steps by design
+            warnings.filterwarnings("ignore", message=expected)
         trainer.fit(module, train_dataloaders=loader)
     return bare
 
 
-def run(smoke: bool = False, steps: int | None = None, batch_size: int | None = None,
-        progress_bar: bool = True, module_factory=None) -> dict:
+def run(
+    smoke: bool = False,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    progress_bar: bool = True,
+    module_factory=None,
+) -> dict:
     """Figure 1. `module_factory(model, stage)` swaps in another LightningModule (profiling variants)."""
     from deco.lit.module import MLLMModule
 
@@ -209,11 +239,13 @@ def main(argv: list[str] | None = None) -> None:
             with context():
                 result = run(smoke=args.smoke, module_factory=make)
             spent = modules[0].log_seconds
-            print(f"{label:>6}: lightning {1e3 * result['lightning_step_s']:7.1f} ms  "
-                  f"bare {1e3 * result['bare_step_s']:7.1f} ms  overhead {result['overhead_ms']:+6.1f} ms  "
-                  f"ratio {result['ratio']:.3f}  in self.log: {1e3 * sum(spent) / result['steps']:.1f} ms/step "
-                  f"({len(spent) / result['steps']:.1f} calls, median {1e3 * statistics.median(spent):.2f} ms)",
-                  flush=True)
+            print(
+                f"{label:>6}: lightning {1e3 * result['lightning_step_s']:7.1f} ms  "
+                f"bare {1e3 * result['bare_step_s']:7.1f} ms  overhead {result['overhead_ms']:+6.1f} ms  "
+                f"ratio {result['ratio']:.3f}  in self.log: {1e3 * sum(spent) / result['steps']:.1f} ms/step "
+                f"({len(spent) / result['steps']:.1f} calls, median {1e3 * statistics.median(spent):.2f} ms)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
 
 Cost of a step. `deco.train` runs three times as a subprocess, the default recipe (avgpool-64, batch 32, shapes
 world) for `steps` steps with `experiments.perf.cpu_probe.CpuProbe` recording wall and CPU time (main process
-and DataLoader workers) after every step: (a) the recipe of commit 4356654 (the tower runs in the training
-step), (b) `tower_features.enabled=true` with an empty cache (the first run of a study: the tower runs in the
+and DataLoader workers) after every step: (a) the recipe of commit 4356654 as it was, its own code and configs
+(`git archive`; the tower runs in the training step, logits over every position), (b) today's default
+(`tower_features.enabled=auto`: on, on CPU) with an empty cache (the first run of a study: the tower runs in the
 workers and fills the cache), (c) the same with the cache (b) left (every later run: projectors, seeds). The
 mean cost per step after the first 5 steps is compared, CPU time = main + workers.
 
@@ -26,11 +27,14 @@ default's from `record` (CURVES below, written by it). The step costs are measur
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -55,8 +59,33 @@ OLD = {
 }
 
 
-def train_cost(out: Path, name: str, steps: int, extra: list[str], smoke: bool) -> dict:
-    """Run deco.train for `steps` steps with the probe; per-step wall / CPU after the first steps."""
+OLD_COMMIT = "4356654"
+
+
+def old_tree(tmp: Path) -> Path:
+    """The code and configs of OLD_COMMIT (`git archive` of this repository), with today's CpuProbe copied in:
+    the old default runs as it was, not with today's step (a speed-up of today's step helps both recipes)."""
+    dest = tmp / f"deco-{OLD_COMMIT}"
+    if not dest.exists():
+        try:
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", OLD_COMMIT], capture_output=True, check=True
+            ).stdout
+        except (OSError, subprocess.CalledProcessError) as error:
+            raise RuntimeError(
+                f"time to accuracy needs commit {OLD_COMMIT} of the git history for the old "
+                f"recipe's step (a full clone): {error}"
+            ) from None
+        dest.mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(dest, filter="data")
+        shutil.copy(Path(__file__).with_name("cpu_probe.py"), dest / "experiments" / "perf" / "cpu_probe.py")
+    return dest
+
+
+def train_cost(out: Path, name: str, steps: int, extra: list[str], smoke: bool, root: Path = ROOT) -> dict:
+    """Run deco.train (of the checkout at `root`) for `steps` steps with the probe; per-step wall / CPU after
+    the first steps."""
     probe = out / f"{name}.probe.json"
     size = ["model=tiny_scratch", "data.batch_size=4", "data.val.num_samples=4"] if smoke else []
     cmd = [
@@ -76,9 +105,9 @@ def train_cost(out: Path, name: str, steps: int, extra: list[str], smoke: bool) 
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if proc.returncode or not probe.exists():
         raise RuntimeError(f"deco.train ({name}) failed with exit {proc.returncode}: {proc.stderr[-3000:]}")
     return per_step(json.loads(probe.read_text())["records"], skip=2 if smoke else 5)
@@ -90,8 +119,8 @@ def step_costs(smoke: bool, steps: int, rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             cache = Path(tmp) / f"cache{r}"
-            on = ["tower_features.enabled=true", f"tower_features.cache_dir={cache}"]
-            out["old"].append(train_cost(Path(tmp), f"old{r}", steps, ["tower_features.enabled=false"], smoke))
+            on = ["tower_features.enabled=auto", f"tower_features.cache_dir={cache}"]  # today's default, own cache
+            out["old"].append(train_cost(Path(tmp), f"old{r}", steps, [], smoke, root=old_tree(Path(tmp))))
             out["cold"].append(train_cost(Path(tmp), f"cold{r}", steps, on, smoke))
             out["warm"].append(train_cost(Path(tmp), f"warm{r}", steps, on, smoke))
     return {k: {m: statistics.median(x[m] for x in v) for m in v[0]} | {"rounds": v} for k, v in out.items()}

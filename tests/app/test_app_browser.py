@@ -186,5 +186,5 @@ def _explore(browser, tmp_path):
     options[3].click()
     q2i_after = _wait("the selected query's map", lambda: (s := _img(browser, "m0-q2i")) != q2i_before and s, 60)
     assert _pixels(q2i_after) != _pixels(q2i_before)
-    assert len(_pixels(t2i[0])) == 336 * 336 * 3 and _pixels(t2i[0]) != _pixels(t2i[1])
+    assert len(_pixels(t2i[0])) == 336 * (336 + 30) * 3 and _pixels(t2i[0]) != _pixels(t2i[1])  # + the colour bar strip
 

@@ -59,7 +59,7 @@ def test_maps_are_deco_explains_own(tmp_path, slots):
                                                                     enumerate(ref.target_tokens)]
     order = [j for _, j in session.query_choices(view)]
     assert sorted(order) == list(range(16)) and float(ref.r_t2q[order[0]]) == float(ref.r_t2q.max())
-    assert session.t2i_picture(view).size == (336, 336) and session.q2i_picture(view, order[0]).size == (336, 336)
+    assert session.t2i_picture(view).size == (336, 366) and session.q2i_picture(view, order[0]).size == (336, 366)
     first, last = session.t2i_picture(view, 0), session.t2i_picture(view, len(ref.target_tokens) - 1)
     assert len(ref.target_tokens) == 2 and first.tobytes() != last.tobytes()  # per-word maps differ
 

@@ -92,7 +92,8 @@ def test_nan_loss_exits_nonzero_naming_the_step_and_keeps_the_checkpoint_before_
 
 
 def test_nan_loss_skip_drops_the_batch_and_goes_on(tmp_path):
-    train(compose_config("train", [*FAST, "fault.on_nan=skip", INJECT, "+callbacks.inject.nan_at_step=1"], tmp_path))
+    with pytest.warns(UserWarning, match=r"loss is nan at global step 1 .*skipping this optimizer step"):
+        train(compose_config("train", [*FAST, "fault.on_nan=skip", INJECT, "+callbacks.inject.nan_at_step=1"], tmp_path))
     checkpoint = _ckpt(tmp_path)
     # Lightning counts the skipped step (global_step, LR schedule) but nothing was updated in it:
     # AdamW's own step count is one lower, and every weight stayed finite.
@@ -117,7 +118,8 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_resumes(tmp_path):
     assert exit_info.value.code == PREEMPTED_EXIT_CODE
     assert _ckpt(tmp_path)["global_step"] == 2  # the batch in flight finished, then the save
 
-    train(compose_config("train", [*FAST, "trainer.max_steps=4"], tmp_path))  # resume=auto
+    train(compose_config("train", [*FAST, "trainer.max_steps=4", "callbacks.last_checkpoint.every_n_train_steps=100"],
+                         tmp_path))  # resume=auto, with the run's own checkpoint settings
     assert _ckpt(tmp_path)["global_step"] == 4
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
 
