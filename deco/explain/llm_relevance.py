@@ -75,8 +75,9 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = flag
 
 
-def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_maps: bool = True,
-                           vision_maps: bool = False) -> ForwardTrace:
+def teacher_forced_forward(
+    model: nn.Module, inp: ExplainInput, need_projector_maps: bool = True, vision_maps: bool = False
+) -> ForwardTrace:
     """One forward of `inp` through `model` (an MLLM) with attention maps in the graph; call inside eval_mode.
 
     `vision_maps`: run the vision tower with autograd and keep its attention maps (relevance through the ViT).
@@ -88,7 +89,9 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
     vision_attns = reduction = None
     reducer = getattr(model, "reducer", None)
     if reducer is not None and reducer.stage == "vision" and vision_maps:
-        raise ValueError(f"vision_relevance=gae is not available with reduction={reducer.name}; use vision_relevance=none")
+        raise ValueError(
+            f"vision_relevance=gae is not available with reduction={reducer.name}; use vision_relevance=none"
+        )
     if reducer is not None and reducer.stage == "vision":
         from deco.models.reduction import reduce_features, vision_signals
 
@@ -120,8 +123,12 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
         if int(image_positions[0]) < 0:
             raise ValueError("the input has no <image> placeholder: nothing visual to explain")
         with attention(model.llm, "eager"), _fastv_mask(model, embeds, mask, merged_labels, image_positions) as kept:
-            out = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                            output_attentions=True)
+            out = model.llm(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=position_ids_from_mask(mask),
+                output_attentions=True,
+            )
         attns = list(out.attentions or [])
         if not attns or any(a is None for a in attns):
             raise RuntimeError("the LLM returned no attention maps; it must use attn_implementation='eager'")
@@ -132,7 +139,7 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
         target_ids = merged_labels[0, positions]
         logits = out.logits[0, rows].float()  # k V
         token_scores = logits.gather(1, target_ids[:, None])[:, 0]  # k
-        log_prob = float(torch.log_softmax(logits.detach(), dim=-1).gather(1, target_ids[:, None]).sum())
+        log_prob = float(torch.log_softmax(logits.detach(), dim=1).gather(1, target_ids[:, None]).sum())  # k V
     return ForwardTrace(
         score=token_scores.sum(),
         token_scores=token_scores,
@@ -155,33 +162,31 @@ def teacher_forced_forward(model: nn.Module, inp: ExplainInput, need_projector_m
 
 @contextlib.contextmanager
 def _fastv_mask(model: nn.Module, embeds, mask, labels, image_positions):
-    """Under FastV: the kept visual tokens (chosen by the prompt's last token, as in generation) and, for the
-    block, layers >= K with the dropped ones masked out of every key. With the original positions kept this is
-    the pruned forward for every kept token, and the attention maps GAE reads stay T x T. Yields None otherwise."""
+    """Under FastV: the kept visual tokens (chosen by the prompt's last token, as in generation: the reducer's own
+    `chooser` on `ranking_attention` of the prompt) and, for the block, layers >= K with the dropped ones masked
+    out of every key. With the original positions kept this is the pruned forward for every kept token, and the
+    attention maps GAE reads stay T x T. Yields None otherwise."""
     reducer = getattr(model, "reducer", None)
-    if reducer is None or reducer.stage != "llm" or int(image_positions[0]) < 0:
+    if reducer is None or reducer.stage != "llm":
         yield None
         return
-    from deco.models.reduction.llm_runner import last_token_attention, run_layers
+    from deco.models.reduction.llm_runner import ranking_attention
 
     prompt_len = int((labels[0] != IGNORE_INDEX).nonzero().flatten()[0])  # the first target token
     start, q = int(image_positions[0]), model.projector.num_tokens()
+    prompt_mask = mask[:, :prompt_len]
     with torch.no_grad():
-        prompt, prompt_mask = embeds[:, :prompt_len].detach(), mask[:, :prompt_len]
-        positions = position_ids_from_mask(prompt_mask)
-        hidden = run_layers(model.llm, range(reducer.layer - 1), prompt, positions, prompt_mask, None)
-        attn = last_token_attention(model.llm, reducer.layer - 1, hidden, positions, prompt_mask)
-    kept = attn[0, start : start + q].topk(reducer.keep).indices.sort().values
-    dropped = torch.ones(q, dtype=torch.bool, device=embeds.device)
-    dropped[kept] = False
-    columns = dropped.nonzero().flatten() + start
+        _, attn = ranking_attention(model.llm, embeds[:, :prompt_len].detach(), prompt_mask, reducer.layer)
+    keep = torch.zeros(embeds.shape[1], dtype=torch.bool, device=embeds.device)
+    keep[reducer.chooser(prompt_mask, image_positions, q)(attn)[0]] = True  # every prompt text token + the best
+    keep[prompt_len:] = True  # the target tokens
+    kept = keep[start : start + q].nonzero().flatten()
+    columns = (~keep).nonzero().flatten()
 
     def hide(_module, args, kwargs):
-        m = kwargs.get("attention_mask")
-        if m is not None:
-            m = m.clone()
-            m[..., columns] = torch.finfo(m.dtype).min if m.is_floating_point() else False
-            kwargs["attention_mask"] = m
+        m = kwargs["attention_mask"].clone()  # eager attention: the additive float mask
+        m[..., columns] = torch.finfo(m.dtype).min
+        kwargs["attention_mask"] = m
         return args, kwargs
 
     layers = model.llm.get_base_model().model.layers if hasattr(model.llm, "get_base_model") else model.llm.model.layers
@@ -199,7 +204,9 @@ def gradients(score: torch.Tensor, tensors: Sequence[torch.Tensor], retain_graph
     return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
 
 
-def llm_gae_rows(trace: ForwardTrace, llm_grads: Sequence[torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
+def llm_gae_rows(
+    trace: ForwardTrace, llm_grads: Sequence[torch.Tensor], rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """R_t2q rows (k q; q for one row index): GAE relevance of the LLM at the predicting `rows` (default
     trace.rows) over the visual tokens."""
     rel = self_attention_relevance(trace.llm_attns, llm_grads)[0]  # T T

@@ -125,10 +125,14 @@ def rgae(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token: bo
         rows = llm_gae_rows(trace, llm_grads)  # k q
     if trace.qformer_cross is not None:
         n_layers = len(trace.qformer_self)
-        r_q2i = _squeeze(model.projector.query_to_patch_relevance(
-            self_attns=trace.qformer_self, cross_attns=trace.qformer_cross,
-            self_grads=q_grads[:n_layers], cross_grads=q_grads[n_layers:],
-        ))
+        r_q2i = _squeeze(
+            model.projector.query_to_patch_relevance(
+                self_attns=trace.qformer_self,
+                cross_attns=trace.qformer_cross,
+                self_grads=q_grads[:n_layers],
+                cross_grads=q_grads[n_layers:],
+            )
+        )
     else:
         r_q2i = structural_q2i(model.projector, trace)
     return _finish("rgae", trace, rows, r_q2i, tokens)
@@ -139,19 +143,25 @@ def _visual_rows(trace: ForwardTrace, cam: torch.Tensor) -> torch.Tensor:  # 1 T
 
 
 def rawattn(model: nn.Module, trace: ForwardTrace, tokens: list[str], **_) -> Relevance:
-    rows = _visual_rows(trace, raw_attention(trace.llm_attns[-1]))
+    *_, last = trace.llm_attns  # the last LLM layer
+    rows = _visual_rows(trace, raw_attention(last))
     return _finish("rawattn", trace, rows, structural_q2i(model.projector, trace), tokens)
 
 
 def gradcam(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token: bool, **_) -> Relevance:
-    last = trace.llm_attns[-1]
-    extra = [trace.qformer_cross[-1]] if trace.qformer_cross is not None else []
+    *_, last = trace.llm_attns  # the last LLM layer (and the Q-Former's last cross-attention)
+    extra = []
+    if trace.qformer_cross is not None:
+        *_, cross = trace.qformer_cross
+        extra = [cross]
     grads = gradients(trace.score, [last, *extra])
     if per_token:
-        rows = torch.stack([
-            _visual_rows(trace, attn_gradcam(last, gradients(trace.token_scores[j], [last])[0]))[j]
-            for j in range(trace.token_scores.shape[0])
-        ])
+        rows = torch.stack(
+            [
+                _visual_rows(trace, attn_gradcam(last, gradients(trace.token_scores[j], [last])[0]))[j]
+                for j in range(trace.token_scores.shape[0])
+            ]
+        )
     else:
         rows = _visual_rows(trace, attn_gradcam(last, grads[0]))
     if extra:
@@ -161,8 +171,9 @@ def gradcam(model: nn.Module, trace: ForwardTrace, tokens: list[str], per_token:
     return _finish("gradcam", trace, rows, r_q2i, tokens)
 
 
-def integrated_gradients(model: nn.Module, trace: ForwardTrace, tokens: list[str], inp: ExplainInput,
-                         ig_steps: int, **_) -> Relevance:
+def integrated_gradients(
+    model: nn.Module, trace: ForwardTrace, tokens: list[str], inp: ExplainInput, ig_steps: int, **_
+) -> Relevance:
     from captum.attr import IntegratedGradients
 
     device = trace.image_tokens.device
@@ -175,7 +186,7 @@ def integrated_gradients(model: nn.Module, trace: ForwardTrace, tokens: list[str
             input_ids.expand(batch, -1), None, None, labels.expand(batch, -1), image_tokens=image_tokens
         )
         logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
-        return logits[:, trace.rows, trace.target_ids].float().sum(-1)
+        return logits[:, trace.rows, trace.target_ids].float().sum(1)  # B k -> B
 
     tokens_in = trace.image_tokens.detach()
     with torch.enable_grad():
@@ -185,6 +196,8 @@ def integrated_gradients(model: nn.Module, trace: ForwardTrace, tokens: list[str
     rows = attr.sum(-1).abs()  # 1 q: IG attributions are signed; saliency shows their size
     return _finish("ig", trace, rows, structural_q2i(model.projector, trace), ["".join(tokens)])
 
+
+IG_STEPS = 16  # integration steps of `ig` unless the caller names its own (explain, explain_all, mode=score)
 
 METHODS: dict[str, Callable[..., Relevance]] = {
     "rgae": rgae,
@@ -220,21 +233,32 @@ def through_vision(model: nn.Module, trace: ForwardTrace, results: dict[str, Rel
     return results
 
 
-def explain_all(model: nn.Module, inp: ExplainInput, methods: list[str], tokenizer=None, per_token: bool = False,
-                ig_steps: int = 16, vision_relevance: str = "none") -> dict[str, Relevance]:
+def explain_all(
+    model: nn.Module,
+    inp: ExplainInput,
+    methods: list[str],
+    tokenizer=None,
+    per_token: bool = False,
+    ig_steps: int = IG_STEPS,
+    vision_relevance: str = "none",
+) -> dict[str, Relevance]:
     """Several methods from one shared forward pass (IG runs its own forwards); the model's flags are restored."""
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose among: {', '.join(METHODS)}")
     if vision_relevance not in VISION_RELEVANCE:
-        raise ValueError(f"vision_relevance='{vision_relevance}' is unknown; choose one of: {', '.join(VISION_RELEVANCE)}")
+        raise ValueError(
+            f"vision_relevance='{vision_relevance}' is unknown; choose one of: {', '.join(VISION_RELEVANCE)}"
+        )
     tokens = _tokens(inp, tokenizer)
     with eval_mode(model):
         trace = teacher_forced_forward(model, inp, need_projector_maps=True, vision_maps=vision_relevance == "gae")
-        results = {m: METHODS[m](model, trace, tokens, per_token=per_token, inp=inp, ig_steps=ig_steps,
-                                 tokenizer=tokenizer) for m in methods}
+        results = {
+            m: METHODS[m](model, trace, tokens, per_token=per_token, inp=inp, ig_steps=ig_steps, tokenizer=tokenizer)
+            for m in methods
+        }
         for rel in results.values():
-            rel.spatial_queries = bool(getattr(model.projector, "spatial_tokens", True))
+            rel.spatial_queries = bool(model.projector.spatial_tokens)  # every Projector says
             if trace.reduction is not None:  # kept / merged tokens back to the patches they carry
                 rel.r_q2i = trace.reduction.detach().float().cpu()
             if trace.kept is not None:
@@ -244,8 +268,15 @@ def explain_all(model: nn.Module, inp: ExplainInput, methods: list[str], tokeniz
         return through_vision(model, trace, results) if vision_relevance == "gae" else results
 
 
-def explain(model: nn.Module, inp: ExplainInput, method: str = "rgae", tokenizer=None, per_token: bool = False,
-            ig_steps: int = 16, vision_relevance: str = "none") -> Relevance:
+def explain(
+    model: nn.Module,
+    inp: ExplainInput,
+    method: str = "rgae",
+    tokenizer=None,
+    per_token: bool = False,
+    ig_steps: int = IG_STEPS,
+    vision_relevance: str = "none",
+) -> Relevance:
     """Relevance of `inp`'s target text for one method (see METHODS); the model's train/eval flags are restored."""
     if method not in METHODS:
         raise ValueError(f"method='{method}' is unknown; choose one of: {', '.join(METHODS)}")

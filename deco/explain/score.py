@@ -79,7 +79,7 @@ def _as_grid(rel: torch.Tensor) -> torch.Tensor:
 def energy_in_box(rel: torch.Tensor, box: Sequence[float]) -> float:
     """Share of the min-max normalised map's mass inside the box (flat map: the box's area fraction)."""
     rel = _as_grid(rel)
-    frac = box_patch_fraction(box, rel.shape[0])
+    frac = box_patch_fraction(box, len(rel))
     span = float(rel.max() - rel.min())
     if span <= 0:
         return float(frac.mean())
@@ -99,7 +99,7 @@ def pointing_hit(rel: torch.Tensor, box: Sequence[float]) -> float:
     A flat map points nowhere: it scores the chance of a uniformly drawn patch touching the box.
     """
     rel = _as_grid(rel)
-    touches = box_patch_fraction(box, rel.shape[0]).flatten() > 0
+    touches = box_patch_fraction(box, len(rel)).flatten() > 0
     if float(rel.max() - rel.min()) <= 0:
         return float(touches.float().mean())
     return float(touches[int(rel.flatten().argmax())])
@@ -112,6 +112,8 @@ def auc(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 def patch_keep_masks(rel: torch.Tensor, steps: Sequence[float], positive: bool) -> torch.Tensor:
     """s x g x g bool: patches kept at each step (positive: most relevant removed first)."""
+    if any(not 0 <= step <= 1 for step in steps):
+        raise ValueError(f"perturbation steps must be fractions in [0, 1], got {list(steps)}")
     rel = _as_grid(rel).flatten()
     n = rel.numel()
     order = torch.argsort(-rel if positive else rel, stable=True)  # removal order
@@ -236,7 +238,7 @@ def score_map(
     rel = _as_grid(rel)
     row = {
         "energy": energy_in_box(rel, probe.box),
-        "box_area": float(box_patch_fraction(probe.box, rel.shape[0]).mean()),
+        "box_area": float(box_patch_fraction(probe.box, len(rel)).mean()),
         "pointing": pointing_hit(rel, probe.box),
     }
     if probe.distractor is not None:
@@ -280,7 +282,7 @@ def score_model(
     for probe in progress(probes) if progress else probes:
         results = explain_all(model, probe.inp, list(methods), tokenizer, vision_relevance=vision_relevance)
         maps = {m: r.r_t2i for m, r in results.items()}
-        grid = next(iter(maps.values())).shape[0] if maps else 24
+        grid = len(next(iter(maps.values()))) if maps else 24  # the methods' g x g grid (the tiny default's)
         maps["random"] = random_map(grid, probe.index)
         log_prob = next(iter(results.values())).log_prob if results else float("nan")
         for method, rel in maps.items():

@@ -34,8 +34,11 @@ TARGETS = {
                                       "test_explain_methods.py", "test_explain_attention.py"],
     "deco/explain/methods.py": ["test_explain_trace.py", "test_explain_independent.py", "test_explain_reduction.py",
                                 "test_explain_methods.py", "test_explain_vit.py", "test_explain_new_methods.py"],
-    "deco/explain/score.py": ["test_explain_score_rules.py", "test_explain_score.py", "test_explain_faithfulness.py"],
-    "deco/explain/summary.py": ["test_explain_score_rules.py", "test_explain_score.py", "test_explain_faithfulness.py"],
+    "deco/explain/score.py": ["test_explain_score_rules.py", "test_explain_score.py", "test_explain_faithfulness.py",
+                              "test_explain_tam_iou.py"],
+    "deco/explain/summary.py": ["test_explain_score_rules.py", "test_explain_score.py", "test_explain_faithfulness.py",
+                                "test_explain_tam_iou.py"],
+    "deco/explain/tam_iou.py": ["test_explain_tam_iou.py"],
 }
 
 _BINOPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,

@@ -3,6 +3,8 @@ the perturbation rows, the probes, the score rows and the tables."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from explain_helpers import tiny_model
@@ -24,6 +26,7 @@ from deco.explain.score import (
     target_log_probs,
     top_query_energy,
 )
+from deco.explain.methods import explain
 from deco.explain.summary import comparison_table, paired_difference, summarize
 
 CHEFER_STEPS = (0.0, 0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)  # LXMERT perturbation.py's fractions
@@ -34,9 +37,20 @@ def test_valid_boxes_pass(box):
     assert box_patch_fraction(box, 2).shape == (2, 2)
 
 
-@pytest.mark.parametrize("box", [(0.1, 0.1, 0.5), (0.1, 0.1, 0.5, 0.5, 0.9), (0.5, 0.0, 0.5, 1.0), (0.6, 0.0, 0.5, 1.0),
-                                 (0.0, 0.5, 1.0, 0.5), (0.0, 0.0, 1.1, 1.0), (-0.1, 0.0, 1.0, 1.0), (0.0, -0.1, 1.0, 1.0),
-                                 (0.0, 0.0, 1.0, 1.1)])
+@pytest.mark.parametrize(
+    "box",
+    [
+        (0.1, 0.1, 0.5),
+        (0.1, 0.1, 0.5, 0.5, 0.9),
+        (0.5, 0.0, 0.5, 1.0),
+        (0.6, 0.0, 0.5, 1.0),
+        (0.0, 0.5, 1.0, 0.5),
+        (0.0, 0.0, 1.1, 1.0),
+        (-0.1, 0.0, 1.0, 1.0),
+        (0.0, -0.1, 1.0, 1.0),
+        (0.0, 0.0, 1.0, 1.1),
+    ],
+)
 def test_invalid_boxes_fail(box):
     with pytest.raises(ValueError, match="box"):
         box_patch_fraction(box, 4)
@@ -77,6 +91,9 @@ def test_removal_order_and_rounding():
     keep = patch_keep_masks(rel, (0.25, 0.5), positive=True)
     assert keep[0].flatten().tolist() == [False, True, True, True]  # round(0.25 * 4) = 1 patch, the most relevant
     assert keep[1].flatten().tolist() == [False, False, True, True]
+    for bad in ((0.5, 1.5), (-0.25,)):
+        with pytest.raises(ValueError, match="fractions in \\[0, 1\\]"):
+            patch_keep_masks(rel, bad, positive=True)
     ties = patch_keep_masks(torch.ones(2, 2), (0.5,), positive=False)[0]
     assert ties.flatten().tolist() == [False, False, True, True]  # stable: ties removed in patch order
     assert patch_keep_masks(rel, STEPS, True).shape[0] == len(CHEFER_STEPS)
@@ -115,7 +132,9 @@ def test_score_map_runs_each_curve_with_its_own_order(probe):
     assert row["auc_negative"] == pytest.approx(auc(steps, perturbation_curve(model, inp, rel, False, steps)))
     assert row["auc_insertion"] == pytest.approx(auc(steps, perturbation_curve(model, inp, rel, True, steps, True)))
     assert row["auc_positive"] != pytest.approx(row["auc_negative"])
-    assert "distractor_energy" not in row and row["box_area"] == pytest.approx(float(box_patch_fraction(probes[0].box, 24).mean()))
+    assert "distractor_energy" not in row and row["box_area"] == pytest.approx(
+        float(box_patch_fraction(probes[0].box, 24).mean())
+    )
 
 
 def test_random_map_is_the_seeded_noise_of_its_index():
@@ -134,7 +153,9 @@ def test_shapes_probes_pick_the_object_their_question_names():
         assert p.box == tuple(v / 336 for v in obj.box)
         if p.task == "attribute":
             answer = meta["answer"][:-1].lower()
-            assert answer in (obj.colour, obj.shape) and (obj.shape in meta["question"] or obj.colour in meta["question"])
+            assert answer in (obj.colour, obj.shape) and (
+                obj.shape in meta["question"] or obj.colour in meta["question"]
+            )
         else:
             assert tuple(meta["box"]) == obj.box_norm
     plain = shapes_probes(tokenizer, processor, seed=1000, num_samples=3, template="plain")
@@ -152,12 +173,18 @@ def test_score_model_rows_and_defaults(probe):
     assert rows[0]["probes"] == "shapes" and rows[0]["checkpoint"] == ""
     no_methods = score_model(model, tokenizer, probes[:1], [], "x", perturbation=False)
     assert [r["method"] for r in no_methods] == ["random"] and no_methods[0]["box_area"] == pytest.approx(
-        float(box_patch_fraction(probes[0].box, 24).mean()))
+        float(box_patch_fraction(probes[0].box, 24).mean())
+    )
+    assert no_methods[0]["energy"] == pytest.approx(energy_in_box(random_map(24, probes[0].index), probes[0].box))
+    assert rows[1]["energy"] == pytest.approx(energy_in_box(random_map(24, probes[0].index), probes[0].box))
+    assert rows[0]["log_prob"] == pytest.approx(explain(model, probes[0].inp, "rawattn", tokenizer).log_prob)
+    assert math.isnan(no_methods[0]["log_prob"])
     # the causal test ablates with the means over `reference`, whatever probes are scored
     from deco.explain.causal import causal_test, visual_token_means
 
-    rows = score_model(model, tokenizer, probes[:1], ["rawattn"], "a", perturbation=False, causal=0.25,
-                       reference=[probes[1].inp])
+    rows = score_model(
+        model, tokenizer, probes[:1], ["rawattn"], "a", perturbation=False, causal=0.25, reference=[probes[1].inp]
+    )
     means = visual_token_means(model, [probes[1].inp])
     r_t2q = explain_rows(model, tokenizer, probes[0])
     direct = causal_test(model, probes[0].inp, r_t2q, means, 0.25, seed=probes[0].index)
@@ -172,9 +199,11 @@ def explain_rows(model, tokenizer, probe):
 
 
 def test_tables_by_hand():
-    rows = [{"projector": "a", "method": "m", "energy": 0.2, "pointing": 1.0},
-            {"projector": "a", "method": "m", "energy": 0.4},  # no pointing: left out of that mean
-            {"projector": "b", "method": "m", "pointing": 0.0}]
+    rows = [
+        {"projector": "a", "method": "m", "energy": 0.2, "pointing": 1.0},
+        {"projector": "a", "method": "m", "energy": 0.4},  # no pointing: left out of that mean
+        {"projector": "b", "method": "m", "pointing": 0.0},
+    ]
     summary = {s["projector"]: s for s in summarize(rows)}
     assert summary["a"]["pointing"] == 1.0 and summary["a"]["energy"] == pytest.approx(0.3)
     assert "energy" not in summary["b"]
@@ -186,14 +215,19 @@ def test_tables_by_hand():
 
 def test_paired_difference_ignores_other_methods_sets_and_missing_values():
     base = {"probes": "distractors", "method": "rgae"}
-    rows = [{**base, "projector": "a", "index": 0, "x": 1.0}, {**base, "projector": "b", "index": 0, "x": 0.5},
-            {**base, "projector": "a", "index": 1, "x": 3.0}, {**base, "projector": "b", "index": 1, "x": 2.0},
-            {**base, "projector": "a", "index": 2}, {**base, "projector": "b", "index": 2, "x": 9.0},
-            {"probes": "shapes", "method": "rgae", "projector": "a", "index": 5, "x": 9.0},
-            {"probes": "shapes", "method": "rgae", "projector": "b", "index": 5, "x": 0.0},
-            {"probes": "distractors", "method": "tam", "projector": "a", "index": 6, "x": 9.0},
-            {"probes": "distractors", "method": "tam", "projector": "b", "index": 6, "x": 0.0},
-            {**base, "projector": "c", "index": 0, "x": 100.0}]
+    rows = [
+        {**base, "projector": "a", "index": 0, "x": 1.0},
+        {**base, "projector": "b", "index": 0, "x": 0.5},
+        {**base, "projector": "a", "index": 1, "x": 3.0},
+        {**base, "projector": "b", "index": 1, "x": 2.0},
+        {**base, "projector": "a", "index": 2},
+        {**base, "projector": "b", "index": 2, "x": 9.0},
+        {"probes": "shapes", "method": "rgae", "projector": "a", "index": 5, "x": 9.0},
+        {"probes": "shapes", "method": "rgae", "projector": "b", "index": 5, "x": 0.0},
+        {"probes": "distractors", "method": "tam", "projector": "a", "index": 6, "x": 9.0},
+        {"probes": "distractors", "method": "tam", "projector": "b", "index": 6, "x": 0.0},
+        {**base, "projector": "c", "index": 0, "x": 100.0},
+    ]
     mean, _, n = paired_difference(rows, "x", "a", "b")
     assert n == 2 and mean == pytest.approx(0.75)
     assert paired_difference(rows, "x", "a", "b", probes="shapes")[0] == pytest.approx(9.0)

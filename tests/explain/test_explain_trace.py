@@ -16,8 +16,13 @@ from deco.explain.methods import explain
 
 def _input(projector="qformer"):
     model, tokenizer, processor = tiny_model(projector)
-    return model, tokenizer, build_input(tokenizer, processor, render_scene(1000, 3).image, "Green.",
-                                         question="What colour is the triangle?")
+    return (
+        model,
+        tokenizer,
+        build_input(
+            tokenizer, processor, render_scene(1000, 3).image, "Green.", question="What colour is the triangle?"
+        ),
+    )
 
 
 def test_the_forward_keeps_projector_maps_and_skips_the_tower_by_default():
@@ -51,8 +56,9 @@ def test_frozen_weights_give_the_same_relevance():
 
 def test_inputs_without_an_image_or_a_target_are_refused():
     model, tokenizer, inp = _input("avgpool")
-    no_image = ExplainInput(inp.input_ids[inp.input_ids != model.image_token_id], inp.target_mask[1:],
-                            inp.pixel_values, inp.image, inp.text)
+    no_image = ExplainInput(
+        inp.input_ids[inp.input_ids != model.image_token_id], inp.target_mask[1:], inp.pixel_values, inp.image, inp.text
+    )
     with eval_mode(model), pytest.raises(ValueError, match="no <image> placeholder"):
         teacher_forced_forward(model, no_image)
     no_target = ExplainInput(inp.input_ids, torch.zeros_like(inp.target_mask), inp.pixel_values, inp.image, inp.text)
@@ -68,3 +74,23 @@ def test_gradients_of_unused_tensors_are_zeros():
     x, unused = torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)
     gx, gu = gradients((2 * x).sum(), [x, unused], retain_graph=False)
     assert torch.equal(gx, torch.full((3,), 2.0)) and torch.equal(gu, torch.zeros(2))
+
+
+def test_an_image_at_position_zero_is_explained():
+    model, tokenizer, processor = tiny_model("avgpool")
+    words = tokenizer("Green.", add_special_tokens=False).input_ids
+    ids = torch.tensor([model.image_token_id, *words])  # no BOS: the image is the first token
+    mask = torch.tensor([False] + [True] * len(words))
+    base = build_input(tokenizer, processor, render_scene(1000, 3).image, "Green.")
+    inp = ExplainInput(input_ids=ids, target_mask=mask, pixel_values=base.pixel_values, image=base.image, text="Green.")
+    with eval_mode(model):
+        trace = teacher_forced_forward(model, inp)
+    assert trace.vis_start == 0 and trace.rows.tolist() == [15 + k for k in range(len(words))]
+
+
+def test_an_llm_that_returns_no_attention_maps_is_named(monkeypatch):
+    model, _, inp = _input("avgpool")
+    forward = model.llm.forward
+    monkeypatch.setattr(model.llm, "forward", lambda *a, **k: forward(*a, **{**k, "output_attentions": False}))
+    with pytest.raises(RuntimeError, match="returned no attention maps"), eval_mode(model):
+        teacher_forced_forward(model, inp)

@@ -25,8 +25,9 @@ def _parts(llm: nn.Module):
     base = _base(llm)
     model = getattr(base, "model", None)
     if model is None or not all(hasattr(model, a) for a in ("layers", "rotary_emb", "norm")):
-        raise ValueError(f"in-LLM reduction needs a Llama-family decoder (model.layers, rotary_emb, norm); "
-                         f"got {type(base).__name__}")
+        raise ValueError(
+            f"in-LLM reduction needs a Llama-family decoder (model.layers, rotary_emb, norm); got {type(base).__name__}"
+        )
     return model, base.lm_head
 
 
@@ -48,8 +49,9 @@ def attention_mask_4d(key_mask: torch.Tensor, q_len: int, dtype: torch.dtype, im
     return mask.masked_fill(~allowed[:, None], torch.finfo(dtype).min)
 
 
-def run_layers(llm: nn.Module, layers: range, hidden: torch.Tensor, positions: torch.Tensor,
-               key_mask: torch.Tensor, cache) -> torch.Tensor:
+def run_layers(
+    llm: nn.Module, layers: range, hidden: torch.Tensor, positions: torch.Tensor, key_mask: torch.Tensor, cache
+) -> torch.Tensor:
     model, _ = _parts(llm)
     impl = getattr(_base(llm).config, "_attn_implementation", None)
     mask = attention_mask_4d(key_mask, hidden.shape[1], hidden.dtype, impl)
@@ -57,14 +59,21 @@ def run_layers(llm: nn.Module, layers: range, hidden: torch.Tensor, positions: t
     for i in layers:
         layer = model.layers[i]
         kwargs = {_cache_kw(layer): cache} if cache is not None else {}
-        out = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=pe,
-                    use_cache=cache is not None, **kwargs)
+        out = layer(
+            hidden,
+            attention_mask=mask,
+            position_ids=positions,
+            position_embeddings=pe,
+            use_cache=cache is not None,
+            **kwargs,
+        )
         hidden = out[0] if isinstance(out, tuple) else out
     return hidden
 
 
-def last_token_attention(llm: nn.Module, layer_idx: int, hidden: torch.Tensor, positions: torch.Tensor,
-                         key_mask: torch.Tensor) -> torch.Tensor:
+def last_token_attention(
+    llm: nn.Module, layer_idx: int, hidden: torch.Tensor, positions: torch.Tensor, key_mask: torch.Tensor
+) -> torch.Tensor:
     """b T: layer `layer_idx`'s attention probabilities from the last position, mean over heads, recomputed
     from the layer's input `hidden` (b T d) as eager attention would return them."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
@@ -83,6 +92,14 @@ def last_token_attention(llm: nn.Module, layer_idx: int, hidden: torch.Tensor, p
     scores = (q @ k.transpose(-1, -2)).float() * attn.scaling  # b h 1 T
     scores = scores.masked_fill(~key_mask.bool()[:, None, None, :], float("-inf"))
     return torch.softmax(scores, dim=-1)[:, :, 0].mean(1)  # b T
+
+
+def ranking_attention(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, layer: int, cache=None):
+    """(hidden after layers 0..K-2, b T: layer K-1's attention from the last position): what FastV ranks by.
+    Shared by the pruned forwards and deco.explain's FastV relevance, so both keep the same tokens."""
+    positions = position_ids_from_mask(mask)
+    hidden = run_layers(llm, range(layer - 1), embeds, positions, mask, cache)
+    return hidden, last_token_attention(llm, layer - 1, hidden, positions, mask)
 
 
 def logits_last(llm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -106,7 +123,7 @@ def gather_kept(keep_cols: list[torch.Tensor], total: int) -> tuple[torch.Tensor
     width = max(len(c) for c in keep_cols)
     cols = torch.full((len(keep_cols), width), -1, dtype=torch.long, device=keep_cols[0].device)
     for i, c in enumerate(keep_cols):
-        cols[i, width - len(c):] = c
+        cols[i, width - len(c) :] = c
     return cols, cols >= 0
 
 
@@ -116,15 +133,15 @@ def _pruned_hidden(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, lay
     model, _ = _parts(llm)
     b, t, _ = embeds.shape
     positions = position_ids_from_mask(mask)
-    hidden = run_layers(llm, range(layer - 1), embeds, positions, mask, cache)
-    attn = last_token_attention(llm, layer - 1, hidden, positions, mask)
+    hidden, attn = ranking_attention(llm, embeds, mask, layer, cache)
     hidden = run_layers(llm, range(layer - 1, layer), hidden, positions, mask, cache)
     cols, kept_mask = gather_kept(choose(attn), t)
     safe = cols.clamp(min=0)
     rows = torch.arange(b, device=embeds.device)[:, None]
     pruned_positions = positions[rows, safe].masked_fill(~kept_mask, 1)
-    hidden = run_layers(llm, range(layer, len(model.layers)), hidden[rows, safe], pruned_positions,
-                        kept_mask.long(), cache)
+    hidden = run_layers(
+        llm, range(layer, len(model.layers)), hidden[rows, safe], pruned_positions, kept_mask.long(), cache
+    )
     return hidden, cols, kept_mask
 
 
@@ -133,8 +150,13 @@ def pruned_prefill(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, lay
 
     Returns (last logits b V, PrunedState)."""
     hidden, cols, kept_mask = _pruned_hidden(llm, embeds, mask, layer, choose, cache)
-    state = PrunedState(full_mask=mask.long(), pruned_mask=kept_mask.long(),
-                        next_positions=mask.long().sum(1, keepdim=True), kept=cols, layer=layer)
+    state = PrunedState(
+        full_mask=mask.long(),
+        pruned_mask=kept_mask.long(),
+        next_positions=mask.long().sum(1, keepdim=True),
+        kept=cols,
+        layer=layer,
+    )
     return logits_last(llm, hidden), state
 
 
@@ -152,8 +174,16 @@ def pruned_decode_step(llm: nn.Module, token_embeds: torch.Tensor, state: Pruned
 
 
 @torch.no_grad()
-def pruned_greedy_decode(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, layer: int, choose,
-                         max_new_tokens: int, eos_ids: list[int], pad: int) -> torch.Tensor:
+def pruned_greedy_decode(
+    llm: nn.Module,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    layer: int,
+    choose,
+    max_new_tokens: int,
+    eos_ids: list[int],
+    pad: int,
+) -> torch.Tensor:
     """Greedy decoding (as deco.models.generation.greedy_decode) with a pruned prefill; b <= max_new_tokens."""
     from transformers import DynamicCache
 
