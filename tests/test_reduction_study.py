@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from experiments.reduction_study import recipe
-from experiments.reduction_study.report import aggregate, table
+from experiments.reduction_study.report import aggregate, label, table
+from experiments.reduction_study.run import settings
 
 
 def test_runs_are_seed_major_in_the_order_given():
@@ -87,7 +88,8 @@ def _row(seed, existence, reduction="fastv", projector="linear"):
 
 def test_mean_and_student_t_interval_over_seeds():
     rows = [_row(1, 60.0), _row(2, 70.0), _row(1, 80.0, "none", "avgpool")]
-    fastv, trained = aggregate(rows)
+    rows = [{**r, "run": f"{r['projector']}-q64-s{r['seed']}"} for r in rows]
+    fastv, trained = aggregate([*rows, {**rows[0], "existence": 0.0}])  # a setting held twice counts once
     # 60, 70: mean 65, s = 7.0711, sem = 5, t(0.975, 1 df) = 12.7062 -> 63.53
     assert fastv["existence"][0] == 65.0 and fastv["existence"][1] == pytest.approx(63.531, abs=1e-3)
     assert fastv["mean"][0] == pytest.approx((65 + 90 + 30) / 3) and fastv["prefill_flops"] == 3e6
@@ -97,3 +99,20 @@ def test_mean_and_student_t_interval_over_seeds():
         "| fastv | 64 | 2 | 65.0 ± 63.5 | 90.0 ± 0.0 | 30.0 ± 0.0 | 61.7 ± 21.2 | 50.0 ± 0.0 | 3.0 | 10.0 | 1.00 | 2 |"
     )
     assert lines[3].startswith("| trained avgpool | 64 | 1 | 80.0 | 90.0 | 30.0 | 66.7 | 50.0 |")
+
+
+def test_settings_per_checkpoint_kind():
+    linear = settings("linear", [144, 64], 576)
+    assert linear[0] == ("none", None) and len(linear) == 1 + 5 + 5  # pool at 144 and 64 (squares)
+    assert ("pool", 64) in linear and ("fastv", 144) in linear
+    assert settings("linear", [192], 576) == [
+        ("none", None),
+        ("fastv", 192),
+        ("visionzip", 192),
+        ("prumerge_plus", 192),
+        ("divprune", 192),
+    ]  # 192 is no square
+    # trained at the budget: FastV only (in the LLM), only below the trained budget
+    assert settings("qformer", [192, 144, 64, 16], 144) == [("none", None), ("fastv", 64), ("fastv", 16)]
+    row = {"projector": "avgpool", "reduction": "fastv", "run": "avgpool-q144-s1"}
+    assert label(row) == "fastv on avgpool-q144" and label({**row, "reduction": "none"}) == "trained avgpool"

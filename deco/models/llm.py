@@ -81,13 +81,21 @@ def apply_lora(
     target_modules: list[str] | None = None,
 ):
     """Wrap `llm` in a peft LoRA model; only the adapters are trainable afterwards."""
-    from peft import LoraConfig, get_peft_model  # optional dependency of the finetune stage
+    from peft import LoraConfig  # optional dependency of the finetune stage
 
     targets = list(target_modules) if target_modules is not None else find_linear_names(llm)
     if not targets:
         raise ValueError("apply_lora found no Linear layers to adapt; pass target_modules")
     lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
                       task_type="CAUSAL_LM")
-    with warnings.catch_warnings():  # peft reads transformers' deprecated `is_gradient_checkpointing` alias
+    return peft_model(llm, lora)
+
+
+def peft_model(llm: PreTrainedModel, lora_config):
+    """`peft.get_peft_model`, without the FutureWarning of peft reading transformers' deprecated
+    `is_gradient_checkpointing` alias (peft's code, not ours; printed in every LoRA run)."""
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        return get_peft_model(llm, lora)
+        return get_peft_model(llm, lora_config)

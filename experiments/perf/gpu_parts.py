@@ -18,6 +18,7 @@ import io
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from experiments.perf.common import load_stage, sync
 from experiments.perf.gpu import _grid, _is_oom, build_model, make_batch, projector_settings
+from experiments.perf.overhead import NO_VALIDATION
 
 
 class StepTimer(L.Callback):
@@ -81,7 +83,8 @@ def lightning_steps(model, batch: dict[str, torch.Tensor], trainer: str = "gpu",
         loader = DataLoader([batch] * steps, batch_size=None, shuffle=False)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=NO_VALIDATION[0])  # limit_val_batches=0: by design
             trainer_obj.fit(module, train_dataloaders=loader)
         timed = timer.steps[2:] or timer.steps
     step_s = statistics.median(timed)

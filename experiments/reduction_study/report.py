@@ -1,6 +1,6 @@
 """Table and plot of the reduction study from its results.jsonl (run.py calls this; it also runs alone).
 
-    python experiments/reduction_study/report.py <out>/results.jsonl
+    python experiments/reduction_study/report.py <out>/results.jsonl [suffix]   # results<suffix>.md, ...png
 
 One row per method and kept budget: the mean over seeds and its 95 % CI half-width (Student t,
 deco.report.stats.mean_ci; none with one seed), n = the seeds that row holds.
@@ -31,7 +31,13 @@ STYLE = {
 
 
 def label(row: dict) -> str:
-    return f"trained {row['projector']}" if row["projector"] != "linear" else row["reduction"]
+    """linear rows: the reducer; a checkpoint trained at its budget: `trained <projector>`, or `fastv on
+    <projector>-q<trained tokens>` when FastV cuts it further at inference."""
+    if row["projector"] == "linear":
+        return row["reduction"]
+    if row["reduction"] == "none":
+        return f"trained {row['projector']}"
+    return f"{row['reduction']} on {row['run'].rsplit('-s', 1)[0]}"
 
 
 def mean_acc(row: dict) -> float:
@@ -40,8 +46,11 @@ def mean_acc(row: dict) -> float:
 
 def aggregate(rows: list[dict]) -> list[dict]:
     """Rows of one (method, kept budget) over seeds -> {metric: (mean, 95 % CI half-width, n)}, costs: means."""
+    first: dict[tuple, dict] = {}
+    for r in rows:  # a setting evaluated twice (two processes appending to one results.jsonl) counts once
+        first.setdefault((r.get("run"), r["reduction"], r["keep"]), r)
     groups: dict[tuple[str, int], list[dict]] = {}
-    for r in rows:
+    for r in first.values():
         groups.setdefault((label(r), r["keep"]), []).append(r)
     out = []
     for (name, keep), members in groups.items():
@@ -51,7 +60,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
         for cost in COSTS:
             agg[cost] = mean_ci([(r.get("efficiency") or {}).get(cost, math.nan) for r in members])[0]
         out.append(agg)
-    return sorted(out, key=lambda a: (a["label"] != "none", a["label"].startswith("trained"), a["label"], -a["keep"]))
+    return sorted(out, key=lambda a: (a["label"] != "none", " " in a["label"], a["label"], -a["keep"]))
 
 
 def cell(stat: tuple[float, float, int]) -> str:
@@ -82,7 +91,8 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = ["mean", *TASKS, "energy", "ttft"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    axes = axes.ravel()
     groups: dict[str, list[dict]] = {}
     for a in aggregate(rows):
         groups.setdefault(a["label"], []).append(a)
@@ -130,12 +140,12 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def write_report(results_path: Path, out_dir: Path) -> None:
+def write_report(results_path: Path, out_dir: Path, suffix: str = "") -> None:
     rows = [json.loads(line) for line in Path(results_path).read_text().splitlines() if line.strip()]
-    (out_dir / "results.md").write_text(table(rows))
-    plot(rows, out_dir / "accuracy_vs_tokens.png")
+    (out_dir / f"results{suffix}.md").write_text(table(rows))
+    plot(rows, out_dir / f"accuracy_vs_tokens{suffix}.png")
     print(table(rows))
 
 
 if __name__ == "__main__":
-    write_report(Path(sys.argv[1]), Path(__file__).resolve().parent)
+    write_report(Path(sys.argv[1]), Path(__file__).resolve().parent, *sys.argv[2:3])

@@ -54,10 +54,13 @@ def train(out: Path, run, steps: int, pretrain_steps: int, cache_dir: str | None
     return out / run.name / "checkpoints" / "last.ckpt"
 
 
-def settings(projector: str, keeps: list[int]) -> list[tuple[str, int | None]]:
-    if projector != "linear":
-        return [("none", None)]
+def settings(projector: str, keeps: list[int], tokens: int) -> list[tuple[str, int | None]]:
+    """A linear (token-wise) checkpoint: no reduction and every reducer at every budget (pool at squares). A
+    checkpoint trained at its budget (patch-mixing: the pre-LLM reducers refuse it): no reduction, and FastV
+    (in the LLM, so it applies to any projector) at each budget below the trained one."""
     rows = [("none", None)]
+    if projector != "linear":
+        return rows + [("fastv", keep) for keep in keeps if keep < tokens]
     for keep in keeps:
         rows += [(name, keep) for name in REDUCERS if name != "pool" or int(keep**0.5) ** 2 == keep]
     return rows
@@ -171,7 +174,7 @@ def main() -> None:
         trained = (loaded.config.get("stage") or {}).get("template")
         template = trained if trained and trained != "plain" else "vicuna_v1"
         run = spec.name
-        for name, keep in settings(projector, keeps):
+        for name, keep in settings(projector, keeps, spec.tokens):
             key_keep = keep if keep is not None else loaded.model.projector.num_tokens()
             if (run, name, key_keep) in done:
                 continue

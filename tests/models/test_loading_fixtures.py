@@ -127,7 +127,9 @@ def write_llama_base(directory: Path):
 def write_llava_lora(directory: Path, base_dir: Path, clip_dir: Path, projector_state: dict, projector_type: str,
                      seed: int = 3):
     """LLaVA train.py LoRA output: config.json, peft adapter, non_lora_trainables.bin (projector)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from deco.models.llm import peft_model as get_peft_model  # peft.get_peft_model without its FutureWarning
 
     base = LlamaForCausalLM.from_pretrained(base_dir, attn_implementation="eager")
     torch.manual_seed(seed)

@@ -94,7 +94,9 @@ def adapter_state(path: Path, map_location: str) -> dict[str, torch.Tensor]:
 
 def attach_lora(llm, path: Path, adapter_cfg: dict, map_location: str, merge: bool):
     """peft LoRA from `path` on `llm`; every adapter weight must land. Returns (llm, report)."""
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft import LoraConfig, set_peft_model_state_dict
+
+    from deco.models.llm import peft_model as wrap
 
     if adapter_cfg.get("peft_type", "LORA") != "LORA":
         raise ValueError(f"{path}/adapter_config.json: peft_type={adapter_cfg.get('peft_type')} is not supported (LORA only)")
@@ -102,7 +104,7 @@ def attach_lora(llm, path: Path, adapter_cfg: dict, map_location: str, merge: bo
     lora_config.inference_mode = True
     with warnings.catch_warnings():  # peft warns that the base model's name changed: we load it by path
         warnings.filterwarnings("ignore", message=".*base_model_name_or_path.*")
-        peft_model = get_peft_model(llm, lora_config)
+        peft_model = wrap(llm, lora_config)
     state = adapter_state(path, map_location)
     result = set_peft_model_state_dict(peft_model, state)
     unexpected = sorted(getattr(result, "unexpected_keys", []) or [])
