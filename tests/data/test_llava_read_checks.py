@@ -1,0 +1,63 @@
+"""The checks `data=llava_json` runs on every record while the file is read, made cheaper (figure 9): the exact-
+type fast path keeps `check_record`'s verdicts, and the missing-image test stats each distinct image once."""
+
+import json
+import os
+
+import pytest
+
+from deco.data import llava_json, llava_records
+from deco.data.skips import SkipSample
+
+
+class Text(str):
+    """A str subclass (json.loads never makes one): not the fast path's exact type, the full walk decides."""
+
+
+def _turns(value="<image>\nWhat colour?"):
+    return [{"from": "human", "value": value}, {"from": "gpt", "value": "Red."}]
+
+
+@pytest.mark.parametrize(
+    ("record", "shallow"),
+    [
+        ({"id": "a", "image": "x.jpg", "conversations": _turns()}, True),
+        ({"id": 1, "score": 0.5, "ok": True, "none": None, "conversations": _turns()}, True),
+        ({"id": Text("a"), "conversations": _turns()}, False),  # a subclass: the walk, and it is valid
+        ({"conversations": [{"from": "human", "value": ["nested"]}]}, False),
+        ({"meta": {"a": 1}, "conversations": _turns()}, False),
+    ],
+)
+def test_fast_path_takes_exact_json_types_only(record, shallow):
+    assert llava_json._shallow(record) is shallow
+
+
+def test_records_off_the_fast_path_get_the_same_verdicts():
+    llava_json.check_record({"id": Text("a"), "image": "x.jpg", "conversations": _turns()})  # valid: no raise
+    deep = {"conversations": _turns()}
+    node = deep
+    for _ in range(llava_json.MAX_NESTING + 2):
+        node["x"] = {}
+        node = node["x"]
+    with pytest.raises(SkipSample, match="nested more than"):
+        llava_json.check_record(deep)
+
+
+def test_missing_images_are_found_with_one_stat_per_distinct_image(tmp_path, monkeypatch):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.jpg").write_bytes(b"x")
+    records = [
+        {"id": str(k), "image": ["img/a.jpg", "img/gone.jpg", "img/a.jpg"][k % 3], "conversations": _turns()}
+        for k in range(30)
+    ]
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(records))
+    calls = []
+    real = os.path.isfile
+    monkeypatch.setattr(llava_json.os.path, "isfile", lambda p: calls.append(p) or real(p))
+    llava_records.clear_cache()
+    kept = llava_json.load_records(path, image_root=tmp_path)
+    assert len(kept) == 20 and [e.reason for e, _, _ in kept.skips] == ["missing_image"] * 10
+    assert sorted(kept.positions.tolist()) == [k for k in range(30) if k % 3 != 1]
+    assert len(calls) == 2  # img/a.jpg and img/gone.jpg, once each
+    llava_records.clear_cache()
