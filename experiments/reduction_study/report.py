@@ -108,15 +108,17 @@ def plot(rows: list[dict], path: Path) -> None:
                 ax.axhline(ys[0], color=STYLE[name], ls="--", lw=1, label="none (linear, 576 tokens)")
                 continue
             trained = name.startswith("trained")
+            cut = " on " in name  # FastV cutting a checkpoint trained at its budget: that projector's colour
+            base = f"trained {name.split(' on ')[1].split('-')[0]}" if cut else name
             ax.errorbar(
                 xs,
                 ys,
                 yerr=err,
-                marker="*" if trained else "o",
+                marker="*" if trained else ("s" if name.endswith("q144") else "^") if cut else "o",
                 ms=9 if trained else 5,
                 capsize=3,
-                color=STYLE.get(name, "grey"),
-                ls="" if trained or panel == "ttft" else "-",
+                color=STYLE.get(base, "grey"),
+                ls="" if trained or panel == "ttft" else ":" if cut else "-",
                 label=name,
             )
         ax.set_xscale("log")
