@@ -24,6 +24,10 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 TEST_CACHE_DIR = tempfile.mkdtemp(prefix="deco-test-cache-")
 os.environ["DECO_CACHE_DIR"] = TEST_CACHE_DIR
 atexit.register(shutil.rmtree, TEST_CACHE_DIR, ignore_errors=True)
+# W&B's own error telemetry off: after the W&B tests' (failed-online) runs its exporter retries their exited local
+# service and printed "Transient error ... /sdk/otel/v1/metrics" x3 and "Failed to export metrics batch" after
+# the suite's summary.
+os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
 
 # A run small enough for a unit test: a few samples, few steps, no workers, no logger.
 TINY_RUN = [

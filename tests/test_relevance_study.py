@@ -46,7 +46,9 @@ def test_cells_are_means_over_seeds_of_each_runs_probe_mean(tmp_path):
     rows = write_run(tmp_path, "avgpool64-s42", [row("a", 0, 0.2, 0.0, 0.5), row("a", 1, 0.4, 0.2, 0.3)])
     rows += write_run(tmp_path, "avgpool64-s1", [row("a", 0, 0.5, 0.1, 0.1), row("a", 1, 0.7, 0.1, 0.1)])
     rows += write_run(tmp_path, "qformer64-s42", [row("q", 0, 0.1, 0.0, 0.2), row("q", 1, 0.1, 0.0, 0.2)])
-    assert {r["seed"] for r in rows} == {"42", "1"} and {r["family"] for r in rows} == {"avgpool64", "qformer64"}
+    rows += write_run(tmp_path, "avgpool144-s42", [row("b", 0, 0.1, 0.0, 0.9)])  # no qformer144: not paired
+    assert {r["seed"] for r in rows} == {"42", "1"}
+    assert {r["family"] for r in rows} == {"avgpool64", "qformer64", "avgpool144"}
     assert run_means(rows, "causal_drop_top")[("avgpool64", "rgae")] == pytest.approx({"42": 0.3, "1": 0.6})
     text = table(rows, ["causal_drop_top"], {"margin": lambda m: m["causal_drop_top"]})
     # seeds 0.3 and 0.6: mean 0.45, sd 0.2121, t(0.975, 1) = 12.706 -> 12.706 * 0.2121 / sqrt(2) = 1.906
@@ -54,4 +56,6 @@ def test_cells_are_means_over_seeds_of_each_runs_probe_mean(tmp_path):
     assert "| qformer64 | rgae | 0.100 ± n/a (1) | 0.100 ± n/a (1) |" in text
     # margins: avgpool s42 0.4, s1 0.1; qformer s42 0.2 -> only seed 42 is shared: 0.4 - 0.2
     # per probe in seed 42: 0.5 - 0.2 and 0.3 - 0.2 -> mean 0.2, sd 0.1414, CI 12.706 * 0.1414 / sqrt(2) = 1.271
-    assert "| rgae | 0.200 ± n/a (1) | s42: +0.200 ± 1.271 (2) |" in double_abstraction(rows)
+    text = double_abstraction(rows)
+    assert "| rgae | 0.200 ± n/a (1) | s42: +0.200 ± 1.271 (2) |" in text
+    assert "top_query_margin(avgpool64) - top_query_margin(qformer64)" in text and "avgpool144" not in text

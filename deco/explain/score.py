@@ -83,7 +83,7 @@ def energy_in_box(rel: torch.Tensor, box: Sequence[float]) -> float:
     span = float(rel.max() - rel.min())
     if span <= 0:
         return float(frac.mean())
-    norm = (rel - rel.min()) / span
+    norm = rel - rel.min()  # min-max normalised up to the factor 1 / span, which the share cancels
     return float((norm * frac).sum() / norm.sum())
 
 
@@ -116,7 +116,8 @@ def patch_keep_masks(rel: torch.Tensor, steps: Sequence[float], positive: bool) 
         raise ValueError(f"perturbation steps must be fractions in [0, 1], got {list(steps)}")
     rel = _as_grid(rel).flatten()
     n = rel.numel()
-    order = torch.argsort(-rel if positive else rel, stable=True)  # removal order
+    values = rel.tolist()  # removal order; ties in patch order (Python's sort is stable)
+    order = torch.tensor(sorted(range(n), key=lambda i: -values[i] if positive else values[i]), dtype=torch.long)
     keep = torch.ones(len(steps), n, dtype=torch.bool)
     for i, step in enumerate(steps):
         keep[i, order[: int(round(step * n))]] = False
@@ -152,10 +153,9 @@ def perturbation_curve(
     at the mean colour) and put back the given fraction of patches, most relevant first (`positive`).
     """
     pixels = inp.pixel_values.float()
-    size = pixels.shape[-1]
     keep = patch_keep_masks(rel, steps, positive)  # s g g
     keep = (~keep if insertion else keep).float()
-    keep = torch.nn.functional.interpolate(keep[:, None], size=(size, size), mode="nearest")  # s 1 S S
+    keep = torch.nn.functional.interpolate(keep[:, None], size=tuple(pixels.shape[1:]), mode="nearest")  # s 1 S S
     batch = pixels[None] * keep  # removed patches -> 0 = the mean colour after normalisation
     with eval_mode(model):
         return target_log_probs(model, inp, batch).tolist()

@@ -81,31 +81,36 @@ def probe_values(rows: list[dict], family: str, method: str, seed: str, metric: 
 
 
 def double_abstraction(rows: list[dict]) -> str:
-    """Per method: the difference of the run means over the seeds both projectors have (mean ± CI over seeds),
-    and for each seed the paired per-probe difference (mean ± CI over probes: the scene cancels out)."""
+    """Per method, for each avgpool<N> / qformer<N> pair (the same token count): the difference of the run means
+    over the seeds both have (mean ± CI over seeds), and for each seed the paired per-probe difference (mean ± CI
+    over probes: the scene cancels out)."""
     rows = [r for r in rows if r["probes"] == "distractors"]
     means = run_means(rows, "top_query_margin")
-    families = sorted({f for f, _ in means})
-    avg = [f for f in families if f.startswith("avgpool")]
-    qf = [f for f in families if f.startswith("qformer")]
-    if not (avg and qf):
-        return "(needs an avgpool and a qformer run)"
-    lines = [
-        f"top_query_margin({avg[0]}) - top_query_margin({qf[0]}) on the distractor probes\n",
-        "| method | over seeds: mean ± 95 % CI (seeds) | per seed: paired over probes, mean ± 95 % CI (probes) |",
-        "|---|---|---|",
+    families = {f for f, _ in means}
+    pairs = [
+        (f"avgpool{f[7:]}", f) for f in sorted(families) if f.startswith("qformer") and f"avgpool{f[7:]}" in families
     ]
-    for method in sorted({m for _, m in means}):
-        a, b = means.get((avg[0], method), {}), means.get((qf[0], method), {})
-        seeds = sorted(set(a) & set(b))
-        per_seed = []
-        for s in seeds:
-            va = probe_values(rows, avg[0], method, s, "top_query_margin")
-            vb = probe_values(rows, qf[0], method, s, "top_query_margin")
-            mean, ci, n = mean_ci([va[i] - vb[i] for i in sorted(set(va) & set(vb))])
-            per_seed.append(f"s{s}: {mean:+.3f} ± {ci:.3f} ({n})")
-        lines.append(f"| {method} | {cell(a[s] - b[s] for s in seeds)} | {'; '.join(per_seed)} |")
-    return "\n".join(lines)
+    if not pairs:
+        return "(needs an avgpool and a qformer run with the same token count)"
+    lines = []
+    for avg, qf in pairs:
+        lines += [
+            f"top_query_margin({avg}) - top_query_margin({qf}) on the distractor probes\n",
+            "| method | over seeds: mean ± 95 % CI (seeds) | per seed: paired over probes, mean ± 95 % CI (probes) |",
+            "|---|---|---|",
+        ]
+        for method in sorted({m for _, m in means}):
+            a, b = means.get((avg, method), {}), means.get((qf, method), {})
+            seeds = sorted(set(a) & set(b))
+            per_seed = []
+            for s in seeds:
+                va = probe_values(rows, avg, method, s, "top_query_margin")
+                vb = probe_values(rows, qf, method, s, "top_query_margin")
+                mean, ci, n = mean_ci([va[i] - vb[i] for i in sorted(set(va) & set(vb))])
+                per_seed.append(f"s{s}: {mean:+.3f} ± {ci:.3f} ({n})")
+            lines.append(f"| {method} | {cell(a[s] - b[s] for s in seeds)} | {'; '.join(per_seed)} |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 def main(out: Path) -> None:

@@ -132,6 +132,8 @@ def test_score_rows_and_tables_carry_obj_and_func_iou():
         [{"projector": "p", "method": "m", "obj_iou": o, "func_iou": f} for o, f in ((0.25, 0.5), (0.75, 0.0))]
     )
     assert summary[0]["f1_iou"] == pytest.approx(1 / 3)
+    swapped = summarize([{"projector": "p", "method": "m", "obj_iou": 0.2, "func_iou": 0.6}])
+    assert swapped[0]["f1_iou"] == pytest.approx(0.3)  # 2 * .2 * .6 / .8
     assert "f1_iou" not in summarize([{"projector": "p", "method": "m", "obj_iou": 0.5}])[0]
     assert summarize([{"projector": "p", "method": "m", "obj_iou": 0.0, "func_iou": 0.0}])[0]["f1_iou"] == 0.0
     assert "| obj_iou | func_iou | f1_iou |" in comparison_table(summary)
