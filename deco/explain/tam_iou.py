@@ -70,8 +70,7 @@ def word_type(word: str, nouns: Sequence[str]) -> str:
 def to_uint8(rel: torch.Tensor) -> torch.Tensor:
     """Min-max normalised map x 255, truncated to uint8 as TAM stores its maps (a flat map: all 0)."""
     rel = rel.detach().double()
-    span = float(rel.max() - rel.min())
-    norm = (rel - rel.min()) / span if span > 0 else torch.zeros_like(rel)
+    norm = (rel - rel.min()) / max(float(rel.max() - rel.min()), 1e-300)  # a flat map: 0 / tiny = all 0
     return (norm * 255).to(torch.uint8)
 
 
@@ -82,7 +81,7 @@ def otsu_threshold(values: torch.Tensor) -> int:
     levels = torch.arange(256, dtype=torch.float64)
     w0 = p.cumsum(0)
     m0 = (p * levels).cumsum(0)
-    total = float(m0[-1])
+    total = float((p * levels).sum())
     best, threshold = 0.0, 0
     for t in range(256):
         a = float(w0[t])
@@ -100,7 +99,7 @@ def _resized(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(m.shape) == tuple(size):
         return m
     up = F.interpolate(m.double()[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-    return up.round().clamp(0, 255).to(torch.uint8)
+    return up.round().to(torch.uint8)  # bilinear values stay within [0, 255]
 
 
 def caption_ious(

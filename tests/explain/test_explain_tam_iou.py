@@ -30,6 +30,19 @@ def test_otsu_picks_the_first_threshold_of_the_largest_between_class_variance():
     assert otsu_threshold(torch.full((3, 3), 7, dtype=torch.uint8)) == 0  # nothing to split
     # 8 x 0, 4 x 51, 4 x 255: t in [0,51): .25 * 153^2 = 5852.25; t in [51,255): .75 * .25 * 238^2 = 10620.75
     assert otsu_threshold(torch.tensor([0] * 8 + [51] * 4 + [255] * 4, dtype=torch.uint8)) == 51
+    assert otsu_threshold(torch.tensor([1, 2], dtype=torch.uint8)) == 1  # a small between-class variance (0.25)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):  # against a direct transcription: class weights and means of {v <= t} and {v > t}
+        values = torch.randint(0, 256, (int(torch.randint(2, 40, (1,), generator=gen)),), generator=gen).to(torch.uint8)
+        v = values.double()
+        best, expected = 0.0, 0
+        for t in range(256):
+            low, high = v[v <= t], v[v > t]
+            if len(low) and len(high):
+                sigma = len(low) / len(v) * len(high) / len(v) * float(low.mean() - high.mean()) ** 2
+                if sigma > best + 1e-9:
+                    best, expected = sigma, t
+        assert otsu_threshold(values) == expected
 
 
 def test_words_types_and_uint8_maps():
@@ -48,8 +61,11 @@ def test_words_types_and_uint8_maps():
         "other",
         "other",
     ]
+    assert word_type("glass", nouns) == "other"  # ends in "s", but "glas" is no shape
     assert to_uint8(torch.tensor([[0.0, 1.0], [2.0, 4.0]])).tolist() == [[0, 63], [127, 255]]  # 63.75, 127.5 truncated
     assert to_uint8(torch.ones(2, 2)).tolist() == [[0, 0], [0, 0]]
+    assert to_uint8(torch.tensor([[1.0, 2.0], [3.0, 5.0]])).tolist() == [[0, 63], [127, 255]]  # min 1, span 4
+    assert to_uint8(torch.tensor([[0.0, 0.25], [0.125, 0.5]])).tolist() == [[0, 127], [63, 255]]  # span 0.5
     # bilinear with half-pixel centres (cv2.resize): output x = 0.25 in source units between the two columns
     up = _resized(torch.tensor([[255, 0], [0, 0]], dtype=torch.uint8), (4, 4))
     assert up[0].tolist() == [255, 191, 64, 0] and up[1, 1] == 143  # 255 * .75 = 191.25; 255 * .75 * .75 = 143.4
@@ -137,3 +153,34 @@ def test_score_rows_and_tables_carry_obj_and_func_iou():
     assert "f1_iou" not in summarize([{"projector": "p", "method": "m", "obj_iou": 0.5}])[0]
     assert summarize([{"projector": "p", "method": "m", "obj_iou": 0.0, "func_iou": 0.0}])[0]["f1_iou"] == 0.0
     assert "| obj_iou | func_iou | f1_iou |" in comparison_table(summary)
+
+
+class _Pieces:
+    """A stand-in tokenizer: token id i is pieces[i]."""
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.pieces[i] for i in ids]
+
+    def decode(self, ids):
+        return self.pieces[ids[0]].replace("Ġ", " ")
+
+
+def test_caption_scores_are_the_captions_means_and_a_function_word_averages_its_tokens():
+    from types import SimpleNamespace
+
+    maps, pieces, _, masks = _caption_case()
+    inp = SimpleNamespace(input_ids=torch.arange(7), target_mask=torch.ones(7, dtype=torch.bool))
+    scores = caption_scores(maps, inp, _Pieces(pieces), masks)
+    assert scores["obj_iou"] == pytest.approx((1.0 + 0.8) / 2)
+    assert scores["func_iou"] == pytest.approx((15 / 16 + 2 / 16 + 1.0) / 3)
+    assert caption_scores(maps[:1], inp, _Pieces(pieces), masks) == {}  # one map for 7 tokens: no per-token maps
+    # "an" in two pieces; fg = the square's Otsu threshold 51; "a": 8 cells at 0 below it (4 at exactly 51 are
+    # not), "n": flat -> 1; the word: their mean
+    square = torch.zeros(4, 4)
+    square[:2, :2], square[2, :] = 10.0, 2.0
+    two = torch.stack([square, square, torch.zeros(4, 4)])
+    obj, func = caption_ious(two, ["Ġsquare", "Ġa", "n"], [" square", " a", "n"], masks)
+    assert obj == [1.0] and func == pytest.approx([(8 / 16 + 1.0) / 2])
