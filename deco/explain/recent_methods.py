@@ -164,10 +164,10 @@ def attnlrp(model: nn.Module, trace: ForwardTrace, tokens: list[str], inp=None, 
                 "method 'attnlrp' needs the optional extra: pip install 'deco[lrp]' (the `lxt` package, "
                 "free for scientific use; see its licence)"
             ) from err
-        # installed but unusable, e.g. lxt 2.1 imports a helper transformers 5 removed: say so, not "install it"
+        # installed but unusable (lxt 2.1 imports torchvision and a helper transformers 5 removed): say so, not "install it"
         raise ImportError(
             f"method 'attnlrp': the installed `lxt` package fails to import with this environment "
-            f"({type(err).__name__}: {err}); use a transformers version lxt supports"
+            f"({type(err).__name__}: {err}); lxt 2.1 needs torchvision and transformers < 5"
         ) from err
     from transformers.models.llama import modeling_llama
 
