@@ -142,7 +142,8 @@ def perturb(model: nn.Module, trace: ForwardTrace, tokens: list[str], inp=None, 
     groups = patch_groups(pixels.shape[-1], grid, PERTURB_GROUP).to(pixels.device)
     with torch.no_grad():
         attr = FeatureAblation(_summed_log_prob(model, inp, trace)).attribute(
-            pixels, baselines=0.0, feature_mask=groups.expand_as(pixels), perturbations_per_eval=8)
+            pixels, baselines=0.0, feature_mask=groups.expand_as(pixels), perturbations_per_eval=8
+        )
     # every pixel of a group carries the group's attribution: read one pixel per patch
     step = pixels.shape[-1] / grid
     centres = (torch.arange(grid) * step + step / 2).long()
@@ -158,8 +159,16 @@ def attnlrp(model: nn.Module, trace: ForwardTrace, tokens: list[str], inp=None, 
     try:
         from lxt.efficient import monkey_patch
     except ImportError as err:
-        raise ImportError("method 'attnlrp' needs the optional extra: pip install 'deco[lrp]' (the `lxt` package, "
-                          "free for scientific use; see its licence)") from err
+        if isinstance(err, ModuleNotFoundError) and (err.name or "lxt").split(".")[0] == "lxt":
+            raise ImportError(
+                "method 'attnlrp' needs the optional extra: pip install 'deco[lrp]' (the `lxt` package, "
+                "free for scientific use; see its licence)"
+            ) from err
+        # installed but unusable (lxt 2.1 imports torchvision and a helper transformers 5 removed): say so, not "install it"
+        raise ImportError(
+            f"method 'attnlrp': the installed `lxt` package fails to import with this environment "
+            f"({type(err).__name__}: {err}); lxt 2.1 needs torchvision and transformers < 5"
+        ) from err
     from transformers.models.llama import modeling_llama
 
     monkey_patch(modeling_llama)  # lxt's rules in the HF Llama modules (process-wide, as lxt documents)

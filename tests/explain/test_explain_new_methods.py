@@ -126,8 +126,9 @@ def test_perturb_is_the_log_prob_drop_of_each_patch_group():
             ablated = inp.pixel_values * (groups != g)
             r, c = divmod(g, 6)
             assert float(rel.r_t2i[4 * r, 4 * c]) == pytest.approx(base - log_prob(ablated), abs=1e-4)
-            assert torch.equal(rel.r_t2i[4 * r : 4 * r + 4, 4 * c : 4 * c + 4],
-                               rel.r_t2i[4 * r, 4 * c].expand(4, 4))  # one value per group
+            assert torch.equal(
+                rel.r_t2i[4 * r : 4 * r + 4, 4 * c : 4 * c + 4], rel.r_t2i[4 * r, 4 * c].expand(4, 4)
+            )  # one value per group
     # R_t2q: each pooled token's mean positive drop over its 6 x 6 patches
     expected = rel.r_t2i.clamp(min=0).reshape(4, 6, 4, 6).mean((1, 3)).flatten()
     torch.testing.assert_close(rel.r_t2q, expected)
@@ -152,6 +153,21 @@ def test_attnlrp_explains_what_is_missing_and_is_input_times_gradient(monkeypatc
     assert all(p.grad is None for p in model.parameters())  # the shared tiny model stays clean
 
 
+def test_attnlrp_tells_a_broken_lxt_from_a_missing_one(tmp_path, monkeypatch):
+    """lxt 2.1 (the newest on PyPI) imports a helper transformers 5 removed: the message must not say 'install'."""
+    model, tokenizer, inp = _input()
+    package = tmp_path / "lxt" / "efficient"
+    package.mkdir(parents=True)
+    (tmp_path / "lxt" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("from transformers.pytorch_utils import no_such_helper_in_transformers\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("lxt", "lxt.efficient"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(ImportError, match=r"installed `lxt` package fails to import.*no_such_helper") as err:
+        explain(model, inp, "attnlrp", tokenizer)
+    assert "pip install" not in str(err.value)
+
+
 def test_recent_methods_share_one_forward_with_the_others():
     model, tokenizer, inp = _input("qformer")
     results = explain_all(model, inp, ["rgae", "tam", "relatt"], tokenizer)
@@ -171,8 +187,9 @@ def test_integrated_gradients_by_hand_and_its_default_steps():
         return logits[:, rows, target].float().sum(-1)
 
     tokens = model.encode_images(inp.pixel_values[None]).detach()
-    attr = IntegratedGradients(score).attribute(tokens, baselines=torch.zeros_like(tokens), n_steps=16,
-                                                internal_batch_size=16)
+    attr = IntegratedGradients(score).attribute(
+        tokens, baselines=torch.zeros_like(tokens), n_steps=16, internal_batch_size=16
+    )
     rel = explain(model, inp, "ig", tokenizer)  # ig_steps defaults to 16
     torch.testing.assert_close(rel.r_t2q, attr.sum(-1).abs()[0], rtol=1e-4, atol=1e-6)
     assert Relevance("x", rel.r_t2q, rel.r_q2i, rel.r_t2q_tokens, [], 0.0, 0.0).spatial_queries  # default: a grid
