@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from deco.data import llava_json, llava_records
+from deco.data import llava_json, llava_record_checks, llava_records
 from deco.data.skips import SkipSample
 
 
@@ -29,7 +29,7 @@ def _turns(value="<image>\nWhat colour?"):
     ],
 )
 def test_fast_path_takes_exact_json_types_only(record, shallow):
-    assert llava_json._shallow(record) is shallow
+    assert llava_record_checks._shallow(record) is shallow
 
 
 def test_records_off_the_fast_path_get_the_same_verdicts():
