@@ -192,7 +192,7 @@ def audit_kills(work: Path, trials: int, seed: int = 0) -> list[dict]:
 def audit_nan(work: Path) -> list[dict]:
     from deco.train import train
 
-    inject = ["+callbacks.inject._target_=deco.lit.fault.FaultInjection", "+callbacks.inject.nan_grad_at_step=2",
+    inject = ["+callbacks.inject._target_=deco.lit.fault_injection.FaultInjection", "+callbacks.inject.nan_grad_at_step=2",
               "trainer.max_steps=4", "callbacks.last_checkpoint.every_n_train_steps=1"]
     results = []
     for policy in ("stop", "skip"):

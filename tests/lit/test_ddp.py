@@ -84,7 +84,7 @@ def test_nan_on_one_rank_stops_or_skips_on_all_ranks(tmp_path, on_nan):
         [sys.executable, "-m", "deco.train", "trainer=ddp_cpu", "trainer.devices=2", "stage=pretrain", "query_num=16",
          "data.train.num_samples=24", "data.batch_size=4", "data.num_workers=0", "data.max_length=128",
          "trainer.max_steps=3", "trainer.limit_val_batches=0", "logger=none", f"fault.on_nan={on_nan}", "callbacks.last_checkpoint.every_n_train_steps=1",
-         "+callbacks.inject._target_=deco.lit.fault.FaultInjection", "+callbacks.inject.nan_at_step=1",
+         "+callbacks.inject._target_=deco.lit.fault_injection.FaultInjection", "+callbacks.inject.nan_at_step=1",
          "+callbacks.inject.rank=1", f"hydra.run.dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
@@ -114,7 +114,7 @@ def test_sigterm_in_any_order_across_ranks_saves_and_exits_143(tmp_path, order):
     for rank, delay in enumerate(SIGNAL_ORDERS[order]):
         if delay is not None:
             key = f"+callbacks.inject{rank}"
-            inject += [f"{key}._target_=deco.lit.fault.FaultInjection", f"{key}.rank={rank}",
+            inject += [f"{key}._target_=deco.lit.fault_injection.FaultInjection", f"{key}.rank={rank}",
                        f"{key}.signal_at_step=2", f"{key}.signal_delay_s={delay}"]
     result = subprocess.run(
         [sys.executable, "-m", "deco.train", "trainer=ddp_cpu", "trainer.devices=2", "stage=pretrain", "query_num=16",

@@ -20,7 +20,7 @@ from deco.train import PREEMPTED_EXIT_CODE, train
 ROOT = Path(__file__).resolve().parents[2]
 FAST = [*TINY_RUN, "data.train.num_samples=24", "stage=pretrain", "query_num=16",  # 6 batches per epoch
         "callbacks.last_checkpoint.every_n_train_steps=1"]
-INJECT = "+callbacks.inject._target_=deco.lit.fault.FaultInjection"
+INJECT = "+callbacks.inject._target_=deco.lit.fault_injection.FaultInjection"
 
 
 def _ckpt(run_dir: Path) -> dict:

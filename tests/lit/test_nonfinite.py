@@ -10,7 +10,7 @@ from deco.lit.checkpointing import AtomicCheckpointIO, NonFiniteWeightsError
 from deco.train import train
 
 FAST = [*TINY_RUN, "data.train.num_samples=24", "stage=pretrain", "query_num=16", "trainer.max_steps=4",
-        "callbacks.last_checkpoint.every_n_train_steps=1", "+callbacks.inject._target_=deco.lit.fault.FaultInjection",
+        "callbacks.last_checkpoint.every_n_train_steps=1", "+callbacks.inject._target_=deco.lit.fault_injection.FaultInjection",
         "+callbacks.inject.nan_grad_at_step=2"]  # gradient clipping at 1.0 (trainer=cpu) spreads one NaN to all
 
 

@@ -124,7 +124,7 @@ def _state(path: Path) -> dict:
 def test_sigkilled_run_resumes_to_bitwise_equal_weights(tmp_path):
     killed_dir = tmp_path / "killed"
     result = subprocess.run(
-        [sys.executable, "-m", "deco.train", *RUN, "+callbacks.inject._target_=deco.lit.fault.FaultInjection",
+        [sys.executable, "-m", "deco.train", *RUN, "+callbacks.inject._target_=deco.lit.fault_injection.FaultInjection",
          "+callbacks.inject.kill_at_step=2", f"hydra.run.dir={killed_dir}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
     )

@@ -44,7 +44,7 @@ def test_resumed_run_reports_what_an_uninterrupted_one_does(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     train(compose_config("train", _run(corpus), straight))
     with pytest.raises(SystemExit):
-        train(compose_config("train", [*_run(corpus), "+callbacks.inject._target_=deco.lit.fault.FaultInjection",
+        train(compose_config("train", [*_run(corpus), "+callbacks.inject._target_=deco.lit.fault_injection.FaultInjection",
                                        "+callbacks.inject.signal_at_step=4"], killed))  # in epoch 1
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

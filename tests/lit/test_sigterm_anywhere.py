@@ -19,7 +19,7 @@ RUN = ["stage=finetune_lora", "query_num=16", "data.train.num_samples=16", "data
        "data.batch_size=4", "data.num_workers=0", "data.max_length=128", "trainer.max_steps=6",
        "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "logger=none",
        "callbacks.last_checkpoint.every_n_train_steps=100"]
-INJECT = "+callbacks.inject._target_=deco.lit.fault.FaultInjection"
+INJECT = "+callbacks.inject._target_=deco.lit.fault_injection.FaultInjection"
 WHERE = {
     "training_step": ["data.eval_batch_size=4", "+callbacks.inject.signal_at_step=1"],
     "validation": ["data.eval_batch_size=4", "+callbacks.inject.signal_at_val_batch=0"],

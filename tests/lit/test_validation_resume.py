@@ -49,7 +49,7 @@ def straight(tmp_path_factory):
 def test_a_validation_killed_by_sigkill_runs_again_on_resume(tmp_path, straight, val_run):
     straight_dir, straight_loss = straight
     killed = subprocess.run(
-        [sys.executable, "-m", "deco.train", *RUN, "+callbacks.inject._target_=deco.lit.fault.FaultInjection",
+        [sys.executable, "-m", "deco.train", *RUN, "+callbacks.inject._target_=deco.lit.fault_injection.FaultInjection",
          "+callbacks.inject.kill_at_val_batch=1", f"+callbacks.inject.val_run={val_run}",
          f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "HYDRA_FULL_ERROR": "1"})
