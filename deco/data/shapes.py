@@ -29,6 +29,10 @@ from deco.data.image import process_image
 from deco.data.tokenizer import IMAGE_TOKEN
 
 TASKS = ("caption", "attribute", "existence", "grounding")
+# Opt-in tasks (not in the default mix): `grounded_caption` lists every object with its box, left to right, as
+# grounded captions do in Kosmos-2 / Shikra pretraining; a stage-1 alignment target with no token layout in it.
+EXTRA_TASKS = ("grounded_caption",)
+CAPTION_TASKS = ("caption", "grounded_caption")
 NEGATIVES = ("random", "adversarial")  # existence negatives (POPE's random / adversarial splits)
 SHAPES = ("circle", "square", "triangle")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -46,6 +50,7 @@ MAX_OBJECTS = 3
 _GAP = 4  # pixels kept free between objects (so boxes never touch)
 
 CAPTION_Q = "Describe the image briefly."
+GROUNDED_CAPTION_Q = "Describe every object with its bounding box."
 COLOUR_Q = "What colour is the {shape}?"
 SHAPE_Q = "What shape is the {colour} object?"
 EXIST_Q = "Is there a {colour} {shape} in the image?"
@@ -149,6 +154,13 @@ def _caption(objects: Sequence[ShapeObject]) -> str:
     return text[0].upper() + text[1:] + "."
 
 
+def _grounded_caption(objects: Sequence[ShapeObject]) -> str:
+    # The caption's order (left to right, then top to bottom), each object followed by its box as grounding prints it.
+    ordered = sorted(objects, key=lambda o: (o.box[0], o.box[1]))
+    text = "; ".join(f"a {o.size} {o.colour} {o.shape} at {format_box(o.box_norm)}" for o in ordered)
+    return text[0].upper() + text[1:] + "."
+
+
 def _attribute(rng: random.Random, objects: Sequence[ShapeObject]) -> tuple[str, str]:
     shapes = Counter(o.shape for o in objects)
     colours = Counter(o.colour for o in objects)
@@ -173,9 +185,9 @@ def _existence(rng: random.Random, objects: Sequence[ShapeObject], negatives: st
 def check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
     """Tuple of task names; ValueError naming unknown ones (or an empty list)."""
     tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
-    bad = [t for t in tasks if t not in TASKS]
+    bad = [t for t in tasks if t not in TASKS + EXTRA_TASKS]
     if not tasks or bad:
-        raise ValueError(f"unknown shapes task(s) {bad or list(tasks)!r}; allowed: {list(TASKS)}")
+        raise ValueError(f"unknown shapes task(s) {bad or list(tasks)!r}; allowed: {list(TASKS + EXTRA_TASKS)}")
     return tasks
 
 
@@ -185,8 +197,7 @@ def check_negatives(negatives: str) -> str:
     return negatives
 
 
-def make_sample(seed: int, index: int, tasks: Sequence[str] = TASKS, image_size: int = 336,
-                negatives: str = "random"):
+def make_sample(seed: int, index: int, tasks: Sequence[str] = TASKS, image_size: int = 336, negatives: str = "random"):
     """(Scene, conversations, meta) for sample `index`; the task is tasks[index % len(tasks)]."""
     tasks, negatives = check_tasks(tasks), check_negatives(negatives)
     task = tasks[index % len(tasks)]
@@ -196,6 +207,8 @@ def make_sample(seed: int, index: int, tasks: Sequence[str] = TASKS, image_size:
     meta: dict = {"task": task}
     if task == "caption":
         question, answer = CAPTION_Q, _caption(objs)
+    elif task == "grounded_caption":
+        question, answer = GROUNDED_CAPTION_Q, _grounded_caption(objs)
     elif task == "attribute":
         question, answer = _attribute(rng, objs)
     elif task == "existence":
@@ -206,10 +219,7 @@ def make_sample(seed: int, index: int, tasks: Sequence[str] = TASKS, image_size:
         meta["box"] = obj.box_norm
         meta["box_pixels"] = obj.box
     meta.update(question=question, answer=answer)
-    conversations = [
-        {"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"},
-        {"from": "gpt", "value": answer},
-    ]
+    conversations = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"}, {"from": "gpt", "value": answer}]
     return scene, conversations, meta
 
 
@@ -227,10 +237,16 @@ def corpus_texts() -> list[str]:
     return texts
 
 
+def _plain_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """The caption tasks of `tasks`, in order (`caption` when it names none)."""
+    return tuple(t for t in tasks if t in CAPTION_TASKS) or ("caption",)
+
+
 class ShapesDataset(torch.utils.data.Dataset):
     """`num_samples` shapes-world samples, rendered, tokenized and preprocessed on access.
 
-    For template "plain" (projector pretraining) every sample is a caption. `negatives`: how existence
+    For template "plain" (projector pretraining) every sample is a caption (`caption`, or `grounded_caption` where
+    `tasks` names it: the plain template has no question, so only caption tasks apply). `negatives`: how existence
     questions pick their "No." pairs (random, as the benchmark does, or adversarial: sharing an attribute).
     Items: input_ids (t), labels (t), pixel_values (3 S S float), task, index.
     """
@@ -252,7 +268,7 @@ class ShapesDataset(torch.utils.data.Dataset):
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         get_template(template)  # fail early on an unknown template
-        self.tasks = ("caption",) if template == "plain" else check_tasks(tasks)
+        self.tasks = _plain_tasks(check_tasks(tasks)) if template == "plain" else check_tasks(tasks)
         self.negatives = check_negatives(negatives)
         self.num_samples, self.seed = num_samples, seed
         self.tokenizer, self.image_processor = tokenizer, image_processor
