@@ -77,6 +77,8 @@ def test_ask_answers_and_explains_every_model(tmp_path, slots):
     message, results = ask(slots, str(_wide_image(tmp_path)), "What?", "A green triangle", "ig", "none", 6, 64)
     assert all(view.answer == "A green triangle" and view.rel.method == "ig" for view, _ in results)
     assert "teacher-forced text" in results[0][1]
+    message, results = ask(slots, str(_wide_image(tmp_path)), "What?", "A green triangle", "attnlrp", "none", 6, 64)
+    assert all(view.rel.method == "attnlrp" and float(view.rel.r_t2q.abs().sum()) > 0 for view, _ in results)
 
 
 def test_config_checks_embedded_default_and_page(tmp_path):

@@ -48,7 +48,7 @@ def trained_run() -> Path:
             cfg = compose_config("train", [
                 *TINY_RUN, "projector=avgpool", "query_num=16", "logger=wandb", "logger.wandb.group=null",
                 "callbacks=[default,relevance]", "callbacks.relevance.every_n_steps=2",
-                "callbacks.relevance.num_probes=2", "callbacks.relevance.methods=[rgae]",
+                "callbacks.relevance.num_probes=2", "callbacks.relevance.methods=[rgae,attnlrp]",
             ], out)
             train(cfg)
         finally:
