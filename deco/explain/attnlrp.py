@@ -46,7 +46,7 @@ _SAFE = 1e-12  # keeps act(x) / x finite at x = 0 (the identity rule's only stab
 
 def stabilise(z: torch.Tensor, eps: float) -> torch.Tensor:
     """z + eps * sign(z), with sign(0) = +1 (LRP's epsilon stabiliser: never crosses or touches 0 for eps > 0)."""
-    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    return torch.where(z >= 0, z + eps, z - eps)
 
 
 class EpsilonGrad(Function):

@@ -18,19 +18,25 @@ from explain_helpers import tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from deco.data.shapes import make_sample
-from deco.explain.attnlrp import EPSILON, attnlrp_rules, input_times_gradient, stabilise
+from deco.explain.attnlrp import attnlrp_rules, input_times_gradient, layer_norm_forward
 from deco.explain.inputs import build_input
 from deco.explain.methods import explain
 from deco.models.attention import attention
 
 D = torch.float64
+EPSILON = 1e-6  # deco.explain.attnlrp.EPSILON, written out: the reference must not follow a changed default
+
+
+def _stab(z, eps):
+    """z + eps sign(z), sign(0) = +1."""
+    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
 
 
 def _lin(x, weight, rel, eps):
     """Epsilon rule: R_in_i = sum_j (x_i W_ji / (z_j + eps sign z_j)) R_j, from the contributions x_i W_ji."""
     contrib = x[..., None, :] * weight  # ... j i
     z = contrib.sum(-1)
-    return (contrib * (rel / stabilise(z, eps))[..., None]).sum(-2)
+    return (contrib * (rel / _stab(z, eps))[..., None]).sum(-2)
 
 
 def _sum_rule(a, b, rel):
@@ -131,6 +137,7 @@ def tiny_llama(seed=0, layers=2):
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=64,
+        rms_norm_eps=1e-2,  # large enough that dropping or flipping it shows
         attn_implementation="eager",
     )
     torch.manual_seed(seed)
@@ -141,10 +148,11 @@ def tiny_llama(seed=0, layers=2):
     return llm
 
 
-def _deco(llm, embeds, rows, targets, eps=EPSILON):
-    """deco's relevance per input token: one backward of the summed target logits under attnlrp_rules."""
+def _deco(llm, embeds, rows, targets, eps=None):
+    """deco's relevance per input token: one backward of the summed target logits under attnlrp_rules (its
+    default epsilon unless `eps` is given)."""
     embeds = embeds.clone().requires_grad_(True)
-    with attnlrp_rules(llm, eps):
+    with attnlrp_rules(llm) if eps is None else attnlrp_rules(llm, eps):
         logits = llm(inputs_embeds=embeds[None]).logits[0]
         return input_times_gradient(logits[rows, targets].sum(), embeds)
 
@@ -214,6 +222,8 @@ def test_attnlrp_conserves_the_logit_up_to_the_softmax_leak():
     bias-absorption term of its linearisation). The leak is measured from the attention maps and their
     gradients, so the balance is exact (to float32 softmax precision), and the leak itself is not negligible."""
     llm = tiny_llama(seed=5)
+    with torch.no_grad():
+        llm.model.layers[0].mlp.up_proj.weight[0] = 0.0  # an output exactly 0: eps = 0 must stay plain, not 0 / 0
     embeds = torch.randn(8, 16, dtype=D, generator=torch.Generator().manual_seed(6)).requires_grad_(True)
     with attnlrp_rules(llm, 0.0):
         out = llm(inputs_embeds=embeds[None], output_attentions=True)
@@ -262,3 +272,56 @@ def test_attnlrp_refuses_an_llm_without_its_rules():
     with pytest.raises(ValueError, match="Llama-style LLM"):
         with attnlrp_rules(torch.nn.Sequential(torch.nn.Linear(2, 2))):
             pass
+    plain_mlp = tiny_llama(layers=1)
+    plain_mlp.model.layers[0].mlp = torch.nn.Identity()
+    with pytest.raises(ValueError, match="has 1 attention and 0 gated MLP modules"):
+        with attnlrp_rules(plain_mlp):
+            pass
+    no_attention = tiny_llama(layers=1)
+    no_attention.model.layers[0].self_attn = torch.nn.Identity()
+    with pytest.raises(ValueError, match="has 0 attention and 1 gated MLP modules"):
+        with attnlrp_rules(no_attention):
+            pass
+
+    class OddRMSNorm(torch.nn.Module):  # e.g. Gemma's (1 + weight, `eps`): not the rule's RMSNorm
+        eps = 1e-6
+
+        def forward(self, x):
+            return x
+
+    odd = tiny_llama(layers=1)
+    odd.model.norm = OddRMSNorm()
+    with pytest.raises(ValueError, match=r"normalisation layer model.norm \(OddRMSNorm\)"):
+        with attnlrp_rules(odd):
+            pass
+
+
+def test_layer_norm_rule_keeps_the_forward_and_treats_the_std_as_a_constant():
+    x = torch.randn(2, 5, 6, dtype=D, generator=torch.Generator().manual_seed(7)).requires_grad_(True)
+    g_out = torch.randn(2, 5, 6, dtype=D, generator=torch.Generator().manual_seed(8))
+    affine = torch.nn.LayerNorm(6, eps=0.1, dtype=D)
+    with torch.no_grad():
+        affine.weight.copy_(torch.randn(6, dtype=D))
+        affine.bias.copy_(torch.randn(6, dtype=D))
+    for norm in (affine, torch.nn.LayerNorm(6, eps=0.1, elementwise_affine=False, dtype=D)):
+        y = layer_norm_forward(norm, x)
+        torch.testing.assert_close(y, norm(x))
+        (grad,) = torch.autograd.grad(y, x, g_out)
+        inv = 1 / torch.sqrt(x.detach().var(-1, unbiased=False, keepdim=True) + 0.1)
+        scaled = g_out * inv * (norm.weight.detach() if norm.weight is not None else 1.0)
+        torch.testing.assert_close(grad, scaled - scaled.mean(-1, keepdim=True))  # centring's transpose, 1/std fixed
+    llm = tiny_llama(layers=1)
+    llm.model.norm = torch.nn.LayerNorm(16, dtype=D)
+    e = torch.randn(1, 4, 16, dtype=D)
+    with torch.no_grad():
+        before = llm(inputs_embeds=e).logits
+        with attnlrp_rules(llm):
+            assert "forward" in llm.model.norm.__dict__  # the rule is installed on the LLM's LayerNorm
+            during = llm(inputs_embeds=e).logits  # the same forward (HF's RMSNorm rounds through float32, ours not)
+        torch.testing.assert_close(during, before, rtol=1e-5, atol=1e-5)
+
+
+def test_input_times_gradient_of_an_unrelated_score_is_zero_per_vector():
+    inputs = torch.randn(3, 4, 5, requires_grad=True)
+    other = torch.ones(2, requires_grad=True)
+    assert torch.equal(input_times_gradient(other.sum() * 2, inputs), torch.zeros(3, 4))
