@@ -18,7 +18,8 @@ from explain_helpers import tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from deco.data.shapes import make_sample
-from deco.explain.attnlrp import attnlrp_rules, input_times_gradient, layer_norm_forward
+from deco.explain.attnlrp import attnlrp, attnlrp_rules, input_times_gradient, layer_norm_forward
+from deco.explain.llm_relevance import eval_mode, teacher_forced_forward
 from deco.explain.inputs import build_input
 from deco.explain.methods import explain
 from deco.models.attention import attention
@@ -254,6 +255,13 @@ def test_attnlrp_method_reads_the_visual_tokens_of_the_explicit_propagation():
     assert all(p.grad is None for p in model.parameters())
     shifted = torch.roll(expected, 1).float()  # the columns one position off must not pass
     assert not torch.allclose(rel.r_t2q, shifted, rtol=1e-3, atol=1e-4 * float(expected.abs().max()))
+    with eval_mode(model):  # the method itself, called as METHODS calls it (the registry holds this function)
+        trace = teacher_forced_forward(model, inp, need_projector_maps=False)
+        direct = attnlrp(model, trace, ["Re", "d"], inp=inp)
+        with pytest.raises(ValueError, match="it needs the input"):
+            attnlrp(model, trace, ["Re", "d"])
+    torch.testing.assert_close(direct.r_t2q, expected.float(), rtol=1e-3, atol=1e-4 * float(expected.abs().max()))
+    assert direct.target_tokens == ["Red"] and direct.score == pytest.approx(float(trace.score.detach()))
 
 
 def test_attnlrp_refuses_an_llm_without_its_rules():
