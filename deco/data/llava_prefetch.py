@@ -8,9 +8,14 @@ build that come before the datasets are made. `deco.train` enters `prefetching(c
 file, `read_records` finds the result under the same key (path, size, mtime, options) and takes it, waiting for
 the reader if it has not finished. Whenever anything differs or fails (another key, the file changed, the reader's
 exit status, its result unreadable) the dataset reads the file itself as before, so errors are raised where and
-as they were (`data.background_read: false` turns it off). On leaving `prefetching` a reader that is still running is killed and its files removed. On 2 idle
-cores the read is hidden behind the imports; on a loaded machine the reader is one more runnable process. Without
+as they were. On leaving `prefetching` a reader that is still running is killed and its files removed. Without
 `os.fork` (Windows) nothing is prefetched.
+
+`data.background_read`: true, false, or auto (default): a reader only when a core is free now (the 1-minute load
+average at most the usable cores - 1). Measured on 2 cores (665k records, `experiments/perf/llava_scale.py`): at
+load 7 a reader made the start slower (11.4-11.9 s against 9.5-9.6 s read in place; 9.7 s of CPU against 8.3:
+the reader's write and the parent's copy-on-write page faults), so it pays only where a core would otherwise idle
+(an idle 2-core box, or the many-core machines LLaVA-scale data is trained on).
 """
 
 from __future__ import annotations
@@ -31,12 +36,26 @@ LLAVA_DATASET = "deco.data.llava_json.LlavaJsonDataset"
 _PENDING: dict[tuple, tuple[int, str]] = {}  # read key -> (reader pid, its private directory)
 
 
+def wanted(value, cores: int | None = None, load: float | None = None) -> bool:
+    """`data.background_read` -> whether to fork a reader: true / false as given; auto when a core is free
+    (at least 2 usable cores, load average <= cores - 1). Other values: False (`validate_train_config` names the key)."""
+    if value is True or value is False:
+        return value
+    if value != "auto":
+        return False
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float(cores)
+    return cores >= 2 and load <= cores - 1
+
+
 def read_settings(data_cfg) -> tuple[Path, tuple] | None:
     """(path, options) that the train split of a `data=llava_json` config passes to `read_records` (the
     dataset's own rules: json_path expanded; image_root, else the file's folder, when check_images), or None
-    (another dataset, `background_read: false`, no such file)."""
+    (another dataset, no such file)."""
     train = data_cfg.get("train") if data_cfg is not None else None
-    if train is None or train.get("_target_") != LLAVA_DATASET or not data_cfg.get("background_read", True):
+    if train is None or train.get("_target_") != LLAVA_DATASET:
         return None
     path = Path(str(train.get("json_path"))).expanduser()
     if not path.is_file():
@@ -71,7 +90,7 @@ def start(data_cfg) -> tuple | None:
         return None
     try:
         settings = read_settings(data_cfg)
-        if settings is None:
+        if settings is None or not wanted(data_cfg.get("background_read", "auto")):
             return None
         from deco.data.llava_records import records_key
 

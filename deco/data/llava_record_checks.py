@@ -1,5 +1,7 @@
 """Cheap structural checks of one LLaVA record, run on every record while a file is read (665k for the
-LLaVA-1.5 mix, so the usual shape takes a fast path of plain loops over exact JSON types)."""
+LLaVA-1.5 mix, so the usual shape takes a fast path of plain loops over exact JSON types: `_usual_and_valid`
+passes a valid record of the usual shape in one pass; anything else takes the full checks, which name the
+problem)."""
 
 from __future__ import annotations
 
@@ -49,8 +51,46 @@ def _shallow(record: dict) -> bool:
     return True
 
 
+def _usual_and_valid(record: dict) -> bool:
+    """True when `record` has the usual shape (exact JSON types: scalars, and one list, `conversations`, of
+    objects of scalars) and passes every check below; False sends it to them (they raise, or let it pass).
+    One pass over the turns instead of two: 665k records go through it when the file is read."""
+    for key, value in record.items():
+        kind = type(value)
+        if kind is list:
+            if key != "conversations":
+                return False
+        elif kind not in _SCALARS:
+            return False
+    conv = record.get("conversations")
+    if not conv or type(conv) is not list:
+        return False
+    placeholders, blank = 0, True
+    for turn in conv:
+        if type(turn) is not dict:
+            return False
+        for v in turn.values():
+            if type(v) not in _SCALARS:
+                return False
+        value, speaker = turn.get("value"), turn.get("from")
+        if type(value) is not str or type(speaker) is not str:
+            return False
+        if IMAGE_TOKEN in value:
+            if speaker == "gpt":
+                return False
+            placeholders += value.count(IMAGE_TOKEN)
+            if blank and value.replace(IMAGE_TOKEN, "").strip():
+                blank = False
+        elif blank and value.strip():
+            blank = False
+    image = record.get("image")
+    return not blank and (placeholders == 0 if image is None else type(image) is str and placeholders == 1)
+
+
 def check_record(record: Any) -> None:
     """Cheap structural checks of one LLaVA record; raises SkipSample naming what is wrong."""
+    if type(record) is dict and _usual_and_valid(record):
+        return
     if not isinstance(record, dict):
         raise SkipSample("malformed_json", f"record is a {type(record).__name__}, expected an object")
     if not _shallow(record) and _nesting(record) > MAX_NESTING:

@@ -105,8 +105,10 @@ def first_step(json_path: Path, run_dir: Path, *overrides: str, timeout: float =
         raise RuntimeError(f"deco.train did not reach step 1 (exit {proc.returncode}): {proc.stderr[-2000:]}")
     result = json.loads(probe.read_text())
     reading = [line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if "llava_like.json" in line]
+    reader = any("in a background process" in line for line in reading)
     return {
         "overrides": list(overrides),
+        "background_reader": reader,
         "seconds_to_first_step": result["time"] - start,
         "cpu_s": result["process_cpu_s"] + result["reader_cpu_s"],
         "main_cpu_s": result["process_cpu_s"],
@@ -160,8 +162,8 @@ class FirstStep(L.Callback):
 
 
 def run(smoke: bool = False) -> dict:
-    """Figure 9: the default (`data.background_read: true`), then the file read in the main process
-    (`data.background_read=false`) for comparison; the goal is judged on the default."""
+    """Figure 9: the default (`data.background_read: auto`), then both forced ways for comparison (a forked reader,
+    `true`; the read in the main process, `false`); the goal is judged on the default."""
     n = 5000 if smoke else 665_000
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -170,16 +172,17 @@ def run(smoke: bool = False) -> dict:
         gen_s = time.perf_counter() - start
         size = json_path.stat().st_size
         measured = first_step(json_path, tmp / "run")
-        in_process = first_step(json_path, tmp / "run_in_process", "data.background_read=false")
+        forced = {
+            way: first_step(json_path, tmp / f"run_{way}", f"data.background_read={way}") for way in ("true", "false")
+        }
     secs, rss = measured["seconds_to_first_step"], measured["peak_rss_bytes"]
     return {
         "figure": "llava_json at scale",
         "records": n,
         "file_bytes": size,
         "generate_s": gen_s,
-        "load_average": measured["load_average"][0],
         **measured,
-        "read_in_main_process": in_process,
+        "background_read_forced": forced,
         "goal": f"<= {GOAL_S:.0f} s and <= {GOAL_BYTES / 2**30:.0f} GiB",
         "meets_goal": secs <= GOAL_S and rss <= GOAL_BYTES,
         "meets_time_goal": secs <= GOAL_S,
@@ -189,11 +192,14 @@ def run(smoke: bool = False) -> dict:
 
 def table(result: dict) -> str:
     """Each run's totals (wall, CPU of the main process and of the reader, peak RSS, load) and its phases."""
-    lines = []
-    for name, r in (
-        ("background read (default)", result),
-        ("read in the main process", result["read_in_main_process"]),
-    ):
+    lines, forced = [], result["background_read_forced"]
+    chosen = "a background reader" if result["background_reader"] else "the read in the main process"
+    runs = [
+        (f"default (background_read=auto: {chosen})", result),
+        ("background_read=true", forced["true"]),
+        ("background_read=false", forced["false"]),
+    ]
+    for name, r in runs:
         load = " -> ".join(f"{x[0]:.1f}" for x in r["load_average"])
         lines.append(
             f"{name}: {r['seconds_to_first_step']:.1f} s wall to step 1; CPU {r['cpu_s']:.1f} s (main "

@@ -373,8 +373,12 @@ def _study_rows(figs: dict, rows: list, skipped) -> None:
         if "seconds_to_first_step" in f:
             load = f["load_average"][0] if isinstance(f["load_average"][0], (int, float)) else f["load_average"][0][0]
             cpu = f" ({f['cpu_s']:.1f} s CPU)" if "cpu_s" in f else ""
-            inproc = f.get("read_in_main_process")
-            other = f"; read in the main process {inproc['seconds_to_first_step']:.1f} s" if inproc else ""
+            forced = f.get("background_read_forced") or {}
+            other = (
+                "; forced " + ", ".join(f"{k} {v['seconds_to_first_step']:.1f} s" for k, v in forced.items())
+                if forced
+                else ""
+            )
             rows.append(
                 (
                     "9 llava_json",
@@ -442,6 +446,11 @@ def _run(args) -> int:
     atomic_write_text(args.out, json.dumps(results, indent=2, default=str) + "\n")
     print()
     print(table(results))
+    scale = results["figures"].get("llava_scale") or {}
+    if "phases" in scale:  # figure 9: where its seconds go (wall and main-process CPU per phase)
+        from experiments.perf.llava_scale import table as phase_table
+
+        print("\nfigure 9, phases:\n" + phase_table(scale))
     print(f"\nwrote {args.out}")
     return 1 if failed else 0
 

@@ -44,6 +44,7 @@ def _write(tmp_path):
 
 
 def _config(path, **data):
+    data = {"background_read": True, **data}
     train = {
         "_target_": llava_prefetch.LLAVA_DATASET,
         "_partial_": True,
@@ -130,11 +131,19 @@ def test_read_settings_follow_the_dataset_rules(tmp_path):
     assert llava_prefetch.read_settings(cfg) == (path, (True, str(tmp_path / "imgs")))
     cfg.train.check_images = False
     assert llava_prefetch.read_settings(cfg) == (path, (True, None))
-    assert llava_prefetch.read_settings(_config(path, background_read=False)) is None
+    assert llava_prefetch.start(_config(path, background_read=False)) is None
     assert llava_prefetch.read_settings(_config(tmp_path / "none.json")) is None
     other = OmegaConf.create({"train": {"_target_": "deco.data.shapes.ShapesDataset"}})
     assert llava_prefetch.read_settings(other) is None and llava_prefetch.start(other) is None
     assert llava_prefetch.start(OmegaConf.create({"train": {"_target_": llava_prefetch.LLAVA_DATASET}})) is None
+
+
+def test_background_read_auto_wants_a_free_core():
+    assert llava_prefetch.wanted(True, cores=2, load=9.0) and not llava_prefetch.wanted(False, cores=64, load=0.0)
+    assert llava_prefetch.wanted("auto", cores=2, load=0.9) and llava_prefetch.wanted("auto", cores=2, load=1.0)
+    assert not llava_prefetch.wanted("auto", cores=2, load=1.1) and not llava_prefetch.wanted("auto", cores=1, load=0.0)
+    assert llava_prefetch.wanted("auto", cores=16, load=7.0)
+    assert not llava_prefetch.wanted("yes", cores=16, load=0.0)  # refused by name in validate_train_config
 
 
 def test_skip_sample_pickles_with_its_reason_and_detail():
