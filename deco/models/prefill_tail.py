@@ -12,8 +12,9 @@ The saving is that layer's share of the prefill less its key/value projections: 
 prefill (~20 % of it at 4 layers, ~3 % at 32). Decoded tokens are those of the full prefill
 (tests/models/test_prefill_tail.py compares them on ragged batches, eager and SDPA; the benchmark's figure 7
 checks deco == transformers); the last position's values can differ from the full call's in float rounding only
-(its matrix products run at another shape). Used by `generation.greedy_decode` for its per-row prefill (no
-padding, so the last position sees every key), for LLMs whose layers it knows (Llama, Qwen2, Qwen3 without
+(its matrix products run at another shape). Used by `generation.greedy_decode` for its per-row prefill and by
+FastV's pruned prefill (`reduction.llm_runner`; a 4-D mask is cut to the last query's row), for LLMs whose layers
+it knows (Llama, Qwen2, Qwen3 without
 sliding windows, this transformers' layer API); others keep the full call.
 """
 

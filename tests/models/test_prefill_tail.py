@@ -101,3 +101,25 @@ def test_the_layer_is_put_back_and_unknown_llms_keep_the_full_prefill():
     sliding = _small("qwen2")
     sliding.model.layers[-1].self_attn.sliding_window = 4
     assert not supported(sliding)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_fastv_prefill_with_the_tail_decodes_the_same_tokens(attn, monkeypatch):
+    """The pruned prefill (FastV) takes the tail too; the same tokens as its full last layer."""
+    from test_reduction import deep_model
+
+    from deco.models.reduction import build_reducer
+    from deco.models.reduction.llm_runner import pruned_greedy_decode
+
+    model = deep_model(seed=1)
+    set_attention(model, attn)
+    model.set_reduction(build_reducer("fastv", keep=3, layer=2))
+    pixels = torch.randn(len(RAGGED), 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    ids, mask = pad_rows(RAGGED, "left")
+    calls, forward = [], TailLayer.forward
+    monkeypatch.setattr(TailLayer, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    with torch.no_grad():
+        embeds, merged, _, where = model.prepare_inputs_embeds(ids, mask, pixels, padding_side="left")
+        choose = model.reducer.chooser(merged, where, model.projector.num_tokens())
+        outs = [pruned_greedy_decode(model.llm, embeds, merged, 2, choose, 6, [], 0, tail=t) for t in (True, False)]
+    assert torch.equal(outs[0], outs[1]) and len(calls) == 1  # one tail: the prefill's, not the decode steps'
