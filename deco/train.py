@@ -18,20 +18,17 @@ import warnings
 from pathlib import Path
 
 import hydra
-import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from deco.lit.init_from import load_model_weights
+from deco.data.llava_prefetch import prefetching
 from deco.lit.launch import register_resolvers
-from deco.lit.resume import RunDirBusy, RunDirLock
 from deco.utils import remote_code
 from deco.utils.config import ConfigError, validate_train_config
-from deco.utils.io import DiskWriteError
-from deco.utils.quiet import quiet_lightning
-from deco.utils.run_info import write_run_info
+from deco.utils.startup import paused_gc
+
+# torch, Lightning and the rest of deco are imported inside `train`: `python -m deco.train` reads its config
+# before paying for them, and pays for them with the garbage collector off (deco.utils.startup)
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -158,22 +155,28 @@ def _tower_features(cfg: DictConfig, model, image_processor):
 
 
 def train(cfg: DictConfig) -> float | None:
-    try:
-        validate_train_config(cfg)
-    except ConfigError as error:
-        raise SystemExit(f"Config error: {error}") from None
-    output_dir = Path(cfg.paths.output_dir)
-    lock = RunDirLock(output_dir)
-    if rank_zero_only.rank == 0:  # one lock per run, held by rank 0 for the whole run
+    # the collector is back on once the trainer starts; a data=llava_json file is read meanwhile in a forked reader
+    with prefetching(cfg.get("data")), paused_gc() as start_training:
         try:
-            lock.acquire()
-        except RunDirBusy as error:
-            raise SystemExit(str(error)) from None
-    try:
-        with remote_code.allowed(bool(cfg.get("trust_remote_code", False))):
-            return _train(cfg, output_dir)
-    finally:
-        lock.release()
+            validate_train_config(cfg)  # imports torch and transformers (the projector registry)
+        except ConfigError as error:
+            raise SystemExit(f"Config error: {error}") from None
+        from lightning.pytorch.utilities import rank_zero_only
+
+        from deco.lit.resume import RunDirBusy, RunDirLock
+
+        output_dir = Path(cfg.paths.output_dir)
+        lock = RunDirLock(output_dir)
+        if rank_zero_only.rank == 0:  # one lock per run, held by rank 0 for the whole run
+            try:
+                lock.acquire()
+            except RunDirBusy as error:
+                raise SystemExit(str(error)) from None
+        try:
+            with remote_code.allowed(bool(cfg.get("trust_remote_code", False))):
+                return _train(cfg, output_dir, start_training)
+        finally:
+            lock.release()
 
 
 def _on_sigterm(handler):
@@ -183,18 +186,27 @@ def _on_sigterm(handler):
     return signal.signal(signal.SIGTERM, handler)
 
 
-def _train(cfg: DictConfig, output_dir: Path) -> float | None:
+def _train(cfg: DictConfig, output_dir: Path, start_training=lambda: None) -> float | None:
+    """Build everything and fit; `start_training()` is called right before `fit` (deco.utils.startup)."""
+    import lightning as L
+    from lightning.pytorch.utilities import rank_zero_only
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from deco.data.image import load_image_processor
     from deco.data.tokenizer import load_tokenizer
     from deco.lit.checkpointing import NonFiniteWeightsError
     from deco.lit.datamodule import MLLMDataModule, text_budget
     from deco.lit.fault import NonFiniteGradientError, _exit_preempted
+    from deco.lit.init_from import load_model_weights
     from deco.lit.loggers import finish_runs
     from deco.lit.memory import setup_gradient_checkpointing, warn_if_plan_unfit
     from deco.lit.module import MLLMModule, NonFiniteLossError
     from deco.lit.resume import clean_orphan_tmps
     from deco.lit.sampling import accumulation_for
     from deco.models.build import build_mllm
+    from deco.utils.io import DiskWriteError
+    from deco.utils.quiet import quiet_lightning
+    from deco.utils.run_info import write_run_info
 
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True)
@@ -258,6 +270,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     # SIGTERM before training starts or after a preemption checkpoint: exit 143 at once (during training
     # PreemptionCheckpoint handles it; Lightning puts this handler back when fit ends)
     previous = _on_sigterm(_exit_preempted)
+    start_training()
     try:
         # weights_only passed explicitly: torch honours it whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

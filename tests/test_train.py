@@ -66,8 +66,9 @@ def _fit_and_diff(cfg) -> tuple[set[str], set[str]]:
     apply_stage(initial, resolved["stage"])  # LoRA adds adapter weights (B = 0) before training
     before = _weights(initial)
     train(cfg)
-    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu",
-                       weights_only=True)["state_dict"]
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)[
+        "state_dict"
+    ]
     after = {k.removeprefix("model."): v for k, v in state.items()}
     assert before.keys() == after.keys()
     return _changed(before, after), set(before)
@@ -100,7 +101,7 @@ def test_init_from_loads_previous_stage_weights(train_config, tmp_path):
 
     from deco.data.tokenizer import load_tokenizer
     from deco.models.build import build_mllm
-    from deco.train import load_model_weights
+    from deco.lit.init_from import load_model_weights
     from omegaconf import OmegaConf
 
     resolved = OmegaConf.to_container(pretrain, resolve=True)
@@ -113,7 +114,10 @@ def test_init_from_loads_previous_stage_weights(train_config, tmp_path):
 def test_cli_rejects_bad_config_before_building(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "deco.train", "query_num=150", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert "Config error: query_num=150 is not a perfect square" in result.stderr
@@ -124,10 +128,26 @@ def test_multirun_sweep_runs_one_dir_per_job(tmp_path):
     """The README's sweep command, shrunk: 2 jobs with Hydra's basic launcher."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "deco.train", "-m", "projector=linear,avgpool", "query_num=16",
-         "data.train.num_samples=16", "data.val.num_samples=8", "data.batch_size=4", "data.num_workers=0",
-         "trainer.max_steps=2", "logger=none", f"hydra.sweep.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "deco.train",
+            "-m",
+            "projector=linear,avgpool",
+            "query_num=16",
+            "data.train.num_samples=16",
+            "data.val.num_samples=8",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "trainer.max_steps=2",
+            "logger=none",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     job_dirs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -32,25 +32,12 @@ except ImportError:  # older transformers
 from transformers import AutoImageProcessor
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from deco.data.image_paths import image_path_problem  # noqa: F401 (re-exported: the shared path rule)
 from deco.utils import remote_code
 
 ASPECTS = ("pad", "resize", "crop")
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's own decompression-bomb warning threshold
 MAX_ASPECT_RATIO = 50  # longer side / shorter side; LLaVA-style data stays far below
-
-
-def image_path_problem(name: str, allow_absolute: bool = False) -> str | None:
-    """Why the image path `name` (from a record) may not be read below its image root, or None.
-
-    Lexical, so symlinks inside the root (a common way to lay out datasets) keep working.
-    """
-    if os.path.isabs(name) or name.startswith("~"):
-        return None if allow_absolute else (f"absolute image path {name!r} (allow_absolute_paths=true to read "
-                                             "it)")
-    norm = os.path.normpath(name)
-    if norm == ".." or norm.startswith(".." + os.sep):
-        return f"image path {name!r} leaves image_root"
-    return None
 
 
 def image_size_problem(size: tuple[int, int]) -> tuple[str, str] | None:

@@ -26,15 +26,15 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
 from deco.data.conversation import SampleTooLong, get_template, tokenize_conversation
-from deco.data.image import ASPECTS, image_path_problem, image_size_problem, process_image
-from deco.data.llava_record_checks import MAX_NESTING, check_record  # noqa: F401 (MAX_NESTING: re-exported)
+from deco.data.image import ASPECTS, image_size_problem, process_image
+from deco.data.llava_record_checks import MAX_NESTING, check_record, readable_check  # noqa: F401 (re-exported)
 from deco.data.llava_records import Records, read_records
 from deco.data.skips import SkipCounter, SkipSample
 from deco.data.tokenizer import IMAGE_TOKEN
@@ -117,31 +117,6 @@ def check_dataset_args(tokenizer, template: str, max_length: int | None, image_a
     tokenize_conversation(probe, tokenizer, template, None)
 
 
-def _check_readable(allow_absolute_paths: bool, image_root: Path | None) -> Callable[[Any, int], None]:
-    root = None if image_root is None else os.path.join(image_root, "")
-    exists: dict[str, bool] = {}  # one stat per distinct image while the file is read (665k records, ~100k images)
-
-    def check(record: Any, pos: int) -> None:
-        check_record(record)
-        image = record.get("image")
-        if image:
-            # the common relative path without "..": nothing to check (image_path_problem is the rule)
-            if ".." in image or image.startswith(("/", "~")) or os.sep != "/":
-                problem = image_path_problem(image, allow_absolute_paths)
-                if problem:
-                    raise SkipSample("unsafe_path", problem)
-            if root is not None:
-                found = exists.get(image)
-                if found is None:
-                    found = exists[image] = os.path.isfile(
-                        os.path.join(root, image) if image[0] == "/" else root + image
-                    )
-                if not found:
-                    raise SkipSample("missing_image", f"no file {str(image_root / image)!r}")
-
-    return check
-
-
 def _count_skips(records: Records, skips: SkipCounter, path: Path) -> None:
     for error, record, pos in records.skips:
         if record is None and not isinstance(error, SkipSample):  # a .jsonl line that is not JSON
@@ -164,7 +139,7 @@ def load_records(
     if not path.is_file():
         raise FileNotFoundError(f"LLaVA JSON file not found: {str(path)!r}")
     options = (bool(allow_absolute_paths), None if image_root is None else str(image_root))
-    return read_records(path, _check_readable(allow_absolute_paths, image_root), options=options)
+    return read_records(path, readable_check(allow_absolute_paths, image_root), options=options)
 
 
 def read_json_records(

@@ -47,7 +47,7 @@ class Records:
         return len(self.offsets) - 1
 
     def raw(self, k: int) -> bytes:
-        return self.blob[self.offsets[k]: self.offsets[k + 1]]
+        return self.blob[self.offsets[k] : self.offsets[k + 1]]
 
     def record(self, k: int) -> dict:
         return json.loads(self.raw(k))
@@ -136,8 +136,15 @@ class _Progress:
         now = time.monotonic()
         if now - self.last >= PROGRESS_EVERY_S:
             self.last = now
-            log.info("reading %s: %.0f / %.0f MB (%.0f%%), %d records, %.1f s", self.path.name, self.done / 2**20,
-                     self.total / 2**20, 100 * self.done / self.total, records, now - self.start)
+            log.info(
+                "reading %s: %.0f / %.0f MB (%.0f%%), %d records, %.1f s",
+                self.path.name,
+                self.done / 2**20,
+                self.total / 2**20,
+                100 * self.done / self.total,
+                records,
+                now - self.start,
+            )
 
 
 _LAST: dict = {}
@@ -147,10 +154,26 @@ def read_records(path: Path, check: Callable[[object, int], None], options: tupl
     """The records of `path` that pass `check(record, position)`, which raises to drop one (the exception,
     record and position are kept in `skips`). The last result is reused while the file (size, mtime) and
     `options` are unchanged."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, options)
+    key = records_key(path, options)
     if _LAST.get("key") == key:
         return _LAST["records"]
+    from deco.data.llava_prefetch import collect
+
+    records = collect(key)  # read by a forked reader while the run started (None: there was none)
+    if records is None:
+        records = _read(path, check)
+    _LAST.clear()
+    _LAST.update(key=key, records=records)
+    return records
+
+
+def records_key(path: Path, options: tuple = ()) -> tuple:
+    """What a read of `path` is cached under: the file (resolved path, size, mtime) and the reading options."""
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, options)
+
+
+def _read(path: Path, check: Callable[[object, int], None]) -> Records:
     progress = _Progress(path)
     # 8 bytes per record for offsets and positions while reading (Python ints in a list take ~36)
     blob, offsets, positions, skips = bytearray(), array("q", [0]), array("q"), []
@@ -192,10 +215,13 @@ def read_records(path: Path, check: Callable[[object, int], None], options: tupl
         except TypeError as error:
             raise ValueError(f"{path} must hold a JSON array of records, got {error}") from None
     records = Records(blob, np.frombuffer(offsets, dtype=np.int64), np.frombuffer(positions, dtype=np.int64), skips)
-    log.info("read %s: %d records kept, %d dropped, %.1f s", path.name, len(records), len(skips),
-             time.monotonic() - progress.start)
-    _LAST.clear()
-    _LAST.update(key=key, records=records)
+    log.info(
+        "read %s: %d records kept, %d dropped, %.1f s",
+        path.name,
+        len(records),
+        len(skips),
+        time.monotonic() - progress.start,
+    )
     return records
 
 
@@ -204,4 +230,4 @@ def clear_cache() -> None:
     _LAST.clear()
 
 
-__all__ = ["Records", "read_records", "iter_json_array", "clear_cache"]
+__all__ = ["Records", "read_records", "records_key", "iter_json_array", "clear_cache"]

@@ -47,6 +47,9 @@ class SkipSample(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason, self.detail = reason, detail
 
+    def __reduce__(self):  # pickled as (reason, detail): a forked reader sends its skips back (llava_prefetch)
+        return type(self), (self.reason, self.detail)
+
 
 def _slot() -> int:
     """Row of the calling process: 0 in the main process, worker id + 1 in a DataLoader worker."""

@@ -21,12 +21,16 @@ from deco.utils import remote_code
 from deco.utils.remote_code import strip_code_options
 from deco.zoo import resolve
 
-IMAGE_TOKEN = "<image>"
-IGNORE_INDEX = -100
+from deco.data.tokens import (  # noqa: F401 (re-exported)
+    BOS_TOKEN,
+    EOS_TOKEN,
+    IGNORE_INDEX,
+    IMAGE_TOKEN,
+    PAD_TOKEN,
+    SPECIAL_TOKENS,
+    UNK_TOKEN,
+)
 
-UNK_TOKEN, BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = "<unk>", "<s>", "</s>", "<pad>"
-# Order fixes the ids: <unk>=0, <s>=1, </s>=2 (as in Llama), <pad>=3, <image>=4.
-SPECIAL_TOKENS = (UNK_TOKEN, BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, IMAGE_TOKEN)
 TINY_TOKENIZER = "zoo:tiny/tokenizer"
 TINY_VOCAB_SIZE = 512
 
@@ -47,9 +51,7 @@ def _looks_local(name_or_path: str) -> bool:
     return os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")) or os.path.exists(name_or_path)
 
 
-def load_tokenizer(
-    name_or_path: str | None, model_max_length: int = 2048, **kwargs
-) -> PreTrainedTokenizerBase:
+def load_tokenizer(name_or_path: str | None, model_max_length: int = 2048, **kwargs) -> PreTrainedTokenizerBase:
     """Tiny tokenizer for None, else `AutoTokenizer.from_pretrained` with `<image>` and a pad token ensured.
 
     Code-loading options in `kwargs` (stored settings) are dropped: see deco.utils.remote_code.
@@ -61,8 +63,9 @@ def load_tokenizer(
     if _looks_local(path) and not os.path.isdir(path):
         raise FileNotFoundError(f"tokenizer directory not found: {path!r}")
     kwargs = strip_code_options(kwargs, f"tokenizer {path}")
-    tok = AutoTokenizer.from_pretrained(path, model_max_length=model_max_length, padding_side="right",
-                                        trust_remote_code=remote_code.current(), **kwargs)
+    tok = AutoTokenizer.from_pretrained(
+        path, model_max_length=model_max_length, padding_side="right", trust_remote_code=remote_code.current(), **kwargs
+    )
     if IMAGE_TOKEN not in tok.get_vocab():
         tok.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
     if tok.pad_token is None:

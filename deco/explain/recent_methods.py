@@ -17,9 +17,7 @@
   relevance is the drop of the target's summed log-probability when it is removed. The map is measured on
   the image (`Relevance.direct_t2i`); R_t2q is each token's R_q2i-weighted mean of the positive drops over
   the patches it reads, so token-level protocols (the causal test) apply to it too.
-* `attnlrp` -- AttnLRP (Achtibat et al., ICML 2024) through the `lxt` package (optional extra `deco[lrp]`,
-  free for scientific use): lxt's efficient rules are patched into the HF Llama modules, then relevance is
-  input x gradient of the visual-token embeddings, summed over the width.
+* `attnlrp` -- AttnLRP (Achtibat et al., ICML 2024), written natively in `deco.explain.attnlrp` (no `lxt`).
 """
 
 from __future__ import annotations
@@ -31,8 +29,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from deco.explain.attnlrp import attnlrp
 from deco.explain.inputs import with_question
-from deco.explain.llm_relevance import ForwardTrace, gradients, teacher_forced_forward
+from deco.explain.llm_relevance import ForwardTrace, teacher_forced_forward
 from deco.explain.methods import Relevance, _finish, structural_q2i
 from deco.models.mllm import position_ids_from_mask
 
@@ -153,30 +152,6 @@ def perturb(model: nn.Module, trace: ForwardTrace, tokens: list[str], inp=None, 
     rel = _finish("perturb", trace, rows, r_q2i, ["".join(tokens)])
     rel.direct_t2i = direct
     return rel
-
-
-def attnlrp(model: nn.Module, trace: ForwardTrace, tokens: list[str], inp=None, **_) -> Relevance:
-    try:
-        from lxt.efficient import monkey_patch
-    except ImportError as err:
-        if isinstance(err, ModuleNotFoundError) and (err.name or "lxt").split(".")[0] == "lxt":
-            raise ImportError(
-                "method 'attnlrp' needs the optional extra: pip install 'deco[lrp]' (the `lxt` package, "
-                "free for scientific use; see its licence)"
-            ) from err
-        # installed but unusable (lxt 2.1 imports torchvision and a helper transformers 5 removed): say so, not "install it"
-        raise ImportError(
-            f"method 'attnlrp': the installed `lxt` package fails to import with this environment "
-            f"({type(err).__name__}: {err}); lxt 2.1 needs torchvision and transformers < 5"
-        ) from err
-    from transformers.models.llama import modeling_llama
-
-    monkey_patch(modeling_llama)  # lxt's rules in the HF Llama modules (process-wide, as lxt documents)
-    rerun = teacher_forced_forward(model, inp, need_projector_maps=False)
-    tokens_in = rerun.image_tokens
-    grad = gradients(rerun.score, [tokens_in], retain_graph=False)[0]
-    rows = (tokens_in.detach() * grad).float().sum(-1)  # 1 q: input x gradient = AttnLRP's relevance
-    return _finish("attnlrp", trace, rows, structural_q2i(model.projector, trace), ["".join(tokens)])
 
 
 RECENT_METHODS = {"relatt": relatt, "tam": tam, "perturb": perturb, "attnlrp": attnlrp}

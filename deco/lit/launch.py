@@ -19,8 +19,6 @@ from urllib.parse import urlparse
 
 from omegaconf import OmegaConf
 
-from deco.lit import loggers
-
 log = logging.getLogger(__name__)
 
 
@@ -44,8 +42,11 @@ def wandb_base_url() -> str:
 
         settings = Settings()
         config_dir = os.getenv("WANDB_CONFIG_DIR")
-        settings.settings_system = str(Path(config_dir).expanduser() / "settings") if config_dir else str(
-            Path("~", ".config", "wandb", "settings").expanduser())
+        settings.settings_system = (
+            str(Path(config_dir).expanduser() / "settings")
+            if config_dir
+            else str(Path("~", ".config", "wandb", "settings").expanduser())
+        )
         settings.update_from_system_settings()
         settings.update_from_env_vars(dict(os.environ))
         return str(settings.base_url)
@@ -73,13 +74,19 @@ def _online_or_none(init_timeout_s: float, base_url: str, **kwargs):
         wandb.teardown()
     try:
         settings = kwargs.pop("settings", None) or wandb.Settings(init_timeout=init_timeout_s)
+        from deco.lit import loggers
+
         logger = loggers.wandb_logger(offline=False, settings=settings, **kwargs)
         logger.experiment  # start the run now (rank 0), inside this try, rather than at the first log
         return logger
     except Exception as error:  # a host that accepts TCP but is not W&B, a bad key, a timeout, ...
-        log.warning("W&B at %s did not start a run (%s: %s): logging offline to %s (upload later with "
-                    "`wandb sync`)", base_url, type(error).__name__, str(error).splitlines()[0] if str(error) else "",
-                    kwargs.get("save_dir"))
+        log.warning(
+            "W&B at %s did not start a run (%s: %s): logging offline to %s (upload later with `wandb sync`)",
+            base_url,
+            type(error).__name__,
+            str(error).splitlines()[0] if str(error) else "",
+            kwargs.get("save_dir"),
+        )
         try:
             wandb.teardown()  # the failed attempt's service must not carry over to the offline run
         except Exception:
@@ -87,18 +94,29 @@ def _online_or_none(init_timeout_s: float, base_url: str, **kwargs):
         return None
 
 
-def wandb_logger(project: str, save_dir: str, name: str | None = None, group: str | None = None,
-                 tags: list[str] | None = None, offline: bool | None = None, reach_timeout_s: float = 2.0,
-                 init_timeout_s: float = 30.0, **kwargs):
+def wandb_logger(
+    project: str,
+    save_dir: str,
+    name: str | None = None,
+    group: str | None = None,
+    tags: list[str] | None = None,
+    offline: bool | None = None,
+    reach_timeout_s: float = 2.0,
+    init_timeout_s: float = 30.0,
+    **kwargs,
+):
     """`deco.lit.loggers.wandb_logger`, offline also when the server is unreachable or a run cannot start."""
+    from deco.lit import loggers  # Lightning: imported when a logger is made, not when the resolvers register
+
     common = dict(project=project, save_dir=save_dir, name=name, group=group, tags=tags, **kwargs)
     if offline is None:
         wanted_offline = os.environ.get("WANDB_MODE") in ("offline", "disabled") or not loggers.wandb_has_key()
         base_url = wandb_base_url()
         offline = wanted_offline or not wandb_reachable(reach_timeout_s, base_url)
         if offline and not wanted_offline:
-            log.warning("W&B server %s unreachable: logging offline to %s (upload later with `wandb sync`)",
-                        base_url, save_dir)
+            log.warning(
+                "W&B server %s unreachable: logging offline to %s (upload later with `wandb sync`)", base_url, save_dir
+            )
         if not offline:
             logger = _online_or_none(init_timeout_s, base_url, **common)
             if logger is not None:
@@ -117,8 +135,10 @@ def fsdp_strategy(wrap_layers: list[str], activation_checkpointing: bool = True,
     from lightning.pytorch.strategies import FSDPStrategy
 
     if not wrap_layers:
-        raise ValueError("trainer.strategy.wrap_layers is empty: name the layer classes to shard, "
-                         "e.g. transformers.models.llama.modeling_llama.LlamaDecoderLayer")
+        raise ValueError(
+            "trainer.strategy.wrap_layers is empty: name the layer classes to shard, "
+            "e.g. transformers.models.llama.modeling_llama.LlamaDecoderLayer"
+        )
     layers = set()
     for path in wrap_layers:
         try:

@@ -15,7 +15,9 @@ into the same cache. Two choices change the cost, not the tokens:
 
 Both paths compute every real token's keys and values from the same inputs and positions, and padding is
 masked out of every softmax, so the decoded tokens are those of the padded dynamic-cache loop
-(tests/models/test_generation.py checks it on ragged batches, eager and SDPA).
+(tests/models/test_generation.py checks it on ragged batches, eager and SDPA). The per-row prefill also skips the
+last decoder layer's work on every position but the last, whose outputs nothing reads (`tail`,
+deco/models/prefill_tail.py: ~1 / depth of the LLM's prefill).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import inspect
 
 import torch
 from torch import nn
+
+from deco.models.prefill_tail import last_tail
 
 CACHES = ("static", "dynamic")
 PREFILLS = ("auto", "batched", "rows")
@@ -36,7 +40,7 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def choose_prefill(prefill: str, device: torch.device) -> str:
-    """"auto" -> "batched" on CUDA (padding costs little next to the parallelism), "rows" on CPU."""
+    """ "auto" -> "batched" on CUDA (padding costs little next to the parallelism), "rows" on CPU."""
     if prefill not in PREFILLS:
         raise ValueError(f"prefill='{prefill}' is unknown; choose one of: {', '.join(PREFILLS)}")
     if prefill == "auto":
@@ -86,8 +90,9 @@ class _LLMCalls:
 
     def __call__(self, embeds, positions, mask=None, cache=None):
         kwargs = {self.cache_kw: cache} if cache is not None else {}
-        out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-                       **kwargs, **self.extra)
+        out = self.llm(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs, **self.extra
+        )
         return out.logits[:, -1], cache_of(out)
 
 
@@ -130,8 +135,9 @@ def _write_static_layer(cache, layer: int, rows_kv: list, b: int, n: int) -> boo
         return False
     k0, v0 = rows_kv[0][2], rows_kv[0][3]
     if not lay.is_initialized:  # allocates zeros: b heads max_cache_len head_dim
-        lay.lazy_initialization(k0.new_empty(b, k0.shape[1], 1, k0.shape[-1]),
-                                v0.new_empty(b, v0.shape[1], 1, v0.shape[-1]))
+        lay.lazy_initialization(
+            k0.new_empty(b, k0.shape[1], 1, k0.shape[-1]), v0.new_empty(b, v0.shape[1], 1, v0.shape[-1])
+        )
     for rows, length, k, v in rows_kv:
         lay.keys[rows, :, n - length : n] = k
         lay.values[rows, :, n - length : n] = v
@@ -140,11 +146,21 @@ def _write_static_layer(cache, layer: int, rows_kv: list, b: int, n: int) -> boo
 
 
 @torch.no_grad()
-def greedy_decode(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
-                  eos_ids: list[int], pad: int, cache: str = "static", prefill: str = "auto") -> torch.Tensor:
+def greedy_decode(
+    llm: nn.Module,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_ids: list[int],
+    pad: int,
+    cache: str = "static",
+    prefill: str = "auto",
+    tail: bool = True,
+) -> torch.Tensor:
     """Greedy decoding from left-padded prompt embeddings (b n d) and mask (b n); returns new tokens (b, <= N).
 
     Rows that produced an EOS id continue with `pad`; decoding stops once every row has produced one.
+    tail: the per-row prefill skips the last layer's work on positions nothing reads (deco.models.prefill_tail).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -154,7 +170,8 @@ def greedy_decode(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_
     call = _LLMCalls(llm)
     kv = new_cache(llm, cache, max_len=n + max_new_tokens - 1)  # the last new token is never fed back
     if strategy == "rows":
-        logits = prefill_rows(call, embeds, mask, kv)
+        with last_tail(llm, tail):
+            logits = prefill_rows(call, embeds, mask, kv)
     else:
         logits, kv = call(embeds, position_ids_from_mask(mask), mask, kv)
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)

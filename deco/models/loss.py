@@ -17,17 +17,25 @@ def next_token_loss(
     logits: torch.Tensor, labels: torch.Tensor, reduction: str = "token", ignore_index: int = -100
 ) -> torch.Tensor:
     """logits (b t v), labels (b t) aligned with the inputs (shifted here) -> scalar loss."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"loss reduction '{reduction}' is unknown; choose one of: {', '.join(REDUCTIONS)}")
+    _check_reduction(reduction)
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
     per_token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=ignore_index, reduction="none")
     valid = (labels != ignore_index).float()  # b t
+    return _reduce((per_token * valid).sum(1), valid.sum(1), reduction, per_token.sum() * 0.0)
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"loss reduction '{reduction}' is unknown; choose one of: {', '.join(REDUCTIONS)}")
+
+
+def _reduce(row_sums: torch.Tensor, counts: torch.Tensor, reduction: str, zero: torch.Tensor) -> torch.Tensor:
+    """Per-row loss sums and answer-token counts (b,) -> the batch loss; `zero` (graph-connected) when no row
+    has an answer token under `sample`."""
     if reduction == "token":
-        return (per_token * valid).sum() / valid.sum().clamp(min=1)
-    counts = valid.sum(1)
-    per_sample = (per_token * valid).sum(1) / counts.clamp(min=1)
+        return row_sums.sum() / counts.sum().clamp(min=1)
     has = counts > 0
-    return per_sample[has].mean() if bool(has.any()) else per_token.sum() * 0.0
+    return (row_sums / counts.clamp(min=1))[has].mean() if bool(has.any()) else zero
 
 
 # Causal LMs whose logits are exactly `get_output_embeddings()(get_decoder()(...).last_hidden_state)` (no logit
@@ -48,8 +56,7 @@ def answer_loss(
     only where a label is (the answer tokens; ~1/10 of a shapes batch's positions): the same loss and
     gradients without the (b t vocab) logits. Other LLM types (and a head that is not plain) take the full path.
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"loss reduction '{reduction}' is unknown; choose one of: {', '.join(REDUCTIONS)}")
+    _check_reduction(reduction)
     config = getattr(llm, "config", None)
     head = llm.get_output_embeddings() if hasattr(llm, "get_output_embeddings") else None
     if getattr(config, "model_type", None) not in PLAIN_HEAD_TYPES or not isinstance(head, torch.nn.Linear):
@@ -61,12 +68,6 @@ def answer_loss(
     targets = labels[:, 1:]
     keep = targets != ignore_index  # b t-1: positions whose next token is an answer token
     per_token = F.cross_entropy(head(hidden[:, :-1][keep]).float(), targets[keep], reduction="none")  # n
-    counts = keep.sum(1)
-    if reduction == "token":
-        return per_token.sum() / counts.sum().clamp(min=1)
     rows = keep.nonzero()[:, 0]
-    per_sample = torch.zeros(keep.shape[0], dtype=per_token.dtype, device=per_token.device).index_add(
-        0, rows, per_token
-    ) / counts.clamp(min=1)
-    has = counts > 0
-    return per_sample[has].mean() if bool(has.any()) else per_token.sum() * 0.0
+    row_sums = torch.zeros(keep.shape[0], dtype=per_token.dtype, device=per_token.device).index_add(0, rows, per_token)
+    return _reduce(row_sums, keep.sum(1), reduction, per_token.sum() * 0.0)

@@ -64,7 +64,7 @@ def unknown_keys(cfg: Mapping) -> list[tuple[str, list[str]]]:
         if not isinstance(node, Mapping):
             continue
         prefix = f"{section}." if section else ""
-        siblings = sorted(k[len(prefix):] for k in known if k.startswith(prefix) and "." not in k[len(prefix):])
+        siblings = sorted(k[len(prefix) :] for k in known if k.startswith(prefix) and "." not in k[len(prefix) :])
         found += [(prefix + str(key), siblings) for key in node if prefix + str(key) not in known]
     return found
 
@@ -86,8 +86,12 @@ def value_problems(cfg: Mapping) -> list[str]:
         if not ok:
             problems.append(f"{key}={value} {allowed}")
 
-    need(_number(stage.get("lr")) and stage.get("lr") > 0, "stage.lr", stage.get("lr"),
-         "must be a positive number (a negative rate would climb the loss)")
+    need(
+        _number(stage.get("lr")) and stage.get("lr") > 0,
+        "stage.lr",
+        stage.get("lr"),
+        "must be a positive number (a negative rate would climb the loss)",
+    )
     plr = stage.get("projector_lr")
     need(plr is None or (_number(plr) and plr > 0), "stage.projector_lr", plr, "must be null or a positive number")
     wd = stage.get("weight_decay", 0.0)
@@ -106,12 +110,18 @@ def value_problems(cfg: Mapping) -> list[str]:
         need(value is None or (_int(value) and value > 0), f"data.{key}", value, "must be null or a positive integer")
     workers = data.get("num_workers", 0)
     need(_int(workers) and workers >= 0, "data.num_workers", workers, "must be an integer >= 0")
+    reader = data.get("background_read", "auto")
+    need(reader in (True, False, "auto"), "data.background_read", reader, "must be true, false or auto")
     need(_int(cfg.get("seed")), "seed", cfg.get("seed"), "must be an integer")
     steps = trainer.get("max_steps", -1)
     need(_int(steps) and (steps == -1 or steps > 0), "trainer.max_steps", steps, "must be -1 (no limit) or positive")
     epochs = trainer.get("max_epochs", 1)
-    need(epochs is None or (_int(epochs) and (epochs == -1 or epochs > 0)), "trainer.max_epochs", epochs,
-         "must be null, -1 or a positive integer")
+    need(
+        epochs is None or (_int(epochs) and (epochs == -1 or epochs > 0)),
+        "trainer.max_epochs",
+        epochs,
+        "must be null, -1 or a positive integer",
+    )
     acc = trainer.get("accumulate_grad_batches", 1)
     need(_int(acc) and acc > 0, "trainer.accumulate_grad_batches", acc, "must be a positive integer")
     clip = trainer.get("gradient_clip_val")

@@ -39,6 +39,7 @@ TARGETS = {
     "deco/explain/summary.py": ["test_explain_score_rules.py", "test_explain_score.py", "test_explain_faithfulness.py",
                                 "test_explain_tam_iou.py"],
     "deco/explain/tam_iou.py": ["test_explain_tam_iou.py"],
+    "deco/explain/attnlrp.py": ["test_explain_attnlrp.py"],
 }
 
 _BINOPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,

@@ -11,12 +11,12 @@ common.py), so the numbers compare across machines better than the absolute time
 when present), 7 batched generation against transformers' LlavaForConditionalGeneration (hf_peer.py), and gpu
 (gpu.py at LLaVA-1.5-7B dimensions on a CUDA device; its CPU smoke mode otherwise).
 A figure that fails is recorded with its error and the others still run; the exit status is then 1.
+The figure registry is figures.py, the printed table results_table.py; this module is the CLI and the driver.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import platform
 import sys
@@ -27,58 +27,11 @@ from pathlib import Path
 
 import torch
 
-FIGURES = ("overhead", "compression", "generation", "transformers", "train_transformers", "relevance", "data",
-           "time_to_accuracy", "llava_scale", "gpu")
+from experiments.perf.figures import FIGURES, run_figure
+from experiments.perf.results_table import table
+
 DEFAULT_OUT = Path(__file__).with_name("results.json")
 SMOKE_OUT = Path(__file__).with_name("results_smoke.json")
-
-
-def run_data(smoke: bool) -> dict:
-    """Figure 6 from the data helper's module, when it exists."""
-    try:
-        module = importlib.import_module("experiments.perf.bench_data")
-    except ModuleNotFoundError as error:
-        if error.name != "experiments.perf.bench_data":
-            raise
-        return {"figure": "data loader", "skipped": "experiments/perf/bench_data.py does not exist yet"}
-    if not hasattr(module, "run"):
-        return {"figure": "data loader", "skipped": "experiments/perf/bench_data.py has no run(smoke=...)"}
-    return module.run(smoke=smoke)
-
-
-def run_gpu(smoke: bool) -> dict:
-    from experiments.perf import gpu
-
-    if torch.cuda.is_available() and not smoke:
-        return gpu.run(smoke=False)
-    result = gpu.run(smoke=True)
-    result["note"] = "smoke mode only: " + ("--smoke given" if smoke else "no CUDA device on this machine")
-    return result
-
-
-def run_figure(name: str, smoke: bool, generation_attn: tuple[str | None, ...]) -> dict:
-    if name == "data":
-        return run_data(smoke)
-    if name == "gpu":
-        return run_gpu(smoke)
-    if name == "generation":
-        from experiments.perf import generation
-
-        out = {(attn or "as_built"): generation.run(smoke=smoke, attn=attn) for attn in generation_attn}
-        # diagnostic: the same with the images encoded beforehand (what batching can speed up at all)
-        out[f"{generation_attn[-1] or 'as_built'}_llm_only"] = generation.run(smoke=smoke, attn=generation_attn[-1],
-                                                                             llm_only=True)
-        return out
-    if name == "transformers":
-        from experiments.perf import hf_peer
-
-        return hf_peer.run(smoke=smoke)
-    if name == "train_transformers":
-        from experiments.perf import hf_train
-
-        return hf_train.run(smoke=smoke)
-    module = importlib.import_module(f"experiments.perf.{name}")
-    return module.run(smoke=smoke)
 
 
 def machine() -> dict:
@@ -96,190 +49,27 @@ def machine() -> dict:
     }
 
 
-def _fmt(value, spec: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _ok(flag) -> str:
-    return "" if flag is None else ("ok" if flag else "MISS")
-
-
-def table(results: dict) -> str:
-    """The short table `make bench` prints: figure, what is compared, measured, goal, ok/MISS."""
-    rows = [("figure", "comparison", "measured", "goal", "")]
-    figs = results["figures"]
-
-    def skipped(name, fig):
-        if "skipped" in fig or "error" in fig:
-            text = fig.get("skipped") or f"ERROR: {fig['error']}"
-        else:
-            text = "no summary ratio; see results.json"
-        rows.append((name, text, "", "", ""))
-
-    if "overhead" in figs:
-        f = figs["overhead"]
-        if "ratio" in f:
-            what = f"deco.train step / bare loop ({f['size']}, {f['projector']}, b{f['batch_size']})"
-            rows.append(("1 overhead", what, f"{f['ratio']:.3f}x ({f['overhead_ms']:+.1f} ms)", f["goal"],
-                         _ok(f["meets_goal"])))
-        else:
-            skipped("1 overhead", f)
-    if "compression" in figs:
-        f = figs["compression"]
-        if "figure2" in f:
-            for size, block in f["figure2"].items():
-                if not isinstance(block, dict) or "projectors" not in block:
-                    continue
-                for label, row in block["projectors"].items():
-                    if "time_ratio" in row:
-                        measured = f"{row['time_ratio']:.3f} vs {row['flop_ratio']:.3f} ({100 * row['rel_diff']:+.0f}%)"
-                        share = (f", {100 * row['uncounted_share']:.0f}% of its step uncounted"
-                                 if "uncounted_share" in row else "")
-                        rows.append(("2 compression", f"{size}: {label} / {block['baseline']} step time vs FLOPs{share}",
-                                     measured, "(whole step)", ""))
-                        if "counted_time_ratio" in row:
-                            measured = (f"{row['counted_time_ratio']:.3f} vs {row['flop_ratio']:.3f} "
-                                        f"({100 * row['counted_rel_diff']:+.0f}%)")
-                            rows.append(("2 compression", f"{size}: {label} / {block['baseline']} time of FLOP-counted "
-                                         "ops vs FLOPs (like with like)", measured, "within 10%",
-                                         _ok(row["counted_meets_goal"])))
-                    elif "flops" in row and "step" not in row and label != block["baseline"]:
-                        rows.append(("2 compression", f"{size}: {label} / {block['baseline']} FLOPs",
-                                     f"{row['flop_ratio']:.3f}", "", ""))
-            mem = f["figure3"]
-            for label, row in mem["projectors"].items():
-                rows.append(("3 params/memory", f"{mem['size']} b{mem['batch_size']} {label}: trainable / peak",
-                             f"{row['trainable_params'] / 1e6:.2f} M / {row['peak_bytes'] / 2**20:.1f} MiB", "", ""))
-        else:
-            skipped("2 compression", f)
-    if "generation" in figs:
-        for attn, f in figs["generation"].items():
-            if "ratio" in f:
-                rows.append(("4 generation", f"{f['batch_size']} x batch 1 / batch {f['batch_size']} time "
-                             f"({f['size']}, {f['projector']}, {f['attention']}"
-                             + (", images pre-encoded)" if f.get("llm_only") else ")"),
-                             f"{f['ratio']:.2f}x", f["goal"], _ok(f["meets_goal"])))
-            else:
-                skipped("4 generation", f)
-    if "transformers" in figs:
-        f = figs["transformers"]
-        if "sizes" in f:
-            for size, row in f["sizes"].items():
-                same = "same tokens" if all(row["tokens_equal"].values()) else "TOKENS DIFFER"
-                rows.append(("7 vs transformers", f"deco / LlavaForConditionalGeneration generate, static cache, same "
-                             f"tower depth ({size}, b{row['batch_size']}, {row['visual_tokens']} visual tokens, {same})",
-                             f"{row['ratio']:.3f}x (CPU {row['cpu_ratio']:.3f}x; vs stock generate "
-                             f"{row.get('over_stock_generate', float('nan')):.3f}x; before {row['before_ratio']:.3f}x)",
-                             row["goal"],
-                             _ok(row["meets_goal"])))
-        else:
-            skipped("7 vs transformers", f)
-    if "train_transformers" in figs:
-        f = figs["train_transformers"]
-        if "sizes" in f:
-            for size, row in f["sizes"].items():
-                same = "loss equal" if row["loss_equal"] else "LOSS DIFFERS"
-                rows.append(("11 train vs HF", f"deco / LlavaForConditionalGeneration training step ({size}, "
-                             f"b{row['batch_size']}, {row['tower_layers']} tower layers both, {same})",
-                             f"{row['ratio']:.3f}x (CPU {row['cpu_ratio']:.3f}x)", row["goal"],
-                             _ok(row["meets_goal"] and row["loss_equal"])))
-        else:
-            skipped("11 train vs HF", f)
-    if "relevance" in figs:
-        f = figs["relevance"]
-        if "projectors" in f:
-            for label, row in f["projectors"].items():
-                rows.append(("5 relevance", f"R-GAE / forward+backward ({f['size']}, {label})",
-                             f"{row['ratio']:.2f}x", f["goal"], _ok(row["meets_goal"])))
-        else:
-            skipped("5 relevance", f)
-    if "data" in figs:
-        f = figs["data"]
-        if "ratio" in f:
-            rows.append(("6 data", f.get("comparison", "loader samples/s / train step samples/s"),
-                         f"{f['ratio']:.2f}x", str(f.get("goal", "")), _ok(f.get("meets_goal"))))
-        else:
-            skipped("6 data", f)
-    _study_rows(figs, rows, skipped)
-    if "gpu" in figs:
-        f = figs["gpu"]
-        if "projectors" in f:
-            for label, row in f["projectors"].items():
-                if "error" in row:
-                    rows.append(("gpu", f"{f['device']} {label}", row["error"], "", ""))
-                    continue
-                mfu = "MFU " + (f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "n/a")
-                goal = f.get("mfu_goal", 0.45)
-                rows.append(("gpu" + (" (smoke)" if f["smoke"] else ""), f"{f['device']} {label} b{row['batch_size']}",
-                             f"{row['samples_per_s']:.1f} samples/s, {mfu}",
-                             f">= {100 * goal:.0f}% MFU" if not f["smoke"] else "",
-                             "" if row["mfu"] is None else _ok(row["mfu"] >= goal)))
-            tag = "gpu" + (" (smoke)" if f["smoke"] else "")
-            for trainer, row in f.get("lightning", {}).items():
-                if not isinstance(row, dict):
-                    continue
-                text = (f"{row['samples_per_s']:.2f} samples/s" if "samples_per_s" in row
-                        else row.get("error", f"composed only ({row.get('strategy')})"))
-                rows.append((tag, f"trainer={trainer} {f['lightning']['projector']} b{f['lightning']['batch_size']}",
-                             text, "", ""))
-            for label, row in f.get("generation", {}).items():
-                rows.append((tag, f"generate {label} b{row['batch_size']} ({row['max_new_tokens']} new tokens)",
-                             f"{row['now_new_tokens_per_s']:.0f} tokens/s ({row['before_over_now']:.2f}x before)", "",
-                             "" if row["same_tokens"] else "TOKENS DIFFER"))
-        else:
-            skipped("gpu", f)
-    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _study_rows(figs: dict, rows: list, skipped) -> None:
-    """Figures 8 (tower-feature cache), 10 (time to accuracy) and 9 (llava_json at scale)."""
-    if "time_to_accuracy" in figs:
-        f = figs["time_to_accuracy"]
-        if "cache" not in f:
-            skipped("8 cache", f)
-        else:
-            c = f["cache"]
-            load = "load " + "/".join(f"{x:.1f}" for x in c["load_average"])
-            rows.append(("8 cache", f"study CPU per run with / without the tower-feature cache ({c['arena_runs']} runs "
-                         f"over the same scenes; {load})", f"{c['arena_over_old_cpu']:.2f}x (warm "
-                         f"{c['warm_over_old_cpu']:.2f}x, first run {c['cold_over_old_cpu']:.2f}x)", c["goal"],
-                         _ok(c["meets_goal"])))
-            t = f["tta"]
-            if "warm" in t:
-                steps = f"steps {t['new']['steps_to_accuracy']} vs {t['old']['steps_to_accuracy']}"
-                seeds = f"{len(t['new']['steps_to_accuracy'])} / {len(t['old']['steps_to_accuracy'])} seeds"
-                rows.append(("10 time to acc.", f"new / old default to ex 90, attr 90, grounding 50 ({seeds}, {steps}), "
-                             "CPU (wall)", f"{t['warm']['cpu_ratio']:.2f}x ({t['warm']['wall_ratio']:.2f}x); "
-                             f"first run of a study {t['cold']['cpu_ratio']:.2f}x ({t['cold']['wall_ratio']:.2f}x)",
-                             t["goal"], _ok(t["meets_goal"])))
-            else:
-                skipped("10 time to acc.", t)
-    if "llava_scale" in figs:
-        f = figs["llava_scale"]
-        if "seconds_to_first_step" in f:
-            rows.append(("9 llava_json", f"{f['records']:,} records ({f['file_bytes'] / 2**20:.0f} MB): to first step / "
-                         f"peak main RSS (load {f['load_average'][0]:.1f})",
-                         f"{f['seconds_to_first_step']:.1f} s / {f['peak_rss_bytes'] / 2**30:.2f} GiB", f["goal"],
-                         _ok(f["meets_goal"])))
-        else:
-            skipped("9 llava_json", f)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="deco performance figures (ratios measured side by side)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds; checks the code paths only")
     parser.add_argument("--only", nargs="+", choices=FIGURES, help="run only these figures")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"results JSON (default {DEFAULT_OUT}; with --smoke {SMOKE_OUT.name} next to it, so a "
-                             "smoke run never replaces the recorded results)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: steadier on a small shared machine)")
-    parser.add_argument("--generation-attn", nargs="+", default=["eager", "sdpa"],
-                        help="figure 4 variants: attention implementations (eager, sdpa) and/or as_built "
-                             "(what the model config says: sdpa)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"results JSON (default {DEFAULT_OUT}; with --smoke {SMOKE_OUT.name} next to it, so a "
+        "smoke run never replaces the recorded results)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1: steadier on a small shared machine)"
+    )
+    parser.add_argument(
+        "--generation-attn",
+        nargs="+",
+        default=["eager", "sdpa"],
+        help="figure 4 variants: attention implementations (eager, sdpa) and/or as_built "
+        "(what the model config says: sdpa)",
+    )
     args = parser.parse_args(argv)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -312,6 +102,11 @@ def _run(args) -> int:
     atomic_write_text(args.out, json.dumps(results, indent=2, default=str) + "\n")
     print()
     print(table(results))
+    scale = results["figures"].get("llava_scale") or {}
+    if "phases" in scale:  # figure 9: where its seconds go (wall and main-process CPU per phase)
+        from experiments.perf.llava_scale import table as phase_table
+
+        print("\nfigure 9, phases:\n" + phase_table(scale))
     print(f"\nwrote {args.out}")
     return 1 if failed else 0
 

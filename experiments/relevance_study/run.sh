@@ -10,7 +10,7 @@
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/relevance_study}
-METHODS=${METHODS:-[rgae,rawattn,gradcam,relatt,tam,perturb]}
+METHODS=${METHODS:-[rgae,rawattn,gradcam,relatt,tam,perturb,attnlrp]}
 for run in $RUNS; do
     name=${run%%=*} ckpt=${run#*=}
     [ -f "$OUT/$name/A/scores.csv" ] && continue  # finished earlier

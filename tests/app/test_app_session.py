@@ -50,13 +50,21 @@ def test_maps_are_deco_explains_own(tmp_path, slots):
     image = session.read_image(_wide_image(tmp_path))
     view = session.explain_text(slot, image, "What shape is green?", "green triangle", "rgae", "gae")
     loaded = slot.loaded
-    inp = build_input(loaded.tokenizer, loaded.image_processor, image, "green triangle", "What shape is green?",
-                      slot.template, slot.image_aspect)
+    inp = build_input(
+        loaded.tokenizer,
+        loaded.image_processor,
+        image,
+        "green triangle",
+        "What shape is green?",
+        slot.template,
+        slot.image_aspect,
+    )
     ref = explain(loaded.model, inp, "rgae", loaded.tokenizer, per_token=True, vision_relevance="gae")
     torch.testing.assert_close(view.rel.r_t2i, ref.r_t2i)
     torch.testing.assert_close(view.rel.r_t2i_tokens, ref.r_t2i_tokens)
-    assert [label for label, _ in session.token_choices(view)] == [f"{k}: {t.strip()}" for k, t in
-                                                                    enumerate(ref.target_tokens)]
+    assert [label for label, _ in session.token_choices(view)] == [
+        f"{k}: {t.strip()}" for k, t in enumerate(ref.target_tokens)
+    ]
     order = [j for _, j in session.query_choices(view)]
     assert sorted(order) == list(range(16)) and float(ref.r_t2q[order[0]]) == float(ref.r_t2q.max())
     assert session.t2i_picture(view).size == (336, 366) and session.q2i_picture(view, order[0]).size == (336, 366)
@@ -69,20 +77,26 @@ def test_ask_answers_and_explains_every_model(tmp_path, slots):
     assert message.startswith("Image 300x120; 2 model(s)")
     (deco_view, deco_info), (hf_view, hf_info) = results
     for view, slot in ((deco_view, slots[0]), (hf_view, slots[1])):
-        assert view is not None and view.answer == session.answer(slot, session.read_image(_wide_image(tmp_path)),
-                                                                  "What shape is green?", 6)
+        assert view is not None and view.answer == session.answer(
+            slot, session.read_image(_wide_image(tmp_path)), "What shape is green?", 6
+        )
         assert view.rel.vision_relevance == "gae"
     assert deco_view.rel.r_t2i.shape == (24, 24) and hf_view.rel.r_t2i.shape == (4, 4)
     assert "rgae, generated answer" in deco_info
     message, results = ask(slots, str(_wide_image(tmp_path)), "What?", "A green triangle", "ig", "none", 6, 64)
     assert all(view.answer == "A green triangle" and view.rel.method == "ig" for view, _ in results)
     assert "teacher-forced text" in results[0][1]
+    message, results = ask(slots, str(_wide_image(tmp_path)), "What?", "A green triangle", "attnlrp", "none", 6, 64)
+    assert all(view.rel.method == "attnlrp" and float(view.rel.r_t2q.abs().sum()) > 0 for view, _ in results)
 
 
 def test_config_checks_embedded_default_and_page(tmp_path):
-    for override, message in (("method=lrp", "method=lrp is unknown"), ("port=0", "not a TCP port"),
-                              ("vision_relevance=x", "vision_relevance=x is unknown"),
-                              ("ckpt=/no/such.ckpt", "no such file")):
+    for override, message in (
+        ("method=lrp", "method=lrp is unknown"),
+        ("port=0", "not a TCP port"),
+        ("vision_relevance=x", "vision_relevance=x is unknown"),
+        ("ckpt=/no/such.ckpt", "no such file"),
+    ):
         with pytest.raises(SystemExit, match=message):
             validate(compose_config("app", [override], tmp_path))
     cfg = compose_config("app", ["query_num=16", "device=cpu"], tmp_path)

@@ -61,3 +61,65 @@ def test_missing_images_are_found_with_one_stat_per_distinct_image(tmp_path, mon
     assert sorted(kept.positions.tolist()) == [k for k in range(30) if k % 3 != 1]
     assert len(calls) == 2  # img/a.jpg and img/gone.jpg, once each
     llava_records.clear_cache()
+
+
+def _variants():
+    """Valid records and every kind of defect the checks know, in the usual shape and around it."""
+    ok = {"id": "a", "image": "x.jpg", "conversations": _turns()}
+    yield ok
+    yield {"id": 1, "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
+    yield {**ok, "conversations": _turns("What?\n<image>")}
+    yield {**ok, "conversations": _turns("<image>") + [{"from": "human", "value": "  "}]}
+    yield {**ok, "conversations": _turns("<image>")[:1] + [{"from": "gpt", "value": ""}]}  # every turn blank
+    yield {**ok, "conversations": [{"from": "human", "value": " <image> "}, {"from": "gpt", "value": " "}]}
+    yield {**ok, "image": None}  # an image placeholder without an image
+    yield {k: v for k, v in ok.items() if k != "image"}
+    yield {**ok, "image": 3}
+    yield {**ok, "image": ["x.jpg"]}
+    yield {**ok, "conversations": _turns("<image><image>")}
+    yield {**ok, "conversations": _turns("no placeholder")}
+    yield {**ok, "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "<image>"}]}
+    yield {**ok, "conversations": []}
+    yield {**ok, "conversations": "text"}
+    yield {"id": "x"}
+    yield {**ok, "conversations": [{"from": "human"}]}
+    yield {**ok, "conversations": [{"from": 1, "value": "<image>"}]}
+    yield {**ok, "conversations": ["turn"]}
+    yield {**ok, "conversations": [{"from": "human", "value": "<image>", "extra": [1]}]}
+    yield {**ok, "tags": ["a"]}
+    yield {**ok, "meta": {"a": 1}}
+    yield {**ok, "id": Text("a")}
+    yield {**ok, "conversations": [{"from": Text("human"), "value": "<image>"}, {"from": "gpt", "value": "x"}]}
+    yield [ok]
+    yield "record"
+
+
+def _full_verdict(record):
+    """What the full checks say (the fast path bypassed)."""
+    if isinstance(record, dict):
+        saved = llava_record_checks._usual_and_valid
+        llava_record_checks._usual_and_valid = lambda r: False
+    try:
+        llava_record_checks.check_record(record)
+        return None
+    except SkipSample as error:
+        return str(error)
+    finally:
+        if isinstance(record, dict):
+            llava_record_checks._usual_and_valid = saved
+
+
+def test_the_one_pass_fast_path_passes_exactly_the_valid_usual_records():
+    verdicts = []
+    for record in _variants():
+        full = _full_verdict(record)
+        try:
+            llava_record_checks.check_record(record)
+            got = None
+        except SkipSample as error:
+            got = str(error)
+        assert got == full, record  # same verdict and message with the fast path
+        if isinstance(record, dict) and llava_record_checks._usual_and_valid(record):
+            assert full is None, record  # the fast path never passes what the full checks refuse
+        verdicts.append(full is None)
+    assert verdicts.count(True) == 8 and verdicts.count(False) == 18  # the variants cover both sides

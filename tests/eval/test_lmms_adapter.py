@@ -71,7 +71,21 @@ def _entry_point_dist(where: Path) -> Path:
     return where
 
 
-def test_lmms_eval_cli_runs_a_deco_checkpoint_on_a_local_task(tiny_ckpt, tmp_path):
+@pytest.mark.parametrize(
+    "extra_args, reduction",
+    [
+        pytest.param("", None, id="unreduced"),
+        # slow: a second lmms-eval subprocess (~1 min); the adapter's parsing of reduction_* is a fast test elsewhere
+        pytest.param(
+            ",reduction=fastv,reduction_keep=4,reduction_layer=1",
+            {"name": "fastv", "keep": 4, "layer": 1},
+            id="fastv-4",
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
+def test_lmms_eval_cli_runs_a_deco_checkpoint_on_a_local_task(tiny_ckpt, tmp_path, extra_args, reduction):
+    """The real lmms-eval CLI, unreduced and with a training-free reducer passed as model_args (FastV: 16 -> 4 tokens after layer 1; the tiny model pools, so the pre-LLM reducers do not apply)."""
     from deco.eval.benchmarks import ShapesBenchmark, load_image
     from deco.eval.parsing import parse_yes_no_pope
 
@@ -93,7 +107,7 @@ def test_lmms_eval_cli_runs_a_deco_checkpoint_on_a_local_task(tiny_ckpt, tmp_pat
                HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "lmms_eval", "--model", "deco",
-           "--model_args", f"ckpt={tiny_ckpt},device=cpu,max_new_tokens=6", "--tasks", "deco_shapes_existence",
+           "--model_args", f"ckpt={tiny_ckpt},device=cpu,max_new_tokens=6{extra_args}", "--tasks", "deco_shapes_existence",
            "--include_path", str(task_dir), "--batch_size", "4", "--output_path", str(out), "--log_samples"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -111,6 +125,10 @@ def test_lmms_eval_cli_runs_a_deco_checkpoint_on_a_local_task(tiny_ckpt, tmp_pat
     from deco.models.attention import set_attention
 
     set_attention(loaded.model, "sdpa")
+    if reduction:
+        from deco.models.reduction import reducer_from_config
+
+        loaded.model.set_reduction(reducer_from_config(reduction))
     answers = generate_answers(loaded.model, loaded.tokenizer, dataset, batch_size=4, max_new_tokens=6,
                                progress=False)
     expected = sum(parse_yes_no_pope(a.split("\n")[0])[0] == s.reference for a, s in zip(answers, samples)) / 6

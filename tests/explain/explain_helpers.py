@@ -45,11 +45,21 @@ def trained_run() -> Path:
         previous = os.environ.get("WANDB_MODE")
         os.environ["WANDB_MODE"] = "offline"
         try:
-            cfg = compose_config("train", [
-                *TINY_RUN, "projector=avgpool", "query_num=16", "logger=wandb", "logger.wandb.group=null",
-                "callbacks=[default,relevance]", "callbacks.relevance.every_n_steps=2",
-                "callbacks.relevance.num_probes=2", "callbacks.relevance.methods=[rgae]",
-            ], out)
+            cfg = compose_config(
+                "train",
+                [
+                    *TINY_RUN,
+                    "projector=avgpool",
+                    "query_num=16",
+                    "logger=wandb",
+                    "logger.wandb.group=null",
+                    "callbacks=[default,relevance]",
+                    "callbacks.relevance.every_n_steps=2",
+                    "callbacks.relevance.num_probes=2",
+                    "callbacks.relevance.methods=[rgae,attnlrp]",
+                ],
+                out,
+            )
             train(cfg)
         finally:
             if previous is None:

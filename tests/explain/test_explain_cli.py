@@ -25,32 +25,54 @@ def ckpt() -> Path:
     return trained_run() / "checkpoints" / "last.ckpt"
 
 
-def test_single_image_export_for_three_methods(ckpt, tmp_path):
-    cfg = compose_config("explain", [f"ckpt={ckpt}", f"image={scene_image(tmp_path)}", "text=A pot of green plants",
-                                     "method=[rgae,rawattn,gradcam]", *FLAGS], tmp_path / "out")
+def test_single_image_export_for_four_methods(ckpt, tmp_path):
+    cfg = compose_config(
+        "explain",
+        [
+            f"ckpt={ckpt}",
+            f"image={scene_image(tmp_path)}",
+            "text=A pot of green plants",
+            "method=[rgae,rawattn,gradcam,attnlrp]",
+            *FLAGS,
+        ],
+        tmp_path / "out",
+    )
     records = run(cfg)["records"]
     out = tmp_path / "out"
-    assert [r["method"] for r in records] == ["rgae", "rawattn", "gradcam"]
-    for method in ("rgae", "rawattn", "gradcam"):
+    assert [r["method"] for r in records] == ["rgae", "rawattn", "gradcam", "attnlrp"]
+    for method in ("rgae", "rawattn", "gradcam", "attnlrp"):
         for kind in ("R_t2i", "R_t2q", "R_q2i"):
             with Image.open(out / f"{kind}-{method}-A-pot-of-green-plants-avgpool2_16.png") as img:
                 assert img.format == "PNG"
         data = load_relevance(out / f"relevance-{method}-A-pot-of-green-plants-avgpool2_16.pt")
         assert data["r_t2i"].shape == (24, 24) and data["r_q2i"].shape == (16, 576)
+        assert float(data["r_t2q"].abs().sum()) > 0
     index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
-    assert len(index) == 3 and index[0]["files"]["tensors"] == "relevance-rgae-A-pot-of-green-plants-avgpool2_16.pt"
+    assert len(index) == 4 and index[0]["files"]["tensors"] == "relevance-rgae-A-pot-of-green-plants-avgpool2_16.pt"
 
 
 def test_two_checkpoints_of_one_projector_keep_their_files_and_compare(ckpt, tmp_path):
     seed2 = tmp_path / "seed2" / "checkpoints" / "last.ckpt"  # a second run of the same projector
     seed2.parent.mkdir(parents=True)
     seed2.write_bytes(ckpt.read_bytes())
-    cfg = compose_config("explain", [f"ckpt=[{ckpt},{seed2}]", f"image={scene_image(tmp_path)}",
-                                     "text='Yes, it is green.'", "question=Is there a triangle?", *FLAGS], tmp_path / "out")
+    cfg = compose_config(
+        "explain",
+        [
+            f"ckpt=[{ckpt},{seed2}]",
+            f"image={scene_image(tmp_path)}",
+            "text='Yes, it is green.'",
+            "question=Is there a triangle?",
+            *FLAGS,
+        ],
+        tmp_path / "out",
+    )
     result = run(cfg)
     out = tmp_path / "out"
     tags = [r["tag"] for r in result["records"]]
-    assert tags == ["avgpool2_16", "avgpool2_16-seed2"] and [r["ckpt"] for r in result["records"]] == [str(ckpt), str(seed2)]
+    assert tags == ["avgpool2_16", "avgpool2_16-seed2"] and [r["ckpt"] for r in result["records"]] == [
+        str(ckpt),
+        str(seed2),
+    ]
     for tag in tags:
         assert (out / f"R_t2i-rgae-Yes-it-is-green-{tag}.png").is_file()
         assert (out / f"relevance-rgae-Yes-it-is-green-{tag}.pt").is_file()
@@ -72,8 +94,11 @@ def test_free_text_with_commas_is_quoted_for_hydra():
 
 
 def test_dataset_mode_exports_every_sample(ckpt, tmp_path):
-    cfg = compose_config("explain", [f"ckpt={ckpt}", "data=shapes", "num_samples=3", "images=false",
-                                     "tensor_format=npz", *FLAGS], tmp_path / "out")
+    cfg = compose_config(
+        "explain",
+        [f"ckpt={ckpt}", "data=shapes", "num_samples=3", "images=false", "tensor_format=npz", *FLAGS],
+        tmp_path / "out",
+    )
     records = run(cfg)["records"]
     assert [r["index"] for r in records] == [0, 1, 2]
     files = sorted(p.name for p in (tmp_path / "out").glob("relevance-*.npz"))
@@ -84,21 +109,34 @@ def test_dataset_mode_exports_every_sample(ckpt, tmp_path):
 
 
 def test_score_mode_writes_csv_json_and_table(ckpt, tmp_path):
-    cfg = compose_config("explain", [f"ckpt=[{ckpt},{ckpt}]", "mode=score", "score.num_samples=2", "score.num_distractors=1",
-                                     "score.perturbation=false", "score.methods=[rgae,rawattn]", *FLAGS],
-                         tmp_path / "out")
+    cfg = compose_config(
+        "explain",
+        [
+            f"ckpt=[{ckpt},{ckpt}]",
+            "mode=score",
+            "score.num_samples=2",
+            "score.num_distractors=1",
+            "score.perturbation=false",
+            "score.methods=[rgae,rawattn,attnlrp]",
+            *FLAGS,
+        ],
+        tmp_path / "out",
+    )
     result = run(cfg)
     out = tmp_path / "out"
     lines = (out / "scores.csv").read_text().splitlines()
-    # ckpts x (2 shapes + 1 distractor probe) x (2 methods + random)
-    assert lines[0].startswith("probes,projector,checkpoint,method,index,task") and len(lines) == 1 + 2 * 3 * 3
+    # ckpts x (2 shapes + 1 distractor probe) x (3 methods + random)
+    assert lines[0].startswith("probes,projector,checkpoint,method,index,task") and len(lines) == 1 + 2 * 3 * 4
     summary = json.loads((out / "summary.json").read_text())
-    assert {s["method"] for s in summary} == {"rgae", "rawattn", "random"}
+    assert {s["method"] for s in summary} == {"rgae", "rawattn", "attnlrp", "random"}
     # the same file twice is still two checkpoints: two tags, each scored on its own probes
     assert {s["projector"] for s in summary} == {"avgpool2_16", f"avgpool2_16-{ckpt_label(str(ckpt))}"}
     assert all(s["n"] == (2 if s["probes"] == "shapes" else 1) and 0 <= s["energy"] <= 1 for s in summary)
-    assert all("causal_drop_top" in s and "distractor_energy" in s for s in summary
-               if s["probes"] == "distractors" and s["method"] != "random")  # the defaults: causal test on
+    assert all(
+        "causal_drop_top" in s and "distractor_energy" in s
+        for s in summary
+        if s["probes"] == "distractors" and s["method"] != "random"
+    )  # the defaults: causal test on
     assert (out / "comparison.md").read_text().strip() == result["table"]
     assert f"| shapes | avgpool2_16 | {ckpt_label(str(ckpt))} | rgae | 2 |" in result["table"]
 
@@ -119,12 +157,14 @@ def test_relevance_callback_logged_pngs_and_wandb_images():
     run_dir = trained_run()
     for step in (2, 3):  # every_n_steps=2, and once at the end of training
         pngs = sorted(p.name for p in (run_dir / "relevance" / f"step_{step:06d}").glob("*.png"))
-        assert len(pngs) == 2 * 3  # probes x kinds (method rgae)
-        assert "R_t2i-rgae-00-Square-avgpool2_16.png" in pngs
+        assert len(pngs) == 2 * 3 * 2  # probes x kinds x methods (rgae, attnlrp)
+        assert {"R_t2i-rgae-00-Square-avgpool2_16.png", "R_t2i-attnlrp-00-Square-avgpool2_16.png"} <= set(pngs)
     tensors = load_relevance(run_dir / "relevance" / "step_000002" / "relevance-rgae-00-Square-avgpool2_16.pt")
     assert tensors["r_t2i"].shape == (24, 24)
     media = list((run_dir / "wandb").glob("offline-run-*/files/media/images/relevance/R_t2i_rgae_*.png"))
     assert len(media) == 2 * 2  # 2 probes, logged at 2 steps
+    lrp = list((run_dir / "wandb").glob("offline-run-*/files/media/images/relevance/R_t2i_attnlrp_*.png"))
+    assert len(lrp) == 2 * 2
     assert not torch.equal(
         load_relevance(run_dir / "relevance" / "step_000002" / "relevance-rgae-00-Square-avgpool2_16.pt")["r_t2q"],
         load_relevance(run_dir / "relevance" / "step_000003" / "relevance-rgae-00-Square-avgpool2_16.pt")["r_t2q"],
@@ -135,9 +175,21 @@ def test_relevance_callback_logged_pngs_and_wandb_images():
 def test_python_dash_m_entry_point(ckpt, tmp_path):
     image = scene_image(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "deco.explain", f"ckpt={ckpt}", f"image={image}", "text=green", "method=rawattn",
-         "device=cpu", f"hydra.run.dir={tmp_path / 'cli'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "deco.explain",
+            f"ckpt={ckpt}",
+            f"image={image}",
+            "text=green",
+            "method=rawattn",
+            "device=cpu",
+            f"hydra.run.dir={tmp_path / 'cli'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "cli" / "R_t2i-rawattn-green-avgpool2_16.png").is_file()

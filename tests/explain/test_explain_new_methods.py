@@ -1,9 +1,7 @@
-"""relatt, tam, perturb and attnlrp against hand computations on the tiny models (deco.explain.recent_methods)."""
+"""relatt, tam and perturb against hand computations on the tiny models (deco.explain.recent_methods); attnlrp has
+its own file (test_explain_attnlrp.py)."""
 
 from __future__ import annotations
-
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -132,40 +130,6 @@ def test_perturb_is_the_log_prob_drop_of_each_patch_group():
     # R_t2q: each pooled token's mean positive drop over its 6 x 6 patches
     expected = rel.r_t2i.clamp(min=0).reshape(4, 6, 4, 6).mean((1, 3)).flatten()
     torch.testing.assert_close(rel.r_t2q, expected)
-
-
-def test_attnlrp_explains_what_is_missing_and_is_input_times_gradient(monkeypatch):
-    model, tokenizer, inp = _input()
-    monkeypatch.setitem(sys.modules, "lxt", None)
-    with pytest.raises(ImportError, match=r"pip install 'deco\[lrp\]'"):
-        explain(model, inp, "attnlrp", tokenizer)
-    patched = []
-    fake = types.ModuleType("lxt.efficient")
-    fake.monkey_patch = patched.append  # lxt's rules would change the backward; the read-out is deco's
-    monkeypatch.setitem(sys.modules, "lxt", types.ModuleType("lxt"))
-    monkeypatch.setitem(sys.modules, "lxt.efficient", fake)
-    rel = explain(model, inp, "attnlrp", tokenizer)
-    assert len(patched) == 1
-    tokens = model.encode_images(inp.pixel_values[None]).detach().requires_grad_(True)
-    out = model(inp.input_ids[None], image_tokens=tokens)
-    grad = torch.autograd.grad(out.logits[0, _rows(model, inp), inp.input_ids[inp.target_mask]].sum(), tokens)[0]
-    torch.testing.assert_close(rel.r_t2q, (tokens * grad).sum(-1)[0], rtol=1e-4, atol=1e-6)
-    assert all(p.grad is None for p in model.parameters())  # the shared tiny model stays clean
-
-
-def test_attnlrp_tells_a_broken_lxt_from_a_missing_one(tmp_path, monkeypatch):
-    """lxt 2.1 (the newest on PyPI) imports a helper transformers 5 removed: the message must not say 'install'."""
-    model, tokenizer, inp = _input()
-    package = tmp_path / "lxt" / "efficient"
-    package.mkdir(parents=True)
-    (tmp_path / "lxt" / "__init__.py").write_text("")
-    (package / "__init__.py").write_text("from transformers.pytorch_utils import no_such_helper_in_transformers\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("lxt", "lxt.efficient"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    with pytest.raises(ImportError, match=r"installed `lxt` package fails to import.*no_such_helper") as err:
-        explain(model, inp, "attnlrp", tokenizer)
-    assert "pip install" not in str(err.value)
 
 
 def test_recent_methods_share_one_forward_with_the_others():

@@ -13,7 +13,12 @@ import warnings
 
 import pytest
 import torch
-from test_loading_fixtures import (
+from test_loading_fixtures import (  # noqa: F401 (the *_fixture names: pytest fixtures, used by name)
+    avgpool_fixture,
+    base_dir_fixture,
+    clip_dir_fixture,
+    hf_dir_fixture,
+    root_fixture,
     IMAGE_SIZE,
     LLM,
     NUM_PATCHES,
@@ -23,9 +28,6 @@ from test_loading_fixtures import (
     pixels,
     prompt_ids,
     reference_logits,
-    write_clip,
-    write_llama_base,
-    write_llava_hf,
     write_llava_lora,
     write_llava_original,
 )
@@ -33,31 +35,8 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel, LlamaForCausalLM
 
 from deco.models.formats.llava_qformer import QFormerMLPProjector
 from deco.models.loading import LoadedModel, detect_format, load_model
-from deco.models.projectors.pooling import AvgPoolProjector
 
 IMAGE_ID = 4  # <image> in the tiny tokenizer
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.mktemp("ckpts")
-
-
-@pytest.fixture(scope="module")
-def clip_dir(root):
-    return write_clip(root / "clip")
-
-
-@pytest.fixture(scope="module")
-def avgpool():
-    torch.manual_seed(5)
-    return AvgPoolProjector(VISION["hidden_size"], LLM["hidden_size"], NUM_PATCHES, query_num=4, mlp_depth=2).eval()
-
-
-@pytest.fixture(scope="module")
-def base_dir(root):
-    write_llama_base(root / "base")
-    return root / "base"
 
 
 def logits(loaded: LoadedModel, ids, pv):
@@ -66,11 +45,6 @@ def logits(loaded: LoadedModel, ids, pv):
 
 
 # ---------------------------------------------------------------- llava-hf
-
-
-@pytest.fixture(scope="module")
-def hf_dir(root):
-    return write_llava_hf(root / "llava_hf")
 
 
 def test_llava_hf_logits_match_transformers(hf_dir):
@@ -274,100 +248,6 @@ def test_deco_qformer_lora_layout(root, clip_dir, base_dir):
     assert cross_attns[0].shape == (2, 32, 9, NUM_PATCHES)
 
 
-# ---------------------------------------------------------------- safety, detection, errors
-
-
-class _Payload:
-    """Unpickling this writes a file: what a malicious checkpoint would do."""
-
-    def __init__(self, target):
-        self.target = str(target)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.target!r}, 'w').write('pwned')",))
-
-
-def _craft(path, target):
-    torch.save({"model.mm_projector.0.weight": torch.zeros(1), "evil": _Payload(target)}, path)
-
-
-def test_crafted_pickle_payload_is_real(tmp_path):
-    """Sanity check of the payload itself: an unsafe load runs it (so the refusals below mean something)."""
-    target = tmp_path / "proof.txt"
-    _craft(tmp_path / "evil.bin", target)
-    torch.load(tmp_path / "evil.bin", weights_only=False)
-    assert target.read_text() == "pwned"
-
-
-@pytest.mark.parametrize("where", ["non_lora_trainables.bin", "pytorch_model.bin", "last.ckpt"])
-def test_crafted_pickle_is_refused(root, clip_dir, base_dir, avgpool, tmp_path, where):
-    target = tmp_path / "pwned.txt"
-    if where == "non_lora_trainables.bin":
-        ckpt = tmp_path / "lora"
-        ckpt.mkdir()
-        write_llava_lora(ckpt, base_dir, clip_dir, {}, "avgpool2_4")
-        _craft(ckpt / where, target)
-    elif where == "pytorch_model.bin":
-        ckpt = tmp_path / "orig"
-        write_llava_original(ckpt, clip_dir, mlp(VISION["hidden_size"], LLM["hidden_size"]), "mlp2x_gelu")
-        _craft(ckpt / where, target)
-    else:
-        ckpt = tmp_path / where
-        _craft(ckpt, target)
-    with pytest.raises(ValueError, match="refusing to load .*needs arbitrary code"):
-        load_model(ckpt)
-    assert not target.exists()
-
-
-def test_detect_format_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        load_model(tmp_path / "nope")
-    with pytest.raises(ValueError, match="no config.json and no adapter_config.json"):
-        detect_format(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ValueError, match="model_type='bert'"):
-        detect_format(tmp_path)
-    (tmp_path / "weights.bin").write_bytes(b"")
-    with pytest.raises(ValueError, match="single file must be a deco Lightning checkpoint"):
-        detect_format(tmp_path / "weights.bin")
-
-
-def test_hub_name_without_network_says_so(monkeypatch):
-    import huggingface_hub
-
-    def offline(*args, **kwargs):
-        raise OSError("offline")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    with pytest.raises(FileNotFoundError, match="could not be fetched from the Hugging Face hub"):
-        load_model("liuhaotian/llava-v1.5-7b")
-
-
-def test_hub_name_is_fetched_then_detected(monkeypatch, hf_dir):
-    import huggingface_hub
-
-    calls = []
-
-    def fake_snapshot(repo_id, allow_patterns=None, **kwargs):
-        calls.append((repo_id, allow_patterns))
-        return str(hf_dir)  # what a cached download returns: a local snapshot directory
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
-    loaded = load_model("llava-hf/llava-1.5-7b-hf")
-    assert loaded.format == "llava_hf" and calls[0][0] == "llava-hf/llava-1.5-7b-hf"
-    assert "*.safetensors" in calls[0][1] and "*.bin" not in calls[0][1]  # safetensors, no duplicate pickles
-
-
-def test_unsupported_llava_options_fail_clearly(root, clip_dir, tmp_path):
-    projector = mlp(VISION["hidden_size"], LLM["hidden_size"])
-    write_llava_original(tmp_path, clip_dir, projector, "mlp2x_gelu")
-    cfg = json.loads((tmp_path / "config.json").read_text())
-    cfg["mm_patch_merge_type"] = "spatial_unpad"
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="mm_patch_merge_type='spatial_unpad'"):
-        load_model(tmp_path)
-
-
 def test_loaded_model_serves_generation(hf_dir):
     """What deco.evaluate / deco.explain use: generate, projector_tag, tokenizer with <image>, processor."""
     loaded = load_model(hf_dir)
@@ -402,49 +282,6 @@ def test_llm_vocab_grows_to_the_tokenizer(root, clip_dir, tmp_path):
     assert loaded.model.llm.get_output_embeddings().weight.shape[0] == rows + 1
     torch.testing.assert_close(loaded.model.llm.get_input_embeddings().weight[:rows],
                                llm.get_input_embeddings().weight, atol=0, rtol=0)
-
-
-# ---------------------------------------------------------------- mm_projector_type strings
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("mlp2x_gelu", {"name": "mlp2x_gelu", "mlp_depth": 2}),
-    ("linear", {"name": "linear"}),
-    (None, {"name": "linear"}),  # LLaVA's default when the key is absent
-    ("avgpool2_144", {"name": "avgpool", "mlp_depth": 2, "query_num": 144, "pooling": "avg"}),
-    ("qformer2_144", {"name": "qformer", "layer_num": 2, "query_num": 144}),
-    ("maxpool2_64", {"name": "maxpool", "mlp_depth": 2, "query_num": 64, "pooling": "max"}),
-    ("mlp3x_gelu", {"name": "mlp2x_gelu", "mlp_depth": 3}),
-])
-def test_parse_projector_type(text, expected):
-    from deco.models.formats.projector_type import parse_projector_type, projector_type_of
-
-    assert parse_projector_type(text) == expected
-    if text is not None:
-        assert projector_type_of(expected) == text  # and back
-
-
-@pytest.mark.parametrize("text, message", [
-    ("identity", "no identity projector"),
-    ("resampler", "unknown mm_projector_type 'resampler'"),
-    ("avgpool2", "unknown mm_projector_type"),
-    ("qformer0_64", "must be >= 1"),
-])
-def test_parse_projector_type_errors(text, message):
-    from deco.models.formats.projector_type import parse_projector_type
-
-    with pytest.raises(ValueError, match=message):
-        parse_projector_type(text)
-
-
-def test_projector_tag_of_loaded_configs():
-    tags = {
-        "avgpool2_144": {"name": "avgpool", "mlp_depth": 2, "query_num": 144, "pooling": "avg"},
-        "qformer2_64": {"name": "qformer", "layer_num": 2, "query_num": 64},
-        "linear": {"name": "linear"},
-    }
-    for tag, projector in tags.items():
-        assert LoadedModel(None, None, None, {"projector": projector}).projector_tag == tag
 
 
 def test_dtype_option(hf_dir):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from deco.models.generation import _base, position_ids_from_mask
+from deco.models.prefill_tail import last_tail
 
 
 def _parts(llm: nn.Module):
@@ -145,11 +146,17 @@ def _pruned_hidden(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, lay
     return hidden, cols, kept_mask
 
 
-def pruned_prefill(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, layer: int, choose, cache):
+def pruned_prefill(
+    llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, layer: int, choose, cache, tail: bool = True
+):
     """Prefill with pruning before `layer`; `choose(attn b T) -> list of kept columns per row` (sorted).
+    tail: the last layer (in the pruned group) works on the last position only, keys/values on every kept one,
+    as `greedy_decode`'s prefill does (deco.models.prefill_tail), so efficiency comparisons stay like with like.
 
     Returns (last logits b V, PrunedState)."""
-    hidden, cols, kept_mask = _pruned_hidden(llm, embeds, mask, layer, choose, cache)
+    model, _ = _parts(llm)
+    with last_tail(llm, tail and layer < len(model.layers)):  # the ranking layers stay whole
+        hidden, cols, kept_mask = _pruned_hidden(llm, embeds, mask, layer, choose, cache)
     state = PrunedState(
         full_mask=mask.long(),
         pruned_mask=kept_mask.long(),
@@ -183,6 +190,7 @@ def pruned_greedy_decode(
     max_new_tokens: int,
     eos_ids: list[int],
     pad: int,
+    tail: bool = True,
 ) -> torch.Tensor:
     """Greedy decoding (as deco.models.generation.greedy_decode) with a pruned prefill; b <= max_new_tokens."""
     from transformers import DynamicCache
@@ -190,7 +198,7 @@ def pruned_greedy_decode(
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     cache = DynamicCache()
-    logits, state = pruned_prefill(llm, embeds, mask, layer, choose, cache)
+    logits, state = pruned_prefill(llm, embeds, mask, layer, choose, cache, tail)
     eos = torch.tensor(eos_ids, dtype=torch.long, device=embeds.device)
     finished = torch.zeros(embeds.shape[0], dtype=torch.bool, device=embeds.device)
     embed = llm.get_input_embeddings()
