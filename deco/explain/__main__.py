@@ -30,7 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 from deco.explain.distributed import Shard, from_environment, local_device
 from deco.explain.score_cli import as_list as _as_list
 from deco.explain.score_cli import progress as _progress
-from deco.explain.score_cli import score, template as _template, write_scores
+from deco.explain.score_cli import chosen_benchmark, score, write_scores
+from deco.explain.score_cli import template as _template
 from deco.explain.methods import METHODS
 from deco.relevance.vit import VISION_RELEVANCE
 from deco.utils.config import apply_reduction_or_exit, looks_like_path, reducer_or_exit
@@ -79,7 +80,7 @@ def _validate(cfg: DictConfig) -> None:
             raise SystemExit(f"Config error: {key}={value} must be a whole number >= 1")
     if cfg.num_samples is not None and (not isinstance(cfg.num_samples, int) or cfg.num_samples < 1):
         raise SystemExit(f"Config error: num_samples={cfg.num_samples} must be >= 1, or null for every sample")
-    if cfg.get("benchmark") is not None and cfg.mode != "score":
+    if chosen_benchmark(cfg) is not None and cfg.mode != "score":
         raise SystemExit("Config error: benchmark=... scores relevance on its boxes: use it with mode=score")
     if cfg.mode == "export" and cfg.get("data") is None:
         if not cfg.image or not cfg.text:

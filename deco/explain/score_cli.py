@@ -39,6 +39,13 @@ def template(cfg: DictConfig, loaded) -> str:
     return cfg.template or (loaded.config.get("stage") or {}).get("template") or "vicuna_v1"
 
 
+def chosen_benchmark(cfg: DictConfig):
+    """The `benchmark=` group the user chose, or None: a node without `_target_` is only a preset's settings
+    (debug=fast sets `benchmark.limit` for deco.evaluate), not a benchmark."""
+    bench = cfg.get("benchmark")
+    return bench if bench is not None and bench.get("_target_") is not None else None
+
+
 def score(
     cfg: DictConfig, loaded, shard: Shard | None = None, tag: str | None = None, ckpt: str | None = None
 ) -> list[dict]:
@@ -50,14 +57,14 @@ def score(
     seed, benchmark = int(cfg.score.seed), None
     if cfg.get("data") is not None:
         split = cfg.data.get(cfg.split)
-        if cfg.data.get("name") != "shapes" or split is None or cfg.get("benchmark") is not None:
+        if cfg.data.get("name") != "shapes" or split is None or chosen_benchmark(cfg) is not None:
             raise SystemExit(
                 "Config error: mode=score needs ground-truth boxes: use data=shapes, "
                 "benchmark=refcoco (refcoco_plus, refcocog), or neither"
             )
         seed = int(split.seed)
     try:
-        if cfg.get("benchmark") is not None:
+        if chosen_benchmark(cfg) is not None:
             benchmark = instantiate(cfg.benchmark)
         probes = collect_probes(
             loaded,

@@ -151,3 +151,14 @@ def test_benchmark_needs_score_mode_and_no_data(tmp_path):
                 tmp_path,
             )
         )
+
+
+def test_a_preset_setting_under_benchmark_is_not_a_benchmark(tmp_path):
+    """debug=fast sets `benchmark.limit` (for deco.evaluate): explain must not take that node for benchmark=..."""
+    from deco.explain.score_cli import chosen_benchmark
+
+    fast = compose_config("explain", ["ckpt=x.ckpt", "image=x.png", "text=hi", "debug=fast"], tmp_path)
+    assert fast.benchmark == {"limit": 8} and chosen_benchmark(fast) is None
+    chosen = compose_config("explain", ["ckpt=x.ckpt", "mode=score", "benchmark=refcoco"], tmp_path)
+    assert chosen_benchmark(chosen).name == "refcoco_testA"
+
