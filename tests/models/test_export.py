@@ -120,7 +120,8 @@ def test_export_cli_lightning_ckpt_to_deco(trained_lora_ckpt, tmp_path):
     size = original.model.vision.image_size
     ids = prompt_ids(original.tokenizer)
     pv = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(logits(again.model, ids, pv), logits(original.model, ids, pv), atol=1e-5, rtol=0)
+    # merged W + BA vs x W + (x A) B: equal up to float32 rounding (measured 1.4e-5 abs, 3e-6 rel on logits ~5)
+    torch.testing.assert_close(logits(again.model, ids, pv), logits(original.model, ids, pv), atol=1e-5, rtol=1e-5)
     with pytest.raises(FileExistsError, match="not empty"):
         export(str(trained_lora_ckpt), str(out))
 
