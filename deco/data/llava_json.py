@@ -34,7 +34,12 @@ from PIL import Image
 
 from deco.data.conversation import SampleTooLong, get_template, tokenize_conversation
 from deco.data.image import ASPECTS, image_size_problem, process_image
-from deco.data.llava_record_checks import MAX_NESTING, check_record, readable_check  # noqa: F401 (re-exported)
+from deco.data.llava_record_checks import (  # noqa: F401 (MAX_NESTING, check_record: re-exported)
+    MAX_NESTING,
+    check_record,
+    read_options,
+    readable_check,
+)
 from deco.data.llava_records import Records, read_records
 from deco.data.skips import SkipCounter, SkipSample
 from deco.data.tokenizer import IMAGE_TOKEN
@@ -138,7 +143,7 @@ def load_records(
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"LLaVA JSON file not found: {str(path)!r}")
-    options = (bool(allow_absolute_paths), None if image_root is None else str(image_root))
+    options = read_options(allow_absolute_paths, image_root)
     return read_records(path, readable_check(allow_absolute_paths, image_root), options=options)
 
 

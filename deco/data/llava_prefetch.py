@@ -62,9 +62,10 @@ def read_settings(data_cfg) -> tuple[Path, tuple] | None:
         return None
     root = train.get("image_root")
     image_root = Path(str(root)).expanduser() if root is not None else path.parent
-    check_images = train.get("check_images", True)
-    allow = bool(train.get("allow_absolute_paths", False))
-    return path, (allow, str(image_root) if check_images else None)
+    from deco.data.llava_record_checks import read_options
+
+    allow = train.get("allow_absolute_paths", False)
+    return path, read_options(allow, image_root if train.get("check_images", True) else None)
 
 
 def _reader(path: Path, options: tuple, out_dir: str, parent: int) -> int:

@@ -127,6 +127,12 @@ def check_record(record: Any) -> None:
         raise SkipSample("bad_conversation", f"{IMAGE_TOKEN} placeholder but no 'image'")
 
 
+def read_options(allow_absolute_paths: bool, image_root: Path | str | None) -> tuple:
+    """The `read_records` options (part of the read's cache key) of a read checked by `readable_check` with these
+    arguments: the dataset and the forked reader (deco.data.llava_prefetch) must build the same key."""
+    return (bool(allow_absolute_paths), None if image_root is None else str(image_root))
+
+
 def readable_check(allow_absolute_paths: bool, image_root: Path | None) -> Callable[[Any, int], None]:
     """`check(record, position)` for `read_records`: `check_record`, then the image path's rule
     (`unsafe_path`) and, with an `image_root`, whether the image file is there (`missing_image`)."""
