@@ -147,17 +147,24 @@ def parse_box(text: str) -> tuple[float, ...]:
     return tuple(float(g) for g in m.groups())
 
 
+def _left_to_right(objects: Sequence[ShapeObject]) -> list[ShapeObject]:
+    """The captions' fixed order: left to right, then top to bottom."""
+    return sorted(objects, key=lambda o: (o.box[0], o.box[1]))
+
+
+def object_with_box(o: ShapeObject) -> str:
+    """'a medium red square at [0.10, 0.20, 0.35, 0.45]': an object and its box as grounding answers print it."""
+    return f"a {o.size} {o.colour} {o.shape} at {format_box(o.box_norm)}"
+
+
 def _caption(objects: Sequence[ShapeObject]) -> str:
-    # Fixed order: left to right, then top to bottom.
-    parts = [f"a {o.size} {o.colour} {o.shape}" for o in sorted(objects, key=lambda o: (o.box[0], o.box[1]))]
+    parts = [f"a {o.size} {o.colour} {o.shape}" for o in _left_to_right(objects)]
     text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return text[0].upper() + text[1:] + "."
 
 
 def _grounded_caption(objects: Sequence[ShapeObject]) -> str:
-    # The caption's order (left to right, then top to bottom), each object followed by its box as grounding prints it.
-    ordered = sorted(objects, key=lambda o: (o.box[0], o.box[1]))
-    text = "; ".join(f"a {o.size} {o.colour} {o.shape} at {format_box(o.box_norm)}" for o in ordered)
+    text = "; ".join(object_with_box(o) for o in _left_to_right(objects))
     return text[0].upper() + text[1:] + "."
 
 

@@ -20,7 +20,7 @@ import random
 
 import torch
 
-from deco.data.shapes import Scene, format_box
+from deco.data.shapes import Scene, object_with_box
 
 SCENE_SEP = "; "
 
@@ -29,7 +29,7 @@ def scene_text(scene: Scene, rng: random.Random) -> str:
     """The scene's objects as text, in the order `rng` shuffles them to; ends with a full stop."""
     objects = list(scene.objects)
     rng.shuffle(objects)
-    return SCENE_SEP.join(f"a {o.size} {o.colour} {o.shape} at {format_box(o.box_norm)}" for o in objects) + "."
+    return SCENE_SEP.join(object_with_box(o) for o in objects) + "."
 
 
 def scene_ids(scene: Scene, tokenizer, rng: random.Random) -> torch.Tensor:
