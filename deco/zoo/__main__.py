@@ -97,7 +97,7 @@ def llm_stages(llm_cfg: dict, seed: int) -> list[dict]:
 
 
 def _pretrain_llm(model, tokenizer, cfg, metrics, times, on_eval, out: Path, old: dict | None):
-    from deco.zoo.evaluate import shapes_accuracy
+    from deco.zoo.evaluate import TASK_SEED, shapes_accuracy
     from deco.zoo.text_scene import text_tokens
     from deco.zoo.train_llm import symbolic_tokens, train_llm
 
@@ -112,11 +112,13 @@ def _pretrain_llm(model, tokenizer, cfg, metrics, times, on_eval, out: Path, old
     start = time.monotonic()
     for k, stage in enumerate(stages[first:], start=first):
         def evaluate(step, emb, stage=stage):
+            eval_seed = int(stage.get("eval_seed") or TASK_SEED)
             if stage.get("scene", "symbolic") == "text":  # one scene at a time: generate has no padding mask
                 return shapes_accuracy(model, tokenizer, text_tokens(model.llm, tokenizer), stage["template"],
-                                       num=int(stage["eval_questions"]), batch_size=1)
-            return shapes_accuracy(model, tokenizer, symbolic_tokens(emb, int(stage["eval_grid"])),
-                                   stage["template"], num=int(stage["eval_questions"]))
+                                       num=int(stage["eval_questions"]), batch_size=1, seed=eval_seed)
+            shuffle = stage.get("scene") == "shuffled"
+            return shapes_accuracy(model, tokenizer, symbolic_tokens(emb, int(stage["eval_grid"]), shuffle),
+                                   stage["template"], num=int(stage["eval_questions"]), seed=eval_seed)
 
         def relabel(stage_curve, k=k, offset=offset):
             return [{**r, "stage": k, "step": offset + r["step"]} for r in stage_curve]

@@ -32,8 +32,9 @@ def git_commit() -> str | None:
 
 
 def write_manifest(root: Path, config: dict, metrics: dict, times: dict) -> dict:
+    held_out = (config.get("llm") or {}).get("eval_seed") or 50_000  # where the LLM's held-out metrics come from
     manifest = {"recipe": "deco.zoo (docs/zoo.md)", "git_commit": git_commit(), "config": config,
-                "seeds": {"world": config.get("seed"), "held_out_world": 50_000}, "metrics": metrics,
+                "seeds": {"world": config.get("seed"), "held_out_world": held_out}, "metrics": metrics,
                 "times": times, "files": file_hashes(root)}
     atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -9,6 +9,8 @@ the background cells that grows linearly from 0 to all of them at fraction `spar
 stay in raster order and keep their position code). A small LLM learns to find the asked object among a
 few cells in a few hundred steps; among 64 mostly empty ones it sits on the blind answer much longer.
 
+`scene="shuffled"`: the same grid, its cells (content and position code together) in a random order per scene,
+so the sequence position carries no layout and the position code is the only where (issue 24).
 `scene="text"`: the sample also carries `scene_ids`, the scene's text rendering (`deco.zoo.text_scene`: objects
 in a seeded random order, no grid), which the LLM reads in place of the grid (the zoo without a layout prior).
 """
@@ -27,7 +29,7 @@ from deco.data.shapes import make_sample
 from deco.zoo.symbolic import coverage_grid, label_mask
 from deco.zoo.text_scene import pad_ids, scene_ids
 
-SCENES = ("symbolic", "text")  # what stands in the <image> slot: a label grid, or the scene in words
+SCENES = ("symbolic", "shuffled", "text")  # in the <image> slot: a label grid (raster or shuffled) or words
 
 
 class SymbolicScenes(torch.utils.data.Dataset):
@@ -57,7 +59,7 @@ class SymbolicScenes(torch.utils.data.Dataset):
         grid = self.grid_of_batch(i // self.batch_size)
         coverage = torch.from_numpy(coverage_grid(label_mask(scene), grid))
         item = {**tok, "coverage": coverage, "meta": meta, "scene": scene, "index": i,
-                "background_share": self.background_share(i)}
+                "background_share": self.background_share(i), "shuffle": self.scene == "shuffled"}
         if self.scene == "text":
             item["scene_ids"] = scene_ids(scene, self.tokenizer, random.Random(self.seed * 15_485_863 + i))
         return item
@@ -93,11 +95,23 @@ def sparsify(coverage: torch.Tensor, shares: list[float], seed: int):
     return torch.gather(coverage, 1, index[..., None].expand(-1, -1, coverage.shape[-1])), index, valid
 
 
+def shuffle_cells(coverage: torch.Tensor, cells: torch.Tensor, valid: torch.Tensor, generator: torch.Generator):
+    """Each row's cells in its own random order: coverage (b, k, C), cell indices and validity move together,
+    so every cell keeps its content and its position code; only the sequence order is lost."""
+    order = torch.stack([torch.randperm(cells.shape[1], generator=generator) for _ in range(len(cells))])
+    return (torch.gather(coverage, 1, order[..., None].expand(-1, -1, coverage.shape[-1])),
+            torch.gather(cells, 1, order), torch.gather(valid, 1, order))
+
+
 def collate(samples: list[dict], pad_token_id: int, seed: int = 0) -> dict:
     batch = Collator(pad_token_id=pad_token_id)([{k: s[k] for k in ("input_ids", "labels")} for s in samples])
     coverage = torch.stack([s["coverage"] for s in samples])
     batch["coverage"], batch["cells"], batch["cell_valid"] = sparsify(coverage, [s["background_share"] for s in samples],
                                                  seed + int(samples[0].get("index", 0)))
+    if samples[0].get("shuffle"):
+        gen = torch.Generator().manual_seed(seed * 31 + int(samples[0].get("index", 0)))
+        batch["coverage"], batch["cells"], batch["cell_valid"] = shuffle_cells(
+            batch["coverage"], batch["cells"], batch["cell_valid"], gen)
     batch["grid"] = math.isqrt(coverage.shape[1])
     if "scene_ids" in samples[0]:
         batch["scene_ids"], batch["scene_valid"] = pad_ids([s["scene_ids"] for s in samples], pad_token_id)

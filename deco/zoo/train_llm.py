@@ -17,17 +17,24 @@ from deco.models.loss import next_token_loss
 from deco.models.mllm import position_ids_from_mask
 from deco.utils.progress import track
 from deco.zoo.optim import adamw_cosine, optimizer_step
-from deco.zoo.scenes import SymbolicScenes, collate
+from deco.zoo.scenes import SymbolicScenes, collate, shuffle_cells
 from deco.zoo.symbolic import SymbolicScene, coverage_grid, label_mask
 
 log = logging.getLogger(__name__)
 
 
-def symbolic_tokens(symbolic: SymbolicScene, grid: int):
-    """scenes -> (b, grid*grid, d) embeddings of their exact label grids."""
+def symbolic_tokens(symbolic: SymbolicScene, grid: int, shuffle: bool = False, seed: int = 0):
+    """scenes -> (b, grid*grid, d) embeddings of their exact label grids; `shuffle`: each scene's cells in a
+    random order (seeded), as the shuffled zoo reads them."""
+    gen = torch.Generator().manual_seed(seed)
+
     def encode(scenes: list) -> torch.Tensor:
         cov = torch.stack([torch.from_numpy(coverage_grid(label_mask(s), grid)) for s in scenes])
-        return symbolic(cov)
+        if not shuffle:
+            return symbolic(cov)
+        cells = torch.arange(grid * grid).expand(len(cov), -1)
+        cov, cells, _ = shuffle_cells(cov, cells, torch.ones_like(cells, dtype=torch.bool), gen)
+        return symbolic(cov, cells, grid)
     return encode
 
 
@@ -37,7 +44,8 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None,
 
     cfg keys: steps, batch_size, lr, warmup_ratio, seed, tasks, grids, grid_weights, plain_fraction, template,
     max_length, eval_every, eval_grid, num_workers; optional: content_std, position_std, sparse_until,
-    existence_negatives, scene ("symbolic" or "text": deco.zoo.scenes; with "text" the embedder is unused).
+    existence_negatives, scene ("symbolic", "shuffled" or "text": deco.zoo.scenes; with "text" the embedder
+    is unused).
     `evaluate(step, symbolic) -> dict` is called every eval_every steps and at the end; `on_eval(step, symbolic,
     curve)` after it (e.g. to save the weights, so a long run that is stopped leaves its latest evaluated state).
     """

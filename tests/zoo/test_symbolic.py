@@ -76,3 +76,4 @@ def test_sparse_curriculum_keeps_every_object_cell_and_masks_the_padding():
     # the embedder puts each kept cell at its own grid position
     sym = SymbolicScene(8)
     assert torch.allclose(sym(kept, cells, 4)[1], sym(cov)[1, [2, 3, 7, 11]], atol=1e-6)
+
