@@ -112,18 +112,19 @@ def test_smoke_llm_stages_run_and_resume(tmp_path):
     assert bad.returncode != 0 and "llm.from_stage=5: the schedule has stages 0..1" in bad.stderr
 
 
-def test_text_scene_zoo_matches_its_manifest_and_loads_offline():
-    """model=tiny_text: the issue-24 text-scene LLM with the default zoo tower; its files are what its manifest says."""
+@pytest.mark.parametrize("name,scene", [("tiny_text", "text"), ("tiny_shuffled", "shuffled")])
+def test_prior_free_zoo_matches_its_manifest_and_loads_offline(name, scene):
+    """model=tiny_text / tiny_shuffled: the issue-24 LLMs with the default zoo tower; files as their manifest says."""
     from safetensors.torch import load_file
 
-    assert load_manifest("tiny_text")["config"]["llm"]["scene"] == "text"
-    assert verify(ZOO_ROOT / "tiny_text") == []
-    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / "tiny_text.yaml"))
+    assert load_manifest(name)["config"]["llm"]["scene"] == scene
+    assert verify(ZOO_ROOT / name) == []
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / f"{name}.yaml"))
     model = build_mllm(
         cfg, {"name": "avgpool", "query_num": 64, "mlp_depth": 2, "pooling": "avg"}, load_tokenizer(**cfg["tokenizer"])
     )
-    text_llm = load_file(ZOO_ROOT / "tiny_text" / "llm" / "model.safetensors")
+    llm = load_file(ZOO_ROOT / name / "llm" / "model.safetensors")
     state = model.llm.state_dict()
-    assert text_llm and all(torch.equal(state[k], v) for k, v in text_llm.items())
+    assert llm and all(torch.equal(state[k], v) for k, v in llm.items())
     symbolic_llm = load_file(ZOO_ROOT / "tiny" / "llm" / "model.safetensors")
-    assert not all(torch.equal(symbolic_llm[k], v) for k, v in text_llm.items())
+    assert not all(torch.equal(symbolic_llm[k], v) for k, v in llm.items())
