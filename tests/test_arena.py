@@ -81,6 +81,11 @@ def test_table_means_cis_paired_differences_and_tau(tmp_path, capsys):
     tau, rho = (4 - 2) / 6, 1 - 6 * (0 + 4 + 1 + 1) / (4 * 15)
     assert f"| {tau:.2f} | {rho:.2f} |" in corr and "tokenpacker > avgpool > ldpv2 > resampler" in corr
     assert "| 144 | 0 | - | - |" in "\n".join(out)  # no run at 144: no correlation claimed
+    # per task at 64, against Table 3's tp > ldpv2 > resampler > avgpool. Grounding: tp 70 > avgpool 55 = ldpv2 55
+    # > resampler 40: 4 concordant pairs, 1 discordant (avgpool-resampler), 1 tied in x: tau-b = 3 / sqrt(5 x 6).
+    # Existence: avgpool 91 > the others' 90 (three tied pairs): 3 discordant: tau-b = -3 / sqrt(3 x 6).
+    by_task = next(x for x in out if x.startswith("| 64 |") and "(4)" in x).strip("| ").split(" | ")
+    assert by_task[3] == f"{3 / math.sqrt(5 * 6):.2f} (4)" and by_task[1] == f"{-3 / math.sqrt(3 * 6):.2f} (4)"
 
 
 def test_select_writes_the_best_complete_budget(tmp_path):

@@ -4,8 +4,9 @@
 
 Per projector and token count: seeds, per task mean ± 95 % CI (Student t over seeds), the overall score
 (stats.overall), projector / total trainable parameters, s/step, steps to 80 % attribute and to 50 % grounding
-(per seed), the paired difference against avgpool at the same token count (same seeds), and Kendall tau /
-Spearman rho between the arena's overall ranking and TokenPacker Table 3's average (tokenpacker_table3.json).
+(per seed), the paired difference against avgpool at the same token count (same seeds), Kendall tau /
+Spearman rho between the arena's overall ranking and TokenPacker Table 3's average (tokenpacker_table3.json),
+and the same tau per task (which of the shapes tasks ranks projectors as the 7B benchmarks do).
 """
 
 from __future__ import annotations
@@ -124,6 +125,21 @@ def transfer(runs, published: dict) -> list[str]:
     return lines
 
 
+def transfer_by_task(runs, published: dict) -> list[str]:
+    """Kendall tau of each task's arena ranking against Table 3's average: which tasks agree with 7B."""
+    tasks = ["existence", "attribute", "grounding", "caption"]
+    lines = ["| tokens | " + " | ".join(f"{t} tau (n)" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for q, table in published["average"].items():
+        cells = []
+        for task in tasks:
+            arena = {name: ci[0] for (name, tokens), by_seed in runs.items() if tokens == int(q)
+                     and (ci := mean_ci([r["scores"][task] for r in by_seed.values() if task in r["scores"]]))}
+            corr = rank_correlation(arena, table)
+            cells.append("-" if corr is None else f"{corr[1]:.2f} ({corr[0]})")
+        lines.append(f"| {q} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path)
@@ -135,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
                      "CIDEr / 10)", "", *arena_table(runs, a.steps), "",
                      "## Paired difference against avgpool (same seeds, same token count)", "", *paired_table(runs), "",
                      f"## Rank correlation with TokenPacker Table 3 (arXiv 2407.02392; {a.published.name})", "",
-                     *transfer(runs, published)]))
+                     *transfer(runs, published), "", "Per task (Kendall tau of the task's arena ranking against Table 3's "
+                     "average; which tasks agree with 7B):", "", *transfer_by_task(runs, published)]))
 
 
 if __name__ == "__main__":
