@@ -88,6 +88,24 @@ def test_table_means_cis_paired_differences_and_tau(tmp_path, capsys):
     assert by_task[3] == f"{3 / math.sqrt(5 * 6):.2f} (4)" and by_task[1] == f"{-3 / math.sqrt(3 * 6):.2f} (4)"
 
 
+def test_control_table_pairs_plain_and_permuted_avgpool_by_seed(tmp_path, capsys):
+    plain, permuted = tmp_path / "arena", tmp_path / "perm"
+    for seed, g in ((1, 50), (2, 60), (3, 40)):
+        write_run(plain, f"avgpool-q64-s{seed}", (90, 90, g, 700))
+    write_run(plain, "avgpool-q144-s1", (90, 90, 40, 700))
+    for seed, g in ((1, 44), (2, 58), (3, 41)):  # differences 6, 2, -1: mean 7/3, within 5 points
+        write_run(permuted, f"avgpool-q64-s{seed}", (88, 92, g, 700))
+    write_run(permuted, "avgpool-q144-s1", (90, 90, 30, 700))  # 10 points behind: fails
+    table.main([str(plain), "--control", str(permuted)])
+    out = capsys.readouterr().out.split("## The layout control")[1].splitlines()
+    sd = math.sqrt(((6 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (-1 - 7 / 3) ** 2) / 2)
+    row64 = next(x for x in out if x.startswith("| 64 | 1, 2, 3 |"))
+    assert f"| 50.0 ± {T975_2 * 10 / math.sqrt(3):.1f} |" in row64  # 50, 60, 40: sd 10
+    assert f"| {7 / 3:.1f} ± {T975_2 * sd / math.sqrt(3):.1f} | yes |" in row64 and "| 88.0 ± 0.0 |" not in row64
+    assert "| 90.0 ± 0.0 / 88.0 ± 0.0 |" in row64
+    assert next(x for x in out if x.startswith("| 144 | 1 |")).count("| 10.0 | no |") == 1
+
+
 def test_select_writes_the_best_complete_budget(tmp_path):
     runs, configs = tmp_path / "tune", tmp_path / "configs"
     configs.mkdir()

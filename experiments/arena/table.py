@@ -1,12 +1,13 @@
 """The arena's table from its run dirs (experiments/arena/run.py), as Markdown on stdout.
 
-    python -m experiments.arena.table multirun/arena [--steps 800]
+    python -m experiments.arena.table multirun/arena [--steps 800] [--control multirun/arena_perm]
 
 Per projector and token count: seeds, per task mean ± 95 % CI (Student t over seeds), the overall score
 (stats.overall), projector / total trainable parameters, s/step, steps to 80 % attribute and to 50 % grounding
 (per seed), the paired difference against avgpool at the same token count (same seeds), Kendall tau /
 Spearman rho between the arena's overall ranking and TokenPacker Table 3's average (tokenpacker_table3.json),
-and the same tau per task (which of the shapes tasks ranks projectors as the 7B benchmarks do).
+the same tau per task (which of the shapes tasks ranks projectors as the 7B benchmarks do), and with
+`--control DIR` (avgpool runs with `projector.permute_tokens`) the layout control: plain vs permuted avgpool.
 """
 
 from __future__ import annotations
@@ -140,11 +141,37 @@ def transfer_by_task(runs, published: dict) -> list[str]:
     return lines
 
 
+CONTROL_MARGIN = 5.0  # issue 24: permuted avgpool within 5 points of avgpool on grounding (mean of 3 seeds)
+
+
+def control_table(runs, permuted_runs) -> list[str]:
+    """The layout control: avgpool against avgpool with its output tokens permuted (`projector.permute_tokens`),
+    the same seeds, per token count; it passes when the mean grounding gap is within CONTROL_MARGIN points."""
+    lines = ["| tokens | seeds | grounding: avgpool | permuted | paired difference | within 5 points | "
+             "existence: avgpool / permuted | attribute: avgpool / permuted |", "|---|---|---|---|---|---|---|---|"]
+    for (name, q), permuted in sorted(permuted_runs.items(), key=lambda kv: -kv[0][1]):
+        plain = runs.get((name, q), {})
+        seeds = sorted(s for s in permuted if s in plain and "grounding" in permuted[s]["scores"]
+                       and "grounding" in plain[s]["scores"])
+        if name != "avgpool" or not seeds:
+            continue
+        col = {t: [[plain[s]["scores"].get(t) for s in seeds], [permuted[s]["scores"].get(t) for s in seeds]]
+               for t in ("grounding", "existence", "attribute")}
+        gap = mean_ci([a - b for a, b in zip(*col["grounding"])])
+        verdict = "yes" if abs(gap[0]) <= CONTROL_MARGIN else "no"
+        pair = {t: " / ".join(fmt(mean_ci([x for x in v if x is not None])) for v in col[t]) for t in col}
+        lines.append(f"| {q} | {', '.join(map(str, seeds))} | {fmt(mean_ci(col['grounding'][0]))} | "
+                     f"{fmt(mean_ci(col['grounding'][1]))} | {fmt(gap)} | {verdict} | {pair['existence']} | "
+                     f"{pair['attribute']} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path)
     ap.add_argument("--steps", type=int, default=800, help="the finetune's last step (for steps-to-target)")
     ap.add_argument("--published", type=Path, default=PUBLISHED)
+    ap.add_argument("--control", type=Path, help="run dirs of avgpool with permuted tokens (the layout control)")
     a = ap.parse_args(argv)
     runs, published = read_runs(a.root), json.loads(a.published.read_text())
     print("\n".join(["## The arena (mean ± 95 % CI over seeds; overall = mean of existence, attribute, grounding and "
@@ -153,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
                      f"## Rank correlation with TokenPacker Table 3 (arXiv 2407.02392; {a.published.name})", "",
                      *transfer(runs, published), "", "Per task (Kendall tau of the task's arena ranking against Table 3's "
                      "average; which tasks agree with 7B):", "", *transfer_by_task(runs, published)]))
+    if a.control:
+        print("\n".join(["", f"## The layout control: avgpool vs its tokens permuted ({a.control.name}; passes within "
+                          f"{CONTROL_MARGIN:g} points of grounding)", "", *control_table(runs, read_runs(a.control))]))
 
 
 if __name__ == "__main__":
