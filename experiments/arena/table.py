@@ -107,15 +107,17 @@ def paired_table(runs) -> list[str]:
     return lines
 
 
+def _means_at(runs, tokens: int, value) -> dict[str, float]:
+    """{projector: mean over seeds of value(run)} for the rows at `tokens` (mean_ci skips the runs where it is None)."""
+    means = {name: mean_ci([value(r) for r in by_seed.values()]) for (name, q), by_seed in runs.items() if q == tokens}
+    return {name: ci[0] for name, ci in means.items() if ci is not None}
+
+
 def transfer(runs, published: dict) -> list[str]:
     lines = ["| tokens | projectors in both | Kendall tau | Spearman rho | arena order (overall) | Table 3 order |",
              "|---|---|---|---|---|---|"]
     for q, table in published["average"].items():
-        arena = {}
-        for (name, tokens), by_seed in runs.items():
-            ci = mean_ci([overall(r["scores"]) for r in by_seed.values()]) if tokens == int(q) else None
-            if ci is not None:
-                arena[name] = ci[0]
+        arena = _means_at(runs, int(q), lambda r: overall(r["scores"]))
         corr = rank_correlation(arena, table)
         both = sorted(set(arena) & set(table))
         order = lambda d: " > ".join(sorted(both, key=lambda n: -d[n]))  # noqa: E731
@@ -131,13 +133,8 @@ def transfer_by_task(runs, published: dict) -> list[str]:
     tasks = ["existence", "attribute", "grounding", "caption"]
     lines = ["| tokens | " + " | ".join(f"{t} tau (n)" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
     for q, table in published["average"].items():
-        cells = []
-        for task in tasks:
-            arena = {name: ci[0] for (name, tokens), by_seed in runs.items() if tokens == int(q)
-                     and (ci := mean_ci([r["scores"][task] for r in by_seed.values() if task in r["scores"]]))}
-            corr = rank_correlation(arena, table)
-            cells.append("-" if corr is None else f"{corr[1]:.2f} ({corr[0]})")
-        lines.append(f"| {q} | " + " | ".join(cells) + " |")
+        corrs = [rank_correlation(_means_at(runs, int(q), lambda r, t=task: r["scores"].get(t)), table) for task in tasks]
+        lines.append(f"| {q} | " + " | ".join("-" if c is None else f"{c[1]:.2f} ({c[0]})" for c in corrs) + " |")
     return lines
 
 
@@ -147,22 +144,21 @@ CONTROL_MARGIN = 5.0  # issue 24: permuted avgpool within 5 points of avgpool on
 def control_table(runs, permuted_runs) -> list[str]:
     """The layout control: avgpool against avgpool with its output tokens permuted (`projector.permute_tokens`),
     the same seeds, per token count; it passes when the mean grounding gap is within CONTROL_MARGIN points."""
-    lines = ["| tokens | seeds | grounding: avgpool | permuted | paired difference | within 5 points | "
-             "existence: avgpool / permuted | attribute: avgpool / permuted |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| tokens | seeds | grounding: avgpool | permuted | paired difference | "
+             f"within {CONTROL_MARGIN:g} points | existence: avgpool / permuted | attribute: avgpool / permuted |",
+             "|---|---|---|---|---|---|---|---|"]
     for (name, q), permuted in sorted(permuted_runs.items(), key=lambda kv: -kv[0][1]):
-        plain = runs.get((name, q), {})
+        plain = runs.get((name, q), {}) if name == "avgpool" else {}
         seeds = sorted(s for s in permuted if s in plain and "grounding" in permuted[s]["scores"]
                        and "grounding" in plain[s]["scores"])
-        if name != "avgpool" or not seeds:
+        if not seeds:
             continue
-        col = {t: [[plain[s]["scores"].get(t) for s in seeds], [permuted[s]["scores"].get(t) for s in seeds]]
-               for t in ("grounding", "existence", "attribute")}
-        gap = mean_ci([a - b for a, b in zip(*col["grounding"])])
-        verdict = "yes" if abs(gap[0]) <= CONTROL_MARGIN else "no"
-        pair = {t: " / ".join(fmt(mean_ci([x for x in v if x is not None])) for v in col[t]) for t in col}
-        lines.append(f"| {q} | {', '.join(map(str, seeds))} | {fmt(mean_ci(col['grounding'][0]))} | "
-                     f"{fmt(mean_ci(col['grounding'][1]))} | {fmt(gap)} | {verdict} | {pair['existence']} | "
-                     f"{pair['attribute']} |")
+        gap = mean_ci([plain[s]["scores"]["grounding"] - permuted[s]["scores"]["grounding"] for s in seeds])
+        cells = {t: [fmt(mean_ci([side[s]["scores"].get(t) for s in seeds])) for side in (plain, permuted)]
+                 for t in ("grounding", "existence", "attribute")}
+        lines.append(f"| {q} | {', '.join(map(str, seeds))} | {' | '.join(cells['grounding'])} | {fmt(gap)} | "
+                     f"{'yes' if abs(gap[0]) <= CONTROL_MARGIN else 'no'} | {' / '.join(cells['existence'])} | "
+                     f"{' / '.join(cells['attribute'])} |")
     return lines
 
 
