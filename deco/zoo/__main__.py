@@ -67,10 +67,8 @@ def build_zoo(cfg: DictConfig) -> Path:
         _save_vision(model, out)
     tokenizer.save_pretrained(out / "tokenizer")
 
-    text = cfg.llm.get("scene", "symbolic") == "text"  # no embedder to save (deco.zoo.text_scene)
-
     def save_llm(step, symbolic, curve):  # after every evaluation: a stopped run leaves a complete zoo
-        _save_llm(model, None if text else symbolic, out)
+        _save_llm(model, symbolic, out)  # symbolic is None after a text-scene stage (deco.zoo.text_scene)
         _write(out, parts, config, {**metrics, "llm": curve}, times)
 
     if "llm" in parts:
@@ -90,9 +88,10 @@ def _write(out: Path, parts: set, config: dict, metrics: dict, times: dict) -> N
 
 def llm_stages(llm_cfg: dict, seed: int) -> list[dict]:
     """The LLM's schedule: stage 0 is `llm` itself; each entry of `llm.stages` continues the same LLM and
-    embedder with its keys overriding `llm`'s, on fresh scenes (world seed + stage number)."""
+    embedder with its keys overriding `llm`'s, on fresh scenes (world seed + stage number, or + the stage's
+    `world` where it names one: the scenes of an earlier stage, read again in another form)."""
     base = {k: v for k, v in llm_cfg.items() if k not in ("stages", "from_stage")}
-    return [{**base, "seed": seed}] + [{**base, **dict(stage), "seed": seed + k}
+    return [{**base, "seed": seed}] + [{**base, **dict(stage), "seed": seed + int(dict(stage).get("world", k))}
                                         for k, stage in enumerate(llm_cfg.get("stages") or [], start=1)]
 
 
@@ -107,7 +106,7 @@ def _pretrain_llm(model, tokenizer, cfg, metrics, times, on_eval, out: Path, old
         raise ValueError(f"llm.from_stage={first}: the schedule has stages 0..{len(stages) - 1}")
     curve, symbolic, offset = [], None, sum(int(s["steps"]) for s in stages[:first])
     if first:  # resume: the earlier stages' weights and curve come from the zoo in out_dir
-        symbolic = _load_llm(model, out)
+        symbolic = _load_llm(model, out, stages[0])
         curve = [r for r in (old or {}).get("metrics", {}).get("llm", []) if r.get("stage", 0) < first]
     start = time.monotonic()
     for k, stage in enumerate(stages[first:], start=first):
@@ -123,8 +122,8 @@ def _pretrain_llm(model, tokenizer, cfg, metrics, times, on_eval, out: Path, old
         def relabel(stage_curve, k=k, offset=offset):
             return [{**r, "stage": k, "step": offset + r["step"]} for r in stage_curve]
 
-        def save(step, emb, stage_curve, done=curve, relabel=relabel):  # the manifest holds the whole curve so far
-            on_eval(step, emb, done + relabel(stage_curve))
+        def save(step, emb, stage_curve, done=curve, relabel=relabel, text=stage.get("scene") == "text"):
+            on_eval(step, None if text else emb, done + relabel(stage_curve))  # the manifest: the whole curve so far
 
         symbolic, stage_curve = train_llm(model, tokenizer, stage, evaluate, save, symbolic)
         curve, offset = curve + relabel(stage_curve), offset + int(stage["steps"])
@@ -133,17 +132,18 @@ def _pretrain_llm(model, tokenizer, cfg, metrics, times, on_eval, out: Path, old
     times["llm_s"] = round(earlier_s + time.monotonic() - start, 1)
 
 
-def _load_llm(model, out: Path):
+def _load_llm(model, out: Path, first_stage: dict):
     from safetensors.torch import load_file
 
-    from deco.zoo.symbolic import SymbolicScene
+    from deco.zoo.train_llm import new_embedder
 
-    text = not (out / "symbolic").is_dir()  # a text-scene zoo (llm.scene=text) has no embedder
+    text = not (out / "symbolic").is_dir()  # after text-scene stages (llm.scene=text) there is no embedder yet
     for part in ("llm",) if text else ("llm", "symbolic"):
         if not (out / part / "model.safetensors").is_file():
             raise FileNotFoundError(f"llm.from_stage > 0 continues the zoo in {out}, which has no {part}/model.safetensors")
     model.llm.load_state_dict(load_file(out / "llm" / "model.safetensors"))
-    symbolic = SymbolicScene(model.llm.get_input_embeddings().embedding_dim)
+    torch.manual_seed(int(first_stage["seed"]))  # the embedder the whole run would have made at stage 0
+    symbolic = new_embedder(model.llm, first_stage)
     if not text:
         symbolic.load_state_dict(load_file(out / "symbolic" / "model.safetensors"))
     return symbolic

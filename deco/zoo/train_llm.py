@@ -38,6 +38,11 @@ def symbolic_tokens(symbolic: SymbolicScene, grid: int, shuffle: bool = False, s
     return encode
 
 
+def new_embedder(llm, cfg: Mapping) -> SymbolicScene:
+    return SymbolicScene(llm.get_input_embeddings().embedding_dim, content_std=float(cfg.get("content_std", 0.02)),
+                         position_std=float(cfg.get("position_std", 0.02)))
+
+
 def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None,
               symbolic: SymbolicScene | None = None) -> tuple[SymbolicScene, list[dict]]:
     """Train `model.llm` (an MLLM's) and a SymbolicScene embedder; returns the embedder and the eval curve.
@@ -52,8 +57,7 @@ def train_llm(model, tokenizer, cfg: Mapping, evaluate=None, on_eval=None,
     torch.manual_seed(int(cfg["seed"]))
     llm = model.llm
     if symbolic is None:  # a fresh embedder; a given one continues an earlier stage
-        symbolic = SymbolicScene(llm.get_input_embeddings().embedding_dim, content_std=float(cfg.get("content_std", 0.02)),
-                                 position_std=float(cfg.get("position_std", 0.02)))
+        symbolic = new_embedder(llm, cfg)
     steps, bs = int(cfg["steps"]), int(cfg["batch_size"])
     data = SymbolicScenes(steps * bs, int(cfg["seed"]), tokenizer, cfg["tasks"], cfg["grids"], bs,
                           cfg["template"], float(cfg["plain_fraction"]), int(cfg["max_length"]),
