@@ -5,8 +5,10 @@ regeneration of `--config-name zoo_shuffled`."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from deco.data.tokenizer import load_tokenizer
 from deco.zoo import resolve
@@ -14,6 +16,8 @@ from deco.zoo.manifest import verify
 from deco.zoo.scenes import SymbolicScenes, collate, shuffle_cells
 from deco.zoo.symbolic import NUM_CLASSES, SymbolicScene, coverage_grid, label_mask
 from deco.zoo.train_llm import symbolic_tokens
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_shuffle_cells_moves_content_index_and_validity_together_in_a_new_order_per_row():
@@ -59,14 +63,50 @@ def test_shuffled_evaluation_tokens_are_the_raster_tokens_reordered():
         assert torch.allclose(shuffled[row], raster[row, match], atol=1e-6)
 
 
-def test_smoke_shuffled_zoo_keeps_its_embedder_and_scores_on_the_validation_world(tmp_path):
-    out = tmp_path / "zoo"
+def _zoo(tmp_path, out, *overrides):
     proc = subprocess.run([sys.executable, "-m", "deco.zoo", "--config-name", "zoo_shuffled", "smoke=true",
-                           f"out_dir={out}", "threads=1", f"hydra.run.dir={tmp_path / 'run'}"],
+                           f"out_dir={out}", "threads=1", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    meta = json.loads((out / "manifest.json").read_text())
-    llm = meta["config"]["llm"]
-    assert llm["scene"] == "shuffled" and llm["grids"] == [8, 12] and llm["eval_seed"] == 1000
-    assert (out / "symbolic" / "model.safetensors").is_file() and verify(out) == []
-    assert [r["step"] for r in meta["metrics"]["llm"]] == [3, 6]  # the two LLM stages
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_stage_world_names_the_scenes_it_reads():
+    from deco.zoo.__main__ import llm_stages
+
+    stages = llm_stages({"steps": 10, "stages": [{"steps": 5}, {"scene": "shuffled", "world": 1}]}, seed=7)
+    assert [s["seed"] for s in stages] == [7, 8, 8]  # stage 2 reads stage 1's scenes again
+
+
+def test_smoke_shuffled_zoo_goes_from_text_to_grids_and_resumes_at_a_grid_stage(tmp_path):
+    """zoo_shuffled's schedule: text-scene stages 0-2, then shuffled grids; the embedder made at stage 0 is saved
+    once a grid stage has run, and a run resumed at stage 3 from the text stages' LLM trains the same weights."""
+    full = _zoo(tmp_path, tmp_path / "full")
+    llm = full["config"]["llm"]
+    assert llm["scene"] == "text" and [s.get("scene") for s in llm["stages"]] == [None, None, "shuffled", "shuffled"]
+    assert llm["grids"] == [8, 12] and llm["eval_seed"] == 1000
+    assert (tmp_path / "full" / "symbolic" / "model.safetensors").is_file() and verify(tmp_path / "full") == []
+    assert [(r["stage"], r["step"]) for r in full["metrics"]["llm"]] == [(k, 3 * (k + 1)) for k in range(5)]
+    out = tmp_path / "resumed"
+    text_stages = OmegaConf.to_container(OmegaConf.load(CONFIGS / "zoo_shuffled.yaml"))["llm"]["stages"][:2]
+    as_override = ", ".join("{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in st.items()) + "}" for st in text_stages)
+    _zoo(tmp_path, out, f"llm.stages=[{as_override}]")
+    assert not (out / "symbolic").exists()  # after text stages alone: no embedder
+    again = _zoo(tmp_path, out, "parts=[llm]", "llm.from_stage=3")
+    assert [r["step"] for r in again["metrics"]["llm"]] == [3, 6, 9, 12, 15] and verify(out) == []
+    for part in ("llm/model.safetensors", "symbolic/model.safetensors"):
+        assert again["files"][part] == full["files"][part], part
+
+
+def test_order_control_scores_both_orders_and_needs_a_grid_reading_zoo(tmp_path):
+    import pytest
+
+    from deco.zoo import ZOO_ROOT
+    from experiments.zoo.order_control import order_control
+
+    scores = order_control(ZOO_ROOT / "tiny_shuffled", num=2)
+    assert set(scores) == {"raster", "shuffled"}
+    assert all(set(s) == {"existence", "attribute", "grounding"} and all(0 <= v <= 100 for v in s.values())
+               for s in scores.values())
+    with pytest.raises(FileNotFoundError, match="no symbolic/model.safetensors"):
+        order_control(tmp_path)

@@ -117,7 +117,8 @@ def test_prior_free_zoo_matches_its_manifest_and_loads_offline(name, scene):
     """model=tiny_text / tiny_shuffled: the issue-24 LLMs with the default zoo tower; files as their manifest says."""
     from safetensors.torch import load_file
 
-    assert load_manifest(name)["config"]["llm"]["scene"] == scene
+    llm_cfg = load_manifest(name)["config"]["llm"]
+    assert [llm_cfg["scene"], *(stage.get("scene", llm_cfg["scene"]) for stage in llm_cfg["stages"])][-1] == scene
     assert verify(ZOO_ROOT / name) == []
     cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / f"{name}.yaml"))
     model = build_mllm(
