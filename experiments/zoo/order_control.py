@@ -10,6 +10,7 @@ Scores on the validation world (seed 1000) with deco.zoo.evaluate (the shapes be
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -30,14 +31,15 @@ def order_control(zoo: Path, grid: int = 8, num: int = 200, seed: int = 1000) ->
     """{"raster": scores, "shuffled": scores} of the zoo's LLM and embedder (zoo/llm, zoo/symbolic)."""
     if not (zoo / "symbolic" / "model.safetensors").is_file():
         raise FileNotFoundError(f"{zoo} has no symbolic/model.safetensors (a grid-reading zoo LLM is needed)")
+    template = json.loads((zoo / "manifest.json").read_text())["config"]["llm"]["template"]  # what the LLM read
     cfg = OmegaConf.to_container(OmegaConf.load(MODEL_CFG))
     cfg["llm"]["name_or_path"] = str(zoo / "llm")
     tokenizer = load_tokenizer(resolve(cfg["tokenizer"]["name_or_path"]), cfg["tokenizer"]["model_max_length"])
     model = build_mllm(cfg, {"name": "linear"}, tokenizer).eval()  # the projector is unused: grids go in directly
     symbolic = SymbolicScene(model.llm.get_input_embeddings().embedding_dim)
     symbolic.load_state_dict(load_file(zoo / "symbolic" / "model.safetensors"))
-    return {name: shapes_accuracy(model, tokenizer, symbolic_tokens(symbolic, grid, shuffle), "vicuna_v1_qfirst",
-                                  num=num, seed=seed)
+    return {name: shapes_accuracy(model, tokenizer, symbolic_tokens(symbolic, grid, shuffle), template, num=num,
+                                  seed=seed)
             for name, shuffle in (("raster", False), ("shuffled", True))}
 
 
