@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.arena import select, table
+from experiments.arena import promote, select, table
 from experiments.arena.jobs import Settings, arena_jobs, evaluation_steps, training_steps, tuning_jobs
 from experiments.arena.stats import mean_ci, overall, rank_correlation
 
@@ -116,6 +116,27 @@ def test_select_writes_the_best_complete_budget(tmp_path):
     text = (configs / "avgpool.yaml").read_text()
     assert "projector_lr: 0.004\n" in text and "lr x2: 77.5" in text and "lr x0.5: 72.5" in text
     assert not (configs / "qformer.yaml").exists()
+
+
+def test_promote_links_the_chosen_trial_as_the_arena_job(tmp_path):
+    tune, arena = tmp_path / "tune", tmp_path / "arena"
+    for scale, g in (("0.5", 40), ("1", 50), ("2", 60), ("4", 55)):
+        write_run(tune, f"avgpool-lr{scale}-q64-s42", (90, 90, g, 700))
+        (tune / f"avgpool-lr{scale}-q64-s42" / "checkpoints" / "curve").mkdir(parents=True)
+        for ckpt in ("last.ckpt", "curve/step400.ckpt", "curve/step800.ckpt"):
+            (tune / f"avgpool-lr{scale}-q64-s42" / "checkpoints" / ckpt).write_text(scale)
+    promote.main([str(tune), str(arena)])
+    job = arena / "avgpool-q64-s42"
+    assert (job / "checkpoints" / "last.ckpt").read_text() == "2"  # lr x2 scored best on the validation world
+    assert (job / "csv" / "hparams.yaml").is_file() and "avgpool-lr2-q64-s42" in (job / "PROMOTED").read_text()
+    s = Settings(out=arena, curve=400)
+    j = arena_jobs(["avgpool"], (64,), (42,))[0]
+    assert all(marker.exists() for marker, _ in training_steps(s, j))  # nothing is retrained
+    pending = [m.relative_to(job).as_posix() for m, _ in evaluation_steps(s, j)]
+    assert not (job / "eval").exists() and "curve/step400/shapes_grounding/metrics.json" in pending and len(pending) == 7
+    (job / "eval").mkdir()
+    promote.main([str(tune), str(arena)])  # an existing job is left alone
+    assert (job / "eval").is_dir() and (job / "checkpoints").resolve() == (tune / "avgpool-lr2-q64-s42" / "checkpoints")
 
 
 def test_shipped_arena_configs_compose():
