@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from deco.utils.io import atomic_write_text
+from deco.zoo.evaluate import TASK_SEED
 
 
 def sha256(path: Path) -> str:
@@ -32,7 +33,7 @@ def git_commit() -> str | None:
 
 
 def write_manifest(root: Path, config: dict, metrics: dict, times: dict) -> dict:
-    held_out = (config.get("llm") or {}).get("eval_seed") or 50_000  # where the LLM's held-out metrics come from
+    held_out = (config.get("llm") or {}).get("eval_seed") or TASK_SEED  # where the LLM's held-out metrics come from
     manifest = {"recipe": "deco.zoo (docs/zoo.md)", "git_commit": git_commit(), "config": config,
                 "seeds": {"world": config.get("seed"), "held_out_world": held_out}, "metrics": metrics,
                 "times": times, "files": file_hashes(root)}
