@@ -19,7 +19,8 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from deco.data.collate import Collator
-from deco.data.wds import WdsDataset, WdsLoader
+from deco.data.wds import WdsDataset
+from deco.data.wds_loader import WdsLoader
 from deco.lit.sampling import train_loader
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,8 @@ GOAL = 3.0
 def run(smoke: bool = False, batch_size: int = 8, num_workers: int = 2) -> dict:
     from deco.data.collate import Collator
     from deco.data.to_wds import convert
-    from deco.data.wds import WdsDataset, WdsLoader
+    from deco.data.wds import WdsDataset
+    from deco.data.wds_loader import WdsLoader
 
     size = "smoke" if smoke else "tiny"
     bench = Bench(size)

@@ -14,7 +14,8 @@ from deco.data.collate import Collator
 from deco.data.llava_json import LlavaJsonDataset
 from deco.data.shapes import make_sample
 from deco.data.to_wds import convert
-from deco.data.wds import WdsDataset, WdsLoader
+from deco.data.wds import WdsDataset
+from deco.data.wds_loader import WdsLoader
 
 GOOD = [f"good-{i}" for i in range(9)] + ["text-only"]
 # Found while reading the file (check_images=True) ...

@@ -14,7 +14,8 @@ from deco.data.image import build_image_processor
 from deco.data.llava_json import LlavaJsonDataset
 from deco.data.to_wds import run as to_wds_run
 from deco.data.tokenizer import build_tiny_tokenizer
-from deco.data.wds import WdsDataset, WdsLoader
+from deco.data.wds import WdsDataset
+from deco.data.wds_loader import WdsLoader
 from deco.data.wds_index import load_index, plan_epoch
 
 @pytest.fixture(scope="module")
