@@ -106,13 +106,17 @@ def test_control_table_pairs_plain_and_permuted_avgpool_by_seed(tmp_path, capsys
     assert next(x for x in out if x.startswith("| 144 | 1 |")).count("| 10.0 | no |") == 1
 
 
-def test_select_writes_the_best_complete_budget(tmp_path):
+def test_select_writes_the_best_complete_budget(tmp_path, capsys):
     runs, configs = tmp_path / "tune", tmp_path / "configs"
     configs.mkdir()
     for scale, g in (("0.5", 40), ("1", 50), ("2", 60), ("4", 60)):  # x2 and x4 tie: the smaller lr wins
         write_run(runs, f"avgpool-lr{scale}-q64-s42", (90, 90, g, 700))
     write_run(runs, "qformer-lr1-q64-s42", (90, 90, 10, 500))  # 1 of 8 trials: not chosen
-    select.main([str(runs), "--configs", str(configs)])
+    select.main([str(runs), "--configs", str(configs), "--table"])
+    out = capsys.readouterr().out.splitlines()
+    assert "| avgpool | 2 | default | 90.0 | 90.0 | 60.0 | 700.0 | 77.5 | **yes** |" in out
+    assert "| avgpool | 4 | default | 90.0 | 90.0 | 60.0 | 700.0 | 77.5 |  |" in out  # the tie goes to the smaller lr
+    assert "| qformer | 1 | default | 90.0 | 90.0 | 10.0 | 500.0 | 60.0 |  |" in out  # incomplete: nothing chosen
     text = (configs / "avgpool.yaml").read_text()
     assert "projector_lr: 0.004\n" in text and "lr x2: 77.5" in text and "lr x0.5: 72.5" in text
     assert not (configs / "qformer.yaml").exists()

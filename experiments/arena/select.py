@@ -1,7 +1,7 @@
 """Pick each projector's arena setting from its tuning runs and write `configs/arena/<projector>.yaml`.
 
     python -m experiments.arena.run --out multirun/arena_tune --tune      # the budget, validation world
-    python -m experiments.arena.select multirun/arena_tune [--configs configs/arena] [--dry-run]
+    python -m experiments.arena.select multirun/arena_tune [--configs configs/arena] [--dry-run] [--table]
 
 The criterion is the overall score (stats.overall) on the validation world (benchmark seed 60000: never the
 benchmarks' questions); ties go to the smaller lr, then the default heads. A projector is written only when every
@@ -31,7 +31,8 @@ def trials(root: Path) -> dict[str, list[dict]]:
             continue
         for seed, run in by_seed.items():
             out.setdefault(m["proj"], []).append({"lr_scale": float(m["lr"]), "heads": int(m["heads"]) if m["heads"] else None,
-                                                   "tokens": q, "seed": seed, "score": overall(run["scores"])})
+                                                   "tokens": q, "seed": seed, "score": overall(run["scores"]),
+                                                   "scores": run["scores"]})
     return out
 
 
@@ -60,13 +61,33 @@ def render(projector: str, best: dict, rows: list[dict], default_heads) -> str:
     return "\n".join(lines) + "\n"
 
 
+def trials_table(by_projector: dict[str, list[dict]]) -> list[str]:
+    """Every trial's validation scores as Markdown; the chosen one (complete budgets only) in bold."""
+    lines = ["| projector | lr x | heads | existence | attribute | grounding Acc@0.5 | caption CIDEr | overall | chosen |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for projector, rows in sorted(by_projector.items()):
+        best = choose(rows, projector)
+        for r in sorted(rows, key=lambda r: (r["lr_scale"], r["heads"] or 0)):
+            cells = [f"{r['scores'][t]:.1f}" if t in r["scores"] else "-"
+                     for t in ("existence", "attribute", "grounding", "caption")]
+            score = "-" if r["score"] is None else f"{r['score']:.1f}"
+            mark = "**yes**" if r is best else ""
+            lines.append(f"| {projector} | {r['lr_scale']:g} | {r['heads'] or 'default'} | " + " | ".join(cells)
+                         + f" | {score} | {mark} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path)
     ap.add_argument("--configs", type=Path, default=CONFIGS)
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--table", action="store_true", help="print every trial's validation scores (Markdown) first")
     a = ap.parse_args(argv)
-    for projector, rows in sorted(trials(a.root).items()):
+    by_projector = trials(a.root)
+    if a.table:
+        print("\n".join(trials_table(by_projector)) + "\n")
+    for projector, rows in sorted(by_projector.items()):
         best = choose(rows, projector)
         if best is None:
             print(f"{projector}: budget incomplete ({sum(r['score'] is not None for r in rows)} trials scored); not written")
