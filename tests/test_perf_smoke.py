@@ -15,16 +15,8 @@ import torch
 
 from experiments.perf import gpu, run
 from experiments.perf.profile_ops import op_category
-from experiments.perf.common import (
-    SMOKE_OVERRIDES,
-    Bench,
-    PeakMemory,
-    count_flops,
-    llama_forward_flops,
-    parts_train_flops,
-    projector_configs,
-    train_step_flops,
-)
+from experiments.perf.common import SMOKE_OVERRIDES, Bench, projector_configs
+from experiments.perf.counting import PeakMemory, count_flops, llama_forward_flops, parts_train_flops, train_step_flops
 
 
 SUBPROCESS_FIGURES = {"time_to_accuracy", "llava_scale", "train_transformers"}  # tests/test_perf_study.py

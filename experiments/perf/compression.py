@@ -17,12 +17,11 @@ from experiments.perf.common import (
     interleaved,
     make_optimizer,
     paired_ratio,
-    peak_train_memory,
     projector_configs,
     summary,
-    train_step_flops,
     train_step_fn,
 )
+from experiments.perf.counting import peak_train_memory, train_step_flops
 from experiments.perf.profile_ops import NAMES, profile_step
 
 TOLERANCE = 0.10

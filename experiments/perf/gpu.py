@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from experiments.perf.common import PeakMemory, parts_train_flops, sync
+from experiments.perf.common import sync
+from experiments.perf.counting import PeakMemory, parts_train_flops
 
 # CLIP ViT-L/14-336 (openai/clip-vit-large-patch14-336) and Llama-2-7B (lmsys/vicuna-7b-v1.5) dimensions.
 LLAVA15_7B = {
