@@ -51,8 +51,12 @@ def test_jobs_cover_the_arena_and_the_budget(tmp_path):
     (pre, pre_cmd), (ft, ft_cmd) = training_steps(s, jobs[0])
     assert "experiment=shapes_pretrain" in pre_cmd and "+arena=linear" in pre_cmd and "trainer.max_steps=200" in pre_cmd
     assert f"init_from={tmp_path}/linear-q576-s42-pretrain/checkpoints/last.ckpt" in ft_cmd and ft == tmp_path / "linear-q576-s42" / "done"
-    marker, cmd = evaluation_steps(s, jobs[0])[0]
+    (tmp_path / "linear-q576-s42" / "checkpoints" / "curve").mkdir(parents=True)
+    (tmp_path / "linear-q576-s42" / "checkpoints" / "curve" / "step400.ckpt").touch()
+    steps = evaluation_steps(s, jobs[0])
+    marker, cmd = steps[0]
     assert "benchmark.seed=60000" in cmd and marker.name == "metrics.json"  # tuning scores on the validation world
+    assert len(steps) == 4 and len(evaluation_steps(Settings(out=tmp_path), jobs[0])) == 4 + 3  # trials: no curve
 
 
 def test_table_means_cis_paired_differences_and_tau(tmp_path, capsys):

@@ -115,10 +115,15 @@ def training_steps(s: Settings, job: Job) -> list[tuple[Path, list[str]]]:
 
 
 def evaluation_steps(s: Settings, job: Job) -> list[tuple[Path, list[str]]]:
-    """The benchmarks on the last checkpoint, then the curve's checkpoints (known once the finetune is done)."""
+    """The benchmarks on the last checkpoint, then the curve's checkpoints (known once the finetune is done).
+
+    A tuning trial scores its last checkpoint only: selection reads nothing else, and its curve checkpoints
+    are kept for promote.py, which scores them on the benchmarks' questions if the trial is chosen."""
     run = s.out / job.name
     steps = [(run / "eval" / b / "metrics.json", _evaluate(s, run / "checkpoints" / "last.ckpt", b, run / "eval" / b))
              for b in s.benchmarks]
+    if s.validation:
+        return steps
     for ckpt in sorted((run / "checkpoints" / "curve").glob("step*.ckpt")):
         if ckpt.stem == f"step{s.steps}":
             continue  # the last checkpoint, scored above
