@@ -70,3 +70,22 @@ def test_relevance_means_over_seeds(tmp_path, capsys):
     row = next(line for line in out.splitlines() if line.startswith("| avgpool-q64 | 2 |"))
     # mean 0.5, half-width t(0.975, 1) * sd / sqrt(2) = 12.706 * 0.1414 / 1.414 = 1.271
     assert row.startswith("| avgpool-q64 | 2 | 0.500 ± 1.271 | 1.000 ± 0.000 | 0.500 ± 0.000 | - | - | 0.070 ± 0.000 |"), row
+
+
+def test_causal_table_means_over_seeds(tmp_path, capsys):
+    zt = _zoo_table()
+    for seed, drop in ((1, 0.3), (2, 0.5)):
+        score = tmp_path / f"avgpool-q64-s{seed}" / "score"
+        score.mkdir(parents=True)
+        (score / "summary.json").write_text(json.dumps([
+            {"method": "rgae", "energy": 0.5, "pointing": 1.0, "causal_drop_top": drop, "causal_drop_random": 0.0,
+             "causal_flip_top": 1.0, "causal_flip_random": 0.25},
+            {"method": "random", "energy": 0.07, "pointing": 0.1}]))
+    (tmp_path / "qformer-q64-s1" / "score").mkdir(parents=True)  # scored without the causal test: no row
+    (tmp_path / "qformer-q64-s1" / "score" / "summary.json").write_text(json.dumps([{"method": "rgae", "energy": 0.5,
+                                                                                     "pointing": 1.0}]))
+    zt.main(tmp_path, 400)
+    out = capsys.readouterr().out.split("Causal test")[1].splitlines()
+    # drop: mean 0.4, half-width 12.706 * 0.1414 / 1.414 = 1.271
+    assert "| avgpool-q64 | 2 | 0.400 ± 1.271 | 0.000 ± 0.000 | 1.000 ± 0.000 | 0.250 ± 0.000 |" in out
+    assert not any(line.startswith("| qformer") for line in out)
