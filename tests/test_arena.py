@@ -108,6 +108,10 @@ def test_control_table_pairs_plain_and_permuted_avgpool_by_seed(tmp_path, capsys
     assert f"| {7 / 3:.1f} ± {T975_2 * sd / math.sqrt(3):.1f} | yes |" in row64
     assert "| 90.0 ± 0.0 / 88.0 ± 0.0 |" in row64
     assert next(x for x in out if x.startswith("| 144 | 1 |")).count("| 10.0 | no |") == 1
+    tuned = tmp_path / "tuned"  # the arena's avgpool at another setting: the control keeps its own plain runs
+    write_run(tuned, "avgpool-q64-s1", (90, 90, 0, 700))
+    table.main([str(tuned), "--control", str(permuted), "--control-plain", str(plain)])
+    assert any(x.startswith("| 64 | 1, 2, 3 |") for x in capsys.readouterr().out.split("## The layout control")[1].splitlines())
 
 
 def test_select_writes_the_best_complete_budget(tmp_path, capsys):

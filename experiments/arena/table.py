@@ -1,6 +1,6 @@
 """The arena's table from its run dirs (experiments/arena/run.py), as Markdown on stdout.
 
-    python -m experiments.arena.table multirun/arena [--steps 800] [--control multirun/arena_perm]
+    python -m experiments.arena.table multirun/arena [--steps 800] [--control multirun/arena_perm [--control-plain D]]
 
 Per projector and token count: seeds, per task mean ± 95 % CI (Student t over seeds), the overall score
 (stats.overall), projector / total trainable parameters, s/step, steps to 80 % attribute and to 50 % grounding
@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=800, help="the finetune's last step (for steps-to-target)")
     ap.add_argument("--published", type=Path, default=PUBLISHED)
     ap.add_argument("--control", type=Path, help="run dirs of avgpool with permuted tokens (the layout control)")
+    ap.add_argument("--control-plain", type=Path, help="where the control's plain avgpool runs are, when they ran at "
+                    "another setting than the arena's avgpool (default: root)")
     a = ap.parse_args(argv)
     runs, published = read_runs(a.root), json.loads(a.published.read_text())
     print("\n".join(["## The arena (mean ± 95 % CI over seeds; overall = mean of existence, attribute, grounding and "
@@ -178,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
                      "average; which tasks agree with 7B):", "", *transfer_by_task(runs, published)]))
     if a.control:
         print("\n".join(["", f"## The layout control: avgpool vs its tokens permuted ({a.control.name}; passes within "
-                          f"{CONTROL_MARGIN:g} points of grounding)", "", *control_table(runs, read_runs(a.control))]))
+                          f"{CONTROL_MARGIN:g} points of grounding)", "",
+                          *control_table(read_runs(a.control_plain) if a.control_plain else runs, read_runs(a.control))]))
 
 
 if __name__ == "__main__":
