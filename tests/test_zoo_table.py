@@ -19,6 +19,12 @@ def _metrics(path: Path, value: float, headline: str = "accuracy") -> None:
     (path / "metrics.json").write_text(json.dumps({"headline": headline, "metrics": {headline: value}}))
 
 
+def _scores(run: Path, rows: list[dict]) -> None:
+    """A run's relevance scores, as `deco.explain mode=score` writes them (score/summary.json)."""
+    (run / "score").mkdir(parents=True)
+    (run / "score" / "summary.json").write_text(json.dumps(rows))
+
+
 def test_steps_to_target():
     zt = _zoo_table()
     assert zt.steps_to({100: 40.0, 200: 79.9, 300: 80.0}, 400, 95.0) == 300
@@ -47,11 +53,9 @@ def test_curve_table_from_run_dirs(tmp_path, capsys):
 def test_perturbation_table_means_over_seeds(tmp_path, capsys):
     zt = _zoo_table()
     for seed, (pos, neg) in ((1, (-0.9, -0.6)), (2, (-0.7, -0.4))):
-        score = tmp_path / f"qformer-q64-s{seed}" / "score"
-        score.mkdir(parents=True)
-        (score / "summary.json").write_text(json.dumps([
+        _scores(tmp_path / f"qformer-q64-s{seed}", [
             {"method": "rgae", "energy": 0.5, "pointing": 0.5, "auc_positive": pos, "auc_negative": neg},
-            {"method": "random", "energy": 0.1, "pointing": 0.1, "auc_positive": -0.5, "auc_negative": -0.5}]))
+            {"method": "random", "energy": 0.1, "pointing": 0.1, "auc_positive": -0.5, "auc_negative": -0.5}])
     zt.main(tmp_path, 400)
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| qformer-q64 | 2 | -"))
     assert row == "| qformer-q64 | 2 | -0.800 / -0.500 | - | - | -0.500 / -0.500 |", row
@@ -60,11 +64,9 @@ def test_perturbation_table_means_over_seeds(tmp_path, capsys):
 def test_relevance_means_over_seeds(tmp_path, capsys):
     zt = _zoo_table()
     for seed, energy in ((1, 0.4), (2, 0.6)):
-        score = tmp_path / f"avgpool-q64-s{seed}" / "score"
-        score.mkdir(parents=True)
-        (score / "summary.json").write_text(json.dumps([
+        _scores(tmp_path / f"avgpool-q64-s{seed}", [
             {"method": "rgae", "energy": energy, "pointing": 1.0, "top_query_energy": 0.5},
-            {"method": "random", "energy": 0.07, "pointing": 0.1}]))
+            {"method": "random", "energy": 0.07, "pointing": 0.1}])
     zt.main(tmp_path, 400)
     out = capsys.readouterr().out.split("Relevance, mean over seeds")[1]
     row = next(line for line in out.splitlines() if line.startswith("| avgpool-q64 | 2 |"))
@@ -75,15 +77,11 @@ def test_relevance_means_over_seeds(tmp_path, capsys):
 def test_causal_table_means_over_seeds(tmp_path, capsys):
     zt = _zoo_table()
     for seed, drop in ((1, 0.3), (2, 0.5)):
-        score = tmp_path / f"avgpool-q64-s{seed}" / "score"
-        score.mkdir(parents=True)
-        (score / "summary.json").write_text(json.dumps([
+        _scores(tmp_path / f"avgpool-q64-s{seed}", [
             {"method": "rgae", "energy": 0.5, "pointing": 1.0, "causal_drop_top": drop, "causal_drop_random": 0.0,
              "causal_flip_top": 1.0, "causal_flip_random": 0.25},
-            {"method": "random", "energy": 0.07, "pointing": 0.1}]))
-    (tmp_path / "qformer-q64-s1" / "score").mkdir(parents=True)  # scored without the causal test: no row
-    (tmp_path / "qformer-q64-s1" / "score" / "summary.json").write_text(json.dumps([{"method": "rgae", "energy": 0.5,
-                                                                                     "pointing": 1.0}]))
+            {"method": "random", "energy": 0.07, "pointing": 0.1}])
+    _scores(tmp_path / "qformer-q64-s1", [{"method": "rgae", "energy": 0.5, "pointing": 1.0}])  # no causal test: no row
     zt.main(tmp_path, 400)
     out = capsys.readouterr().out.split("Causal test")[1].splitlines()
     # drop: mean 0.4, half-width 12.706 * 0.1414 / 1.414 = 1.271
