@@ -18,13 +18,17 @@ T975_1 = 12.706204736174707  # 1 degree of freedom
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_run(root: Path, name: str, scores: tuple[float, float, float, float], params: int = 100) -> None:
+def write_run(root: Path, name: str, scores: tuple[float, float, float, float], params: int = 100,
+              config: str | None = None) -> None:
     for bench, value in zip(("shapes_existence", "shapes_attribute", "shapes_grounding", "shapes_caption"), scores):
         headline = "cider" if bench == "shapes_caption" else "accuracy"
         (root / name / "eval" / bench).mkdir(parents=True)
         (root / name / "eval" / bench / "metrics.json").write_text(json.dumps({"headline": headline, "metrics": {headline: value}}))
     (root / name / "csv").mkdir()
     (root / name / "csv" / "hparams.yaml").write_text(f"params/projector_trainable: {params}\nparams/llm_trainable: 1000\n")
+    if config is not None:  # the composed config deco.train leaves in the run dir
+        (root / name / ".hydra").mkdir()
+        (root / name / ".hydra" / "config.yaml").write_text(config)
 
 
 def test_mean_ci_overall_and_rank_correlation_by_hand():
@@ -61,16 +65,20 @@ def test_jobs_cover_the_arena_and_the_budget(tmp_path):
 
 def test_table_means_cis_paired_differences_and_tau(tmp_path, capsys):
     # avgpool-64: seeds 1, 2 -> grounding 50, 60; qformer: 10, 30 (paired differences -40, -30)
-    write_run(tmp_path, "avgpool-q64-s1", (90, 90, 50, 700))
-    write_run(tmp_path, "avgpool-q64-s2", (92, 94, 60, 720))
-    write_run(tmp_path, "qformer-q64-s1", (90, 90, 10, 500), params=300)
-    write_run(tmp_path, "qformer-q64-s2", (90, 92, 30, 600), params=300)
+    write_run(tmp_path, "avgpool-q64-s1", (90, 90, 50, 700), config="stage:\n  projector_lr: 0.001\n")
+    write_run(tmp_path, "avgpool-q64-s2", (92, 94, 60, 720), config="stage:\n  projector_lr: 2.0e-3\n")
+    heads4 = "stage:\n  projector_lr: 0.002\nprojector:\n  num_attention_heads: 4\n"
+    write_run(tmp_path, "qformer-q64-s1", (90, 90, 10, 500), params=300, config=heads4)
+    write_run(tmp_path, "qformer-q64-s2", (90, 92, 30, 600), params=300, config=heads4)
     for name, g in (("tokenpacker", 70), ("ldpv2", 55), ("resampler", 40)):  # one seed each
         write_run(tmp_path, f"{name}-q64-s1", (90, 90, g, 700))
     (tmp_path / "avgpool-q64-s1-pretrain").mkdir()  # a pretrain dir is not a row
     table.main([str(tmp_path), "--steps", "800"])
     out = capsys.readouterr().out.splitlines()
     row = next(x for x in out if x.startswith("| avgpool | 64 | 2 |"))
+    assert row.startswith("| avgpool | 64 | 2 | lr 0.001 / lr 0.002 |")  # seeds that ran at two settings show both
+    assert any(x.startswith("| qformer | 64 | 2 | lr 0.002, 4 heads |") for x in out)
+    assert any(x.startswith("| tokenpacker | 64 | 1 | ? |") for x in out)  # no config left: unknown, not guessed
     half = T975_1 * math.sqrt(50) / math.sqrt(2)  # grounding 50, 60: sd sqrt(50)
     assert f"| 55.0 ± {half:.1f} |" in row and "| 24832" not in row and "| 100 | 1100 |" in row
     # overall per seed: (90+90+50+70)/4 = 75, (92+94+60+72)/4 = 79.5: sd 4.5 / sqrt 2

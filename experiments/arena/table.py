@@ -6,7 +6,9 @@ Per projector and token count: seeds, per task mean ± 95 % CI (Student t over s
 (stats.overall), projector / total trainable parameters, s/step, steps to 80 % attribute and to 50 % grounding
 (per seed), the paired difference against avgpool at the same token count (same seeds), Kendall tau /
 Spearman rho between the arena's overall ranking and TokenPacker Table 3's average (tokenpacker_table3.json),
-the same tau per task (which of the shapes tasks ranks projectors as the 7B benchmarks do), and with
+the same tau per task (which of the shapes tasks ranks projectors as the 7B benchmarks do), the setting each row
+ran at (projector lr and heads, read from its runs' configs: a row whose seeds ran at different settings shows
+each), and with
 `--control DIR` (avgpool runs with `projector.permute_tokens`) the layout control: plain vs permuted avgpool.
 """
 
@@ -18,6 +20,8 @@ import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+import yaml
 
 from experiments.arena.stats import fmt, mean_ci, overall, rank_correlation
 
@@ -47,7 +51,17 @@ def read_run(run: Path) -> dict:
     for hp in run.rglob("hparams.yaml"):
         params.update({k: int(v) for k, v in re.findall(r"params/(\w+)_trainable: (\d+)", hp.read_text())})
     return {"scores": scores, "curve": dict(curve), "s_per_step": statistics.median(times) if times else None,
-            "projector_params": params.get("projector"), "trainable_params": sum(params.values()) if params else None}
+            "projector_params": params.get("projector"), "trainable_params": sum(params.values()) if params else None,
+            "setting": read_setting(run / ".hydra" / "config.yaml")}
+
+
+def read_setting(config: Path) -> str | None:
+    """'lr 0.001' or 'lr 0.002, 4 heads' from a run's composed config (heads only where set); None without one."""
+    if not config.is_file():
+        return None
+    cfg = yaml.safe_load(config.read_text()) or {}
+    lr, heads = cfg.get("stage", {}).get("projector_lr"), cfg.get("projector", {}).get("num_attention_heads")
+    return f"lr {lr:g}" + (f", {heads} heads" if heads else "") if lr is not None else None
 
 
 def read_runs(root: Path) -> dict[tuple[str, int], dict[int, dict]]:
@@ -74,9 +88,9 @@ def _score(run: dict, task: str) -> float | None:
 
 def arena_table(runs, final_step: int) -> list[str]:
     cols = ["existence", "attribute", "grounding", "caption", "overall"]
-    lines = ["| projector | tokens | seeds | existence | attribute | grounding Acc@0.5 | caption CIDEr | overall | "
-             "projector params | trainable params | s/step | steps to 80 % attribute | steps to 50 % grounding |",
-             "|---|---|---|" + "---|" * 10]
+    lines = ["| projector | tokens | seeds | setting | existence | attribute | grounding Acc@0.5 | caption CIDEr | "
+             "overall | projector params | trainable params | s/step | steps to 80 % attribute | "
+             "steps to 50 % grounding |", "|---|---|---|---|" + "---|" * 10]
     for (name, q), by_seed in sorted(runs.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
         rs = [r for r in by_seed.values() if r["scores"]]
         if not rs:
@@ -85,7 +99,8 @@ def arena_table(runs, final_step: int) -> list[str]:
         sps = [r["s_per_step"] for r in rs if r["s_per_step"]]
         reach = [", ".join(str(x) if x is not None else f">{final_step}" for x in
                            (steps_to(r, t, final_step) for r in rs)) for t in TARGETS]
-        lines.append(f"| {name} | {q} | {len(rs)} | " + " | ".join(cells) + f" | {rs[0]['projector_params'] or '-'} | "
+        setting = " / ".join(dict.fromkeys(r["setting"] or "?" for r in rs))
+        lines.append(f"| {name} | {q} | {len(rs)} | {setting} | " + " | ".join(cells) + f" | {rs[0]['projector_params'] or '-'} | "
                      f"{rs[0]['trainable_params'] or '-'} | {f'{statistics.fmean(sps):.2f}' if sps else '-'} | "
                      + " | ".join(reach) + " |")
     return lines
