@@ -66,7 +66,7 @@ def test_jobs_cover_the_arena_and_the_budget(tmp_path):
 def test_table_means_cis_paired_differences_and_tau(tmp_path, capsys):
     # avgpool-64: seeds 1, 2 -> grounding 50, 60; qformer: 10, 30 (paired differences -40, -30)
     write_run(tmp_path, "avgpool-q64-s1", (90, 90, 50, 700), config="stage:\n  projector_lr: 0.001\n")
-    write_run(tmp_path, "avgpool-q64-s2", (92, 94, 60, 720), config="stage:\n  projector_lr: 2.0e-3\n")
+    write_run(tmp_path, "avgpool-q64-s2", (92, 94, 60, 720), config="stage:\n  projector_lr: 2e-3\n")
     heads4 = "stage:\n  projector_lr: 0.002\nprojector:\n  num_attention_heads: 4\n"
     write_run(tmp_path, "qformer-q64-s1", (90, 90, 10, 500), params=300, config=heads4)
     write_run(tmp_path, "qformer-q64-s2", (90, 92, 30, 600), params=300, config=heads4)

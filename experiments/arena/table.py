@@ -61,7 +61,8 @@ def read_setting(config: Path) -> str | None:
         return None
     cfg = yaml.safe_load(config.read_text()) or {}
     lr, heads = cfg.get("stage", {}).get("projector_lr"), cfg.get("projector", {}).get("num_attention_heads")
-    return f"lr {lr:g}" + (f", {heads} heads" if heads else "") if lr is not None else None
+    # float(): YAML 1.1 reads an exponent without a dot (1e-3) as a string
+    return f"lr {float(lr):g}" + (f", {heads} heads" if heads else "") if lr is not None else None
 
 
 def read_runs(root: Path) -> dict[tuple[str, int], dict[int, dict]]:
